@@ -1,8 +1,49 @@
-//! matchwell-actors
+//! # matchwell-actors
+//!
+//! The matchmaking core of matchwell: the domain model, the pairing algorithm, and the actors
+//! that run it. It knows nothing of HTTP, JSON bodies or files; the `matchwell` crate puts it
+//! behind an HTTP API, persists it and embeds it.
+//!
+//! # Layout
+//! - [`pools`]: pool specs, matching parameters, the catalog and its TOML file format.
+//! - [`matching`]: the pure pairing algorithm over sorted rating buckets.
+//! - [`model`]: the values the engine hands out (entries, matches, challenges, events).
+//! - [`matchmaker`]: the facade: validates requests, writes the index, talks to the actors.
+//! - `index`: the concurrent maps that answer lookups without an actor round trip.
+//! - `shard` / `router`: the pool-shard actors that own the waiting players and run the waves,
+//!   and the router actor that dispatches to them, on a dedicated actix system.
+//! - `challenges`: the challenge state machine and book.
+//! - [`games`]: the [`games::GameCreator`] trait and durable game-creation jobs.
+//! - [`clock`], [`ids`], [`metrics`], [`error`]: time, identifiers, Prometheus metrics, errors.
+//!
+//! # Runtime guarantees
+//! - Every message about one queue passes through the router and then that queue's shard, in
+//!   order: a cancel never overtakes its enqueue.
+//! - Only the shard owning a queue mutates its waiting players and moves its entries out of
+//!   (or back into) `searching`; so an entry is paired at most once, and never after it was
+//!   cancelled or expired.
+//! - A user has at most one searching entry per tenant, enforced in the index under the
+//!   user's slot lock.
+//! - Lookups read the index only; they never wait for an actor.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod challenges;
 pub mod clock;
+pub mod error;
+pub mod games;
 pub mod ids;
+mod index;
 pub mod matching;
+pub mod matchmaker;
+pub mod metrics;
+pub mod model;
 pub mod pools;
+mod router;
+mod shard;
+mod shared;
+
+pub use challenges::ChallengeRefusal;
+pub use index::{EntryRecord, EntryState, MatchRecord, QueueKey, TenantId, UserKey};
+pub use router::ActorsStopped;
+pub use shard::{ShardTimers, TickCounts};

@@ -1,0 +1,496 @@
+//! The shared index: every entry, match and idempotency key, readable from any thread.
+//!
+//! Lookups by entry id or by user must not need a round trip through the shard actors (SPEC
+//! §3), so the live state sits in concurrent hash maps ([`dashmap`]) that HTTP workers and
+//! embedding callers read directly. Writes follow one rule, which is what keeps the maps
+//! consistent without a global lock: **an entry is created by the caller that enqueues it, and
+//! only the shard that owns its pool moves it out of `searching` (or back into it)**. Callers
+//! that want to cancel ask the shard.
+//!
+//! Lock order, to rule out deadlocks between maps: `idempotency` → `searching` → `entries`.
+//! No code holds a guard of one map while taking a guard of a map earlier in that order, and
+//! no code holds two guards of the same map.
+
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+
+use compact_str::CompactString;
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry as MapEntry;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::clock::UnixMillis;
+use crate::ids::{ChallengeId, EntryId, MatchId};
+use crate::model::{Color, EntryStatus, GameStatus, MatchPlayer};
+use crate::pools::PoolId;
+
+/// Hasher of every map in the index: fast, and seeded per process so that keys chosen by
+/// clients cannot be crafted to collide.
+pub(crate) type FastHasher = foldhash::fast::RandomState;
+
+/// A concurrent map with [`FastHasher`].
+pub(crate) type FastMap<K, V> = DashMap<K, V, FastHasher>;
+
+/// An interned tenant name: four bytes in every record instead of a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TenantId(pub u32);
+
+/// Interns tenant names.
+///
+/// A map for name → id and a vector for id → name; tenants are few and never forgotten, so
+/// the vector only grows and ids stay valid for the life of the process.
+#[derive(Debug, Default)]
+pub(crate) struct Tenants {
+    by_name: FastMap<CompactString, TenantId>,
+    names: RwLock<Vec<CompactString>>,
+}
+
+impl Tenants {
+    /// The id of `name`, creating it on first use.
+    pub(crate) fn intern(&self, name: &str) -> TenantId {
+        if let Some(id) = self.by_name.get(name) {
+            return *id;
+        }
+        *self.by_name.entry(name.into()).or_insert_with(|| {
+            let mut names = self.names.write();
+            names.push(name.into());
+            TenantId(u32::try_from(names.len() - 1).expect("fewer than 2^32 tenants"))
+        })
+    }
+
+    /// The id of `name` if any entry, match or challenge ever used it.
+    pub(crate) fn find(&self, name: &str) -> Option<TenantId> {
+        self.by_name.get(name).map(|id| *id)
+    }
+
+}
+
+/// The queue of one pool within one tenant: the unit a shard owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct QueueKey {
+    /// Whose queue.
+    pub tenant: TenantId,
+    /// Which pool.
+    pub pool: PoolId,
+}
+
+/// A user within a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UserKey {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The user id.
+    pub user: CompactString,
+}
+
+/// Where an entry stands, with what that state needs to remember.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryState {
+    /// Waiting in its shard's pool.
+    Searching,
+    /// Paired into this match.
+    Matched(MatchId),
+    /// Withdrawn at this time.
+    Cancelled {
+        /// When.
+        at_ms: UnixMillis,
+    },
+    /// Expired at this time.
+    Expired {
+        /// When.
+        at_ms: UnixMillis,
+    },
+}
+
+impl EntryState {
+    /// The public status.
+    pub fn status(self) -> EntryStatus {
+        match self {
+            Self::Searching => EntryStatus::Searching,
+            Self::Matched(_) => EntryStatus::Matched,
+            Self::Cancelled { .. } => EntryStatus::Cancelled,
+            Self::Expired { .. } => EntryStatus::Expired,
+        }
+    }
+}
+
+/// One entry as the index keeps it: 56 bytes, because a million of them must fit in well under
+/// 256 bytes each together with their map slots and their place in a shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryRecord {
+    /// The player.
+    pub user: CompactString,
+    /// When the player joined (shifted by downtime, see [`crate::model::Entry::joined_at_ms`]).
+    pub joined_at_ms: UnixMillis,
+    /// Where it stands.
+    pub state: EntryState,
+    /// Whose entry.
+    pub tenant: TenantId,
+    /// Which pool.
+    pub pool: PoolId,
+    /// The player's rating in the pool.
+    pub rating: u16,
+}
+
+impl EntryRecord {
+    /// The queue the entry belongs to.
+    pub fn queue(&self) -> QueueKey {
+        QueueKey { tenant: self.tenant, pool: self.pool }
+    }
+
+    /// The user who owns the entry.
+    pub fn user_key(&self) -> UserKey {
+        UserKey { tenant: self.tenant, user: self.user.clone() }
+    }
+}
+
+/// One match as the index keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatchRecord {
+    /// Whose match.
+    pub tenant: TenantId,
+    /// Which pool.
+    pub pool: PoolId,
+    /// White first.
+    pub players: [MatchPlayer; 2],
+    /// When it was formed.
+    pub created_at_ms: UnixMillis,
+    /// Where game creation stands.
+    pub game_status: GameStatus,
+    /// The game, once created.
+    pub game_id: Option<CompactString>,
+}
+
+/// An idempotency key as the caller scoped it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) struct IdempotencyKey {
+    /// Who sent it.
+    pub user: UserKey,
+    /// The key itself.
+    pub key: CompactString,
+}
+
+/// Something that stopped changing and is to be forgotten after the retention period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Settled {
+    Entry(EntryId),
+    Match(MatchId),
+    Challenge(ChallengeId),
+    IdempotencyKey(IdempotencyKey),
+}
+
+/// Which entry, if any, each user has searching.
+///
+/// Keyed by a 64-bit hash of the user id rather than the id itself: the primary map then holds
+/// 24-byte slots instead of 40-byte ones, which is what keeps a million waiting players under
+/// the memory budget. The entry record holds the real user id, so a hash collision is detected
+/// by comparing against it, and the colliding user goes to `overflow`, keyed by the full id.
+/// Every operation on a user first locks that user's primary slot, which serialises all
+/// changes for one user across both maps.
+#[derive(Debug)]
+pub(crate) struct SearchingUsers<S = foldhash::quality::RandomState> {
+    primary: FastMap<(TenantId, u64), EntryId>,
+    overflow: FastMap<UserKey, EntryId>,
+    user_hasher: S,
+}
+
+impl Default for SearchingUsers {
+    fn default() -> Self {
+        Self::with_user_hasher(foldhash::quality::RandomState::default())
+    }
+}
+
+/// A user already has a searching entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AlreadySearching(pub(crate) EntryId);
+
+impl<S: BuildHasher> SearchingUsers<S> {
+    pub(crate) fn with_user_hasher(user_hasher: S) -> Self {
+        Self { primary: FastMap::default(), overflow: FastMap::default(), user_hasher }
+    }
+
+    fn slot(&self, user: &UserKey) -> (TenantId, u64) {
+        (user.tenant, self.user_hasher.hash_one(user.user.as_str()))
+    }
+
+    /// Records `id` as `user`'s searching entry and inserts its record, unless the user already
+    /// has a searching entry. `entries` is read to tell a collision from the same user.
+    pub(crate) fn claim(
+        &self,
+        user: &UserKey,
+        id: EntryId,
+        record: EntryRecord,
+        entries: &FastMap<EntryId, EntryRecord>,
+    ) -> Result<(), AlreadySearching> {
+        let searching_entry_of = |occupant: EntryId| {
+            entries.get(&occupant).map(|record| (record.user == user.user, record.state == EntryState::Searching))
+        };
+        match self.primary.entry(self.slot(user)) {
+            MapEntry::Occupied(mut slot) => {
+                let occupant = *slot.get();
+                match searching_entry_of(occupant) {
+                    Some((true, true)) => Err(AlreadySearching(occupant)),
+                    Some((false, true)) => self.claim_overflow(user, id, record, entries),
+                    _ => {
+                        self.claim_overflow_free(user, entries)?;
+                        entries.insert(id, record);
+                        slot.insert(id);
+                        Ok(())
+                    }
+                }
+            }
+            MapEntry::Vacant(slot) => {
+                self.claim_overflow_free(user, entries)?;
+                entries.insert(id, record);
+                slot.insert(id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Fails when `user` has a searching entry in `overflow` (from a time their primary slot
+    /// was taken by a colliding user); an overflow slot whose entry stopped searching is freed.
+    fn claim_overflow_free(&self, user: &UserKey, entries: &FastMap<EntryId, EntryRecord>) -> Result<(), AlreadySearching> {
+        if self.overflow.is_empty() {
+            return Ok(());
+        }
+        match self.overflow.entry(user.clone()) {
+            MapEntry::Occupied(slot) => {
+                let occupant = *slot.get();
+                if entries.get(&occupant).is_some_and(|record| record.state == EntryState::Searching) {
+                    return Err(AlreadySearching(occupant));
+                }
+                slot.remove();
+                Ok(())
+            }
+            MapEntry::Vacant(_) => Ok(()),
+        }
+    }
+
+    fn claim_overflow(
+        &self,
+        user: &UserKey,
+        id: EntryId,
+        record: EntryRecord,
+        entries: &FastMap<EntryId, EntryRecord>,
+    ) -> Result<(), AlreadySearching> {
+        let slot = self.overflow.entry(user.clone());
+        if let MapEntry::Occupied(occupied) = &slot {
+            let occupant = *occupied.get();
+            if entries.get(&occupant).is_some_and(|record| record.state == EntryState::Searching) {
+                return Err(AlreadySearching(occupant));
+            }
+        }
+        entries.insert(id, record);
+        slot.insert(id);
+        Ok(())
+    }
+
+    /// The entry `user` has searching, as far as these maps know (callers check its state).
+    pub(crate) fn find(&self, user: &UserKey, entries: &FastMap<EntryId, EntryRecord>) -> Option<EntryId> {
+        let primary = self.primary.get(&self.slot(user)).map(|id| *id);
+        if let Some(id) = primary {
+            if entries.get(&id).is_some_and(|record| record.user == user.user) {
+                return Some(id);
+            }
+        }
+        if self.overflow.is_empty() {
+            return None;
+        }
+        self.overflow.get(user).map(|id| *id)
+    }
+
+    /// Forgets `id` as `user`'s searching entry (a no-op if the user has moved on to another).
+    pub(crate) fn release(&self, user: &UserKey, id: EntryId) {
+        if self.primary.remove_if(&self.slot(user), |_, occupant| *occupant == id).is_none() && !self.overflow.is_empty() {
+            self.overflow.remove_if(user, |_, occupant| *occupant == id);
+        }
+    }
+}
+
+/// The index itself.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    pub(crate) tenants: Tenants,
+    pub(crate) entries: FastMap<EntryId, EntryRecord>,
+    pub(crate) searching: SearchingUsers,
+    pub(crate) matches: FastMap<MatchId, MatchRecord>,
+    /// Each user's latest match and the color they had, for the `active` view and for fair
+    /// color assignment.
+    pub(crate) recent: FastMap<UserKey, (MatchId, Color)>,
+    pub(crate) idempotency: FastMap<IdempotencyKey, (EntryId, UnixMillis)>,
+    /// Version counters for the entries somebody is watching (SSE streams); only watched
+    /// entries have one, so the common case of a change costs one lookup in a near-empty map.
+    watchers: FastMap<EntryId, watch::Sender<u64>>,
+    /// What settled when, oldest first, for the retention sweep.
+    settled: Mutex<VecDeque<(UnixMillis, Settled)>>,
+}
+
+impl Index {
+    /// Moves a searching entry to `state`, releasing the user's searching slot. Returns the
+    /// record as it was, or `None` if the entry was not searching.
+    pub(crate) fn leave_searching(&self, id: EntryId, state: EntryState) -> Option<EntryRecord> {
+        let before = {
+            let mut record = self.entries.get_mut(&id)?;
+            if record.state != EntryState::Searching {
+                return None;
+            }
+            let before = record.clone();
+            record.state = state;
+            before
+        };
+        self.searching.release(&before.user_key(), id);
+        self.notify(id);
+        Some(before)
+    }
+
+    /// Returns an entry to `searching` after its match failed, if its user has not started
+    /// another search meanwhile. Returns the record on success.
+    pub(crate) fn return_to_searching(&self, id: EntryId, match_id: MatchId) -> Option<EntryRecord> {
+        let record = self.entries.get(&id).map(|record| record.clone())?;
+        if record.state != EntryState::Matched(match_id) {
+            return None;
+        }
+        let searching = EntryRecord { state: EntryState::Searching, ..record };
+        // `claim` re-inserts the record under the user's slot lock, which is what makes
+        // "one searching entry per user" hold against a concurrent enqueue.
+        self.searching.claim(&searching.user_key(), id, searching.clone(), &self.entries).ok()?;
+        self.notify(id);
+        Some(searching)
+    }
+
+    /// Subscribes to changes of entry `id`.
+    pub(crate) fn watch(&self, id: EntryId) -> watch::Receiver<u64> {
+        self.watchers.entry(id).or_insert_with(|| watch::channel(0).0).subscribe()
+    }
+
+    /// Drops the change counter of `id` once nobody watches it.
+    pub(crate) fn unwatch(&self, id: EntryId) {
+        self.watchers.remove_if(&id, |_, sender| sender.receiver_count() == 0);
+    }
+
+    /// Tells watchers of `id` that it changed.
+    pub(crate) fn notify(&self, id: EntryId) {
+        if self.watchers.is_empty() {
+            return;
+        }
+        if let Some(sender) = self.watchers.get(&id) {
+            sender.send_modify(|version| *version += 1);
+        }
+    }
+
+    /// Remembers that `what` settled at `at_ms`.
+    pub(crate) fn settle(&self, at_ms: UnixMillis, what: Settled) {
+        self.settled.lock().push_back((at_ms, what));
+    }
+
+    /// Removes everything that settled at or before `cutoff_ms`; returns what it removed.
+    pub(crate) fn take_settled(&self, cutoff_ms: UnixMillis) -> Vec<Settled> {
+        let mut settled = self.settled.lock();
+        let due = settled.iter().take_while(|(at_ms, _)| *at_ms <= cutoff_ms).count();
+        settled.drain(..due).map(|(_, what)| what).collect()
+    }
+
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::Hasher;
+
+    /// A hasher under which every user id collides.
+    #[derive(Default, Clone)]
+    struct Colliding;
+
+    impl BuildHasher for Colliding {
+        type Hasher = ConstantHasher;
+        fn build_hasher(&self) -> ConstantHasher {
+            ConstantHasher
+        }
+    }
+
+    struct ConstantHasher;
+
+    impl Hasher for ConstantHasher {
+        fn finish(&self) -> u64 {
+            7
+        }
+        fn write(&mut self, _: &[u8]) {}
+    }
+
+    fn key(user: &str) -> UserKey {
+        UserKey { tenant: TenantId(0), user: user.into() }
+    }
+
+    fn record(user: &str) -> EntryRecord {
+        EntryRecord { user: user.into(), joined_at_ms: 0, state: EntryState::Searching, tenant: TenantId(0), pool: PoolId(0), rating: 1500 }
+    }
+
+    fn id(n: u64) -> EntryId {
+        EntryId::new(n).unwrap()
+    }
+
+    fn exercise<S: BuildHasher>(users: SearchingUsers<S>) {
+        let entries = FastMap::default();
+        assert_eq!(users.claim(&key("alice"), id(1), record("alice"), &entries), Ok(()));
+        assert_eq!(users.claim(&key("bob"), id(2), record("bob"), &entries), Ok(()));
+        assert_eq!(users.claim(&key("alice"), id(3), record("alice"), &entries), Err(AlreadySearching(id(1))));
+        assert_eq!(users.claim(&key("bob"), id(4), record("bob"), &entries), Err(AlreadySearching(id(2))));
+        assert!(!entries.contains_key(&id(3)) && !entries.contains_key(&id(4)), "a refused claim inserts nothing");
+        assert_eq!(users.find(&key("alice"), &entries), Some(id(1)));
+        assert_eq!(users.find(&key("bob"), &entries), Some(id(2)));
+        assert_eq!(users.find(&key("carol"), &entries), None);
+
+        // Alice stops searching; Bob must still be found and still be refused a second entry.
+        entries.get_mut(&id(1)).unwrap().state = EntryState::Cancelled { at_ms: 1 };
+        users.release(&key("alice"), id(1));
+        assert_eq!(users.find(&key("bob"), &entries), Some(id(2)));
+        assert_eq!(users.claim(&key("bob"), id(5), record("bob"), &entries), Err(AlreadySearching(id(2))));
+        assert_eq!(users.claim(&key("alice"), id(6), record("alice"), &entries), Ok(()));
+        assert_eq!(users.find(&key("alice"), &entries), Some(id(6)));
+
+        // A slot whose entry left searching without being released yet is free to claim.
+        entries.get_mut(&id(2)).unwrap().state = EntryState::Expired { at_ms: 2 };
+        assert_eq!(users.claim(&key("bob"), id(7), record("bob"), &entries), Ok(()));
+        users.release(&key("bob"), id(2));
+        assert_eq!(users.find(&key("bob"), &entries), Some(id(7)), "releasing an old entry keeps the new one");
+    }
+
+    #[test]
+    fn one_searching_entry_per_user() {
+        exercise(SearchingUsers::default());
+    }
+
+    #[test]
+    fn one_searching_entry_per_user_when_every_user_id_collides() {
+        exercise(SearchingUsers::with_user_hasher(Colliding));
+    }
+
+    #[test]
+    fn tenants_are_interned_once() {
+        let tenants = Tenants::default();
+        let a = tenants.intern("acme");
+        assert_eq!(tenants.intern("acme"), a);
+        let b = tenants.intern("globex");
+        assert_ne!(a, b);
+        assert_eq!(tenants.find("globex"), Some(b));
+        assert_eq!(tenants.find("initech"), None);
+    }
+
+    #[test]
+    fn entry_record_stays_small() {
+        assert_eq!(std::mem::size_of::<EntryRecord>(), 56);
+    }
+
+    #[test]
+    fn settled_items_leave_in_time_order() {
+        let index = Index::default();
+        index.settle(10, Settled::Entry(id(1)));
+        index.settle(20, Settled::Entry(id(2)));
+        assert_eq!(index.take_settled(15), vec![Settled::Entry(id(1))]);
+        assert_eq!(index.take_settled(15), vec![]);
+        assert_eq!(index.take_settled(20), vec![Settled::Entry(id(2))]);
+    }
+}

@@ -1,0 +1,603 @@
+//! The matchmaker: the one object through which callers use the core.
+//!
+//! It validates requests, writes new entries and challenges to the shared index, sends the
+//! shards what they must know, answers lookups straight from the index, and drives the work
+//! that is not a shard's: game creation, challenge expiry and retention.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use compact_str::CompactString;
+use dashmap::mapref::entry::Entry as MapEntry;
+use futures::future::{BoxFuture, join_all};
+use parking_lot::Mutex;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::{broadcast, watch};
+
+use crate::challenges::{ChallengeBook, ChallengeRecord, ChallengeState, Party};
+use crate::clock::{SharedClock, SystemClock, UnixMillis};
+use crate::error::{MAX_IDEMPOTENCY_KEY_LEN, MAX_TENANT_LEN, MAX_USER_ID_LEN, MatchmakerError, check_name};
+use crate::games::{GameCreator, GameJobs, GamePlayer, GameRequest, JobVerdict, LocalGameIds, RetryPolicy};
+use crate::ids::{ChallengeId, EntryId, IdSequence, MatchId};
+use crate::index::{EntryRecord, EntryState, IdempotencyKey, Index, QueueKey, Settled, TenantId, UserKey};
+use crate::matching::Waiting;
+use crate::metrics::Metrics;
+use crate::model::{ActiveState, Challenge, Color, ColorChoice, Entry, EntryStatus, GameStatus, MatchEvent, QueueSummary};
+use crate::pools::{MAX_RATING, PoolCatalog, PoolSpec, TimeControl};
+use crate::router::{ActorSystem, ActorsStopped, RouteCancel, RouteSummary, RouteTick};
+use crate::shard::{Cancel, DueWork, Enqueue, Requeue, RunDue, ShardTimers, Summarize, TickCounts};
+use crate::shared::{Ids, Shared};
+
+/// How the matchmaker runs.
+#[derive(Clone)]
+pub struct MatchmakerConfig {
+    /// The pools it serves.
+    pub catalog: Arc<PoolCatalog>,
+    /// Its time source.
+    pub clock: SharedClock,
+    /// Number of pool-shard actors (each on its own thread).
+    pub shards: usize,
+    /// What the shards do on their own timers.
+    pub timers: ShardTimers,
+    /// How long settled entries, matches and challenges stay readable.
+    pub retention: Duration,
+    /// How game creation is retried.
+    pub retry: RetryPolicy,
+    /// Seed of every random choice (colors), so runs on a manual clock repeat exactly.
+    pub seed: u64,
+    /// Who creates games.
+    pub game_creator: Arc<dyn GameCreator>,
+    /// Where metrics go.
+    pub metrics: Metrics,
+    /// Challenge lifetime when the request does not give one.
+    pub default_challenge_ttl: Duration,
+    /// Longest challenge lifetime a request may ask for.
+    pub max_challenge_ttl: Duration,
+    /// Capacity of the event stream; a listener that falls further behind skips events.
+    pub event_capacity: usize,
+}
+
+impl MatchmakerConfig {
+    /// Defaults for `catalog`: system clock, one shard per available core, no timers, local
+    /// game ids, one hour of retention.
+    pub fn new(catalog: PoolCatalog) -> Self {
+        let metrics = Metrics::unregistered(&catalog);
+        Self {
+            catalog: Arc::new(catalog),
+            clock: Arc::new(SystemClock),
+            shards: std::thread::available_parallelism().map_or(1, usize::from),
+            timers: ShardTimers::default(),
+            retention: Duration::from_secs(3_600),
+            retry: RetryPolicy::default(),
+            seed: 0,
+            game_creator: Arc::new(LocalGameIds),
+            metrics,
+            default_challenge_ttl: Duration::from_secs(120),
+            max_challenge_ttl: Duration::from_secs(86_400),
+            event_capacity: 4_096,
+        }
+    }
+}
+
+/// A request to join a pool's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnqueueRequest {
+    /// The tenant.
+    pub tenant: CompactString,
+    /// The player.
+    pub user_id: CompactString,
+    /// The pool to join.
+    pub pool: PoolSpec,
+    /// The player's rating, 0 to 4000.
+    pub rating: u16,
+    /// Makes retries safe: the same key from the same user yields the same entry.
+    pub idempotency_key: Option<CompactString>,
+}
+
+/// A request to challenge another player.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeRequest {
+    /// The tenant.
+    pub tenant: CompactString,
+    /// Who challenges.
+    pub challenger_id: CompactString,
+    /// Who is challenged.
+    pub opponent_id: CompactString,
+    /// Time control of the game.
+    pub time_control: TimeControl,
+    /// Variant of the game.
+    pub variant: CompactString,
+    /// Whether the game is rated.
+    pub rated: bool,
+    /// Color the challenger asks for.
+    pub color: ColorChoice,
+    /// Lifetime; the configured default when `None`.
+    pub expires_in: Option<Duration>,
+}
+
+/// What one manual tick did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Waves, pairs and expired entries across all shards.
+    pub queues: TickCounts,
+    /// Challenges that expired.
+    pub expired_challenges: usize,
+    /// Game-creation attempts made (and finished).
+    pub game_attempts: usize,
+    /// Settled records forgotten.
+    pub pruned: usize,
+}
+
+/// Subscription to the changes of one entry; dropping it ends the subscription.
+pub struct EntryWatch {
+    shared: Arc<Shared>,
+    id: EntryId,
+    changes: watch::Receiver<u64>,
+}
+
+impl EntryWatch {
+    /// The entry now.
+    pub fn current(&self) -> Option<Entry> {
+        self.shared.entry_view(self.id)
+    }
+
+    /// Waits for the next change; `false` when the engine has stopped.
+    pub async fn changed(&mut self) -> bool {
+        self.changes.changed().await.is_ok()
+    }
+}
+
+impl Drop for EntryWatch {
+    fn drop(&mut self) {
+        // Replace our receiver first so that the count the index checks no longer includes it.
+        let (_, closed) = watch::channel(0);
+        drop(std::mem::replace(&mut self.changes, closed));
+        self.shared.index.unwatch(self.id);
+    }
+}
+
+/// The matchmaking core.
+pub struct Matchmaker {
+    shared: Arc<Shared>,
+    actors: ActorSystem,
+    /// Draws colors of challenges that ask for `random`.
+    challenge_rng: Mutex<ChaCha8Rng>,
+    retention_ms: u64,
+    default_challenge_ttl: Duration,
+    max_challenge_ttl: Duration,
+}
+
+impl Matchmaker {
+    /// Starts the shard and router actors on their own threads.
+    pub fn start(config: MatchmakerConfig) -> std::io::Result<Self> {
+        let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        let shared = Arc::new(Shared {
+            catalog: config.catalog,
+            clock: config.clock,
+            index: Index::default(),
+            challenges: ChallengeBook::default(),
+            games: GameJobs::default(),
+            ids: Ids { entries: IdSequence::starting_after(0), matches: IdSequence::starting_after(0), challenges: IdSequence::starting_after(0) },
+            events,
+            game_jobs_ready: tokio::sync::Notify::new(),
+            metrics: config.metrics,
+            game_creator: config.game_creator,
+            retry: config.retry,
+        });
+        let actors = ActorSystem::start(Arc::clone(&shared), config.shards, config.seed, config.timers)?;
+        Ok(Self {
+            shared,
+            actors,
+            challenge_rng: Mutex::new(ChaCha8Rng::seed_from_u64(config.seed ^ 0xC4A1_1E46E)),
+            retention_ms: u64::try_from(config.retention.as_millis()).unwrap_or(u64::MAX),
+            default_challenge_ttl: config.default_challenge_ttl,
+            max_challenge_ttl: config.max_challenge_ttl,
+        })
+    }
+
+    /// The pools served.
+    pub fn catalog(&self) -> &PoolCatalog {
+        &self.shared.catalog
+    }
+
+    /// The clock in use.
+    pub fn now_ms(&self) -> UnixMillis {
+        self.shared.clock.now_ms()
+    }
+
+    /// Joins a pool's queue.
+    pub async fn enqueue(&self, request: EnqueueRequest) -> Result<Entry, MatchmakerError> {
+        check_name("tenant", &request.tenant, MAX_TENANT_LEN)?;
+        check_name("user_id", &request.user_id, MAX_USER_ID_LEN)?;
+        if let Some(key) = &request.idempotency_key {
+            check_name("idempotency_key", key, MAX_IDEMPOTENCY_KEY_LEN)?;
+        }
+        if request.rating > MAX_RATING {
+            return Err(MatchmakerError::invalid("rating", format!("must be from 0 to {MAX_RATING}")));
+        }
+        let pool = self.shared.catalog.resolve(&request.pool).ok_or_else(|| MatchmakerError::UnknownPool(request.pool.to_string()))?;
+        let tenant = self.shared.index.tenants.intern(&request.tenant);
+        let user = UserKey { tenant, user: request.user_id };
+        let now_ms = self.now_ms();
+        let record = EntryRecord { user: user.user.clone(), joined_at_ms: now_ms, state: EntryState::Searching, tenant, pool, rating: request.rating };
+        let created = match request.idempotency_key {
+            None => self.create_entry(&user, record)?,
+            Some(key) => {
+                let index = &self.shared.index;
+                match index.idempotency.entry(IdempotencyKey { user: user.clone(), key }) {
+                    MapEntry::Occupied(slot) => {
+                        let earlier = slot.get().0;
+                        drop(slot);
+                        return self.shared.entry_view(earlier).ok_or(MatchmakerError::NotFound);
+                    }
+                    MapEntry::Vacant(slot) => {
+                        let created = self.create_entry(&user, record)?;
+                        let settled_key = slot.key().clone();
+                        slot.insert((created.0, now_ms));
+                        index.settle(now_ms, Settled::IdempotencyKey(settled_key));
+                        created
+                    }
+                }
+            }
+        };
+        let (id, record) = created;
+        self.shared.metrics.enqueues.inc();
+        self.actors.router().do_send(Enqueue { queue: record.queue(), rating: record.rating, waiting: Waiting { id, joined_at_ms: record.joined_at_ms } });
+        Ok(self.shared.entry_view_of(id, &record, now_ms))
+    }
+
+    fn create_entry(&self, user: &UserKey, record: EntryRecord) -> Result<(EntryId, EntryRecord), MatchmakerError> {
+        let id = EntryId::new(self.shared.ids.entries.next().get()).expect("sequences never yield zero");
+        let index = &self.shared.index;
+        match index.searching.claim(user, id, record.clone(), &index.entries) {
+            Ok(()) => Ok((id, record)),
+            Err(existing) => match self.shared.entry_view(existing.0) {
+                Some(entry) => Err(MatchmakerError::AlreadyQueued(Box::new(entry))),
+                None => Err(MatchmakerError::NotFound),
+            },
+        }
+    }
+
+    fn tenant(&self, tenant: &str) -> Result<TenantId, MatchmakerError> {
+        self.shared.index.tenants.find(tenant).ok_or(MatchmakerError::NotFound)
+    }
+
+    fn record(&self, tenant: TenantId, id: EntryId) -> Result<EntryRecord, MatchmakerError> {
+        self.shared.index.entries.get(&id).filter(|record| record.tenant == tenant).map(|record| record.clone()).ok_or(MatchmakerError::NotFound)
+    }
+
+    /// Entry `id` of `tenant`, straight from the index.
+    pub fn entry(&self, tenant: &str, id: EntryId) -> Option<Entry> {
+        let tenant = self.tenant(tenant).ok()?;
+        let record = self.record(tenant, id).ok()?;
+        Some(self.shared.entry_view_of(id, &record, self.now_ms()))
+    }
+
+    /// Withdraws entry `id` of `tenant`. Cancelling a cancelled entry succeeds again; a matched
+    /// or expired one is [`MatchmakerError::NotCancellable`].
+    pub async fn cancel(&self, tenant: &str, id: EntryId) -> Result<Entry, MatchmakerError> {
+        let tenant = self.tenant(tenant)?;
+        let record = self.record(tenant, id)?;
+        if record.state == EntryState::Searching {
+            let cancel = Cancel { queue: record.queue(), rating: record.rating, id };
+            self.actors.router().send(RouteCancel(cancel)).await.map_err(ActorsStopped::from)??;
+        }
+        let record = self.record(tenant, id)?;
+        let entry = self.shared.entry_view_of(id, &record, self.now_ms());
+        match entry.status {
+            EntryStatus::Cancelled => Ok(entry),
+            status => Err(MatchmakerError::NotCancellable(status)),
+        }
+    }
+
+    /// Everything `user` of `tenant` has going on.
+    pub fn active(&self, tenant: &str, user: &str) -> ActiveState {
+        let Ok(tenant) = self.tenant(tenant) else {
+            return ActiveState { searching: None, recent_match: None, incoming: Vec::new(), outgoing: Vec::new() };
+        };
+        let index = &self.shared.index;
+        let key = UserKey { tenant, user: user.into() };
+        let searching = index.searching.find(&key, &index.entries).and_then(|id| self.shared.entry_view(id)).filter(|entry| entry.status == EntryStatus::Searching);
+        let recent_match = index.recent.get(&key).map(|recent| recent.0).and_then(|id| self.shared.match_view(id));
+        ActiveState {
+            searching,
+            recent_match,
+            incoming: self.shared.challenges.pending_for(tenant, user, Party::Opponent),
+            outgoing: self.shared.challenges.pending_for(tenant, user, Party::Challenger),
+        }
+    }
+
+    /// Subscribes to the changes of entry `id` of `tenant`.
+    pub fn watch_entry(&self, tenant: &str, id: EntryId) -> Option<EntryWatch> {
+        let tenant = self.tenant(tenant).ok()?;
+        self.record(tenant, id).ok()?;
+        let changes = self.shared.index.watch(id);
+        Some(EntryWatch { shared: Arc::clone(&self.shared), id, changes })
+    }
+
+    /// The stream of match events. A listener more than `event_capacity` events behind skips
+    /// ahead (and is told how many it missed).
+    pub fn events(&self) -> broadcast::Receiver<MatchEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Sends a challenge.
+    pub async fn create_challenge(&self, request: ChallengeRequest) -> Result<Challenge, MatchmakerError> {
+        check_name("tenant", &request.tenant, MAX_TENANT_LEN)?;
+        check_name("challenger_id", &request.challenger_id, MAX_USER_ID_LEN)?;
+        check_name("opponent_id", &request.opponent_id, MAX_USER_ID_LEN)?;
+        if request.challenger_id == request.opponent_id {
+            return Err(MatchmakerError::invalid("opponent_id", "a player cannot challenge themselves"));
+        }
+        let ttl = request.expires_in.unwrap_or(self.default_challenge_ttl);
+        if ttl < Duration::from_secs(1) || ttl > self.max_challenge_ttl {
+            return Err(MatchmakerError::invalid("expires_in_s", format!("must be from 1 to {} seconds", self.max_challenge_ttl.as_secs())));
+        }
+        let known = self.shared.catalog.iter().any(|pool| {
+            pool.spec.time_control == request.time_control && pool.spec.variant == request.variant && pool.spec.rated == request.rated
+        });
+        if !known {
+            let rated = if request.rated { "rated" } else { "casual" };
+            return Err(MatchmakerError::UnknownPool(format!("{} {} {rated}", request.time_control, request.variant)));
+        }
+        let tenant = self.shared.index.tenants.intern(&request.tenant);
+        let now_ms = self.now_ms();
+        let id = ChallengeId::new(self.shared.ids.challenges.next().get()).expect("sequences never yield zero");
+        let record = ChallengeRecord {
+            tenant,
+            challenger: request.challenger_id,
+            opponent: request.opponent_id,
+            time_control: request.time_control,
+            variant: request.variant,
+            rated: request.rated,
+            color: request.color,
+            state: ChallengeState::Pending,
+            created_at_ms: now_ms,
+            expires_at_ms: now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+        };
+        let challenge = record.view(id);
+        self.shared.challenges.create(id, record)?;
+        self.shared.metrics.challenges.with_label_values(&["pending"]).inc();
+        Ok(challenge)
+    }
+
+    /// Challenge `id` if `user` of `tenant` takes part in it.
+    pub fn challenge(&self, tenant: &str, user: &str, id: ChallengeId) -> Option<Challenge> {
+        let tenant = self.tenant(tenant).ok()?;
+        self.shared.challenges.get(id, tenant, user).map(|record| record.view(id))
+    }
+
+    /// Pending challenges addressed to `user`.
+    pub fn incoming_challenges(&self, tenant: &str, user: &str) -> Vec<Challenge> {
+        self.tenant(tenant).map(|tenant| self.shared.challenges.pending_for(tenant, user, Party::Opponent)).unwrap_or_default()
+    }
+
+    /// Pending challenges `user` sent.
+    pub fn outgoing_challenges(&self, tenant: &str, user: &str) -> Vec<Challenge> {
+        self.tenant(tenant).map(|tenant| self.shared.challenges.pending_for(tenant, user, Party::Challenger)).unwrap_or_default()
+    }
+
+    /// The opponent accepts: the game is created before this returns. When the live-game
+    /// service fails, the challenge stays pending and the error says why.
+    pub async fn accept_challenge(&self, tenant: &str, user: &str, id: ChallengeId) -> Result<Challenge, MatchmakerError> {
+        let tenant = self.tenant(tenant)?;
+        let record = self.shared.challenges.begin_accept(id, tenant, user, self.now_ms())?;
+        let challenger_color = match record.color {
+            ColorChoice::White => Color::White,
+            ColorChoice::Black => Color::Black,
+            ColorChoice::Random if self.challenge_rng.lock().random_bool(0.5) => Color::White,
+            ColorChoice::Random => Color::Black,
+        };
+        let challenger = GamePlayer { user_id: record.challenger.clone(), rating: None, color: challenger_color };
+        let opponent = GamePlayer { user_id: record.opponent.clone(), rating: None, color: challenger_color.opposite() };
+        let players = if challenger_color == Color::White { vec![challenger, opponent] } else { vec![opponent, challenger] };
+        let request = GameRequest { match_id: id.to_string(), time_control: record.time_control, variant: record.variant.clone(), rated: record.rated, players };
+        let outcome = self.shared.game_creator.create_game(request).await;
+        let game = outcome.as_ref().ok().map(|game_id| (game_id.clone(), challenger_color));
+        let after = self.shared.challenges.finish_accept(id, game).ok_or(MatchmakerError::NotFound)?;
+        match outcome {
+            Ok(_) => {
+                self.shared.index.settle(self.now_ms(), Settled::Challenge(id));
+                self.shared.metrics.challenges.with_label_values(&["accepted"]).inc();
+                Ok(after.view(id))
+            }
+            Err(error) => Err(MatchmakerError::GameService(error)),
+        }
+    }
+
+    /// The opponent declines.
+    pub fn decline_challenge(&self, tenant: &str, user: &str, id: ChallengeId) -> Result<Challenge, MatchmakerError> {
+        self.close_challenge(tenant, user, id, Party::Opponent)
+    }
+
+    /// The challenger withdraws.
+    pub fn cancel_challenge(&self, tenant: &str, user: &str, id: ChallengeId) -> Result<Challenge, MatchmakerError> {
+        self.close_challenge(tenant, user, id, Party::Challenger)
+    }
+
+    fn close_challenge(&self, tenant: &str, user: &str, id: ChallengeId, party: Party) -> Result<Challenge, MatchmakerError> {
+        let tenant = self.tenant(tenant)?;
+        let now_ms = self.now_ms();
+        let record = self.shared.challenges.close(id, tenant, user, party, now_ms)?;
+        self.shared.index.settle(now_ms, Settled::Challenge(id));
+        let status = if party == Party::Opponent { "declined" } else { "cancelled" };
+        self.shared.metrics.challenges.with_label_values(&[status]).inc();
+        Ok(record.view(id))
+    }
+
+    /// Per-pool figures of `tenant`'s queues that have players or recent matches.
+    pub async fn summary(&self, tenant: &str) -> Result<Vec<QueueSummary>, MatchmakerError> {
+        let Ok(tenant) = self.tenant(tenant) else { return Ok(Vec::new()) };
+        let figures = self.actors.router().send(RouteSummary(Summarize { tenant, now_ms: self.now_ms() })).await.map_err(ActorsStopped::from)??;
+        let mut summaries: Vec<(QueueKey, QueueSummary)> = figures
+            .into_iter()
+            .map(|mut figures| {
+                figures.waits_ms.sort_unstable();
+                let percentile = |p: f64| -> u64 {
+                    let waits = &figures.waits_ms;
+                    if waits.is_empty() { 0 } else { waits[((p * waits.len() as f64).ceil() as usize).clamp(1, waits.len()) - 1] }
+                };
+                let gaps = &figures.recent_gaps;
+                let summary = QueueSummary {
+                    pool: self.shared.catalog.get(figures.queue.pool).spec.clone(),
+                    searching: figures.waits_ms.len(),
+                    oldest_wait_ms: figures.waits_ms.last().copied().unwrap_or(0),
+                    wait_p50_ms: percentile(0.5),
+                    wait_p95_ms: percentile(0.95),
+                    matches_last_minute: gaps.len() as u64,
+                    mean_rating_gap: (!gaps.is_empty()).then(|| gaps.iter().map(|&gap| f64::from(gap)).sum::<f64>() / gaps.len() as f64),
+                };
+                (figures.queue, summary)
+            })
+            .collect();
+        summaries.sort_by_key(|(queue, _)| queue.pool);
+        Ok(summaries.into_iter().map(|(_, summary)| summary).collect())
+    }
+
+    /// Runs every pool's wave that is due, expires what is due, makes the game-creation
+    /// attempts that are due and waits for them, and forgets what settled more than the
+    /// retention period ago. For manual clocks: background timers do the same on their own.
+    pub async fn tick(&self) -> Result<TickReport, MatchmakerError> {
+        let queues = self.run_waves(false).await?;
+        let expired_challenges = self.expire_challenges();
+        let attempts = self.due_game_attempts();
+        let game_attempts = attempts.len();
+        join_all(attempts).await;
+        Ok(TickReport { queues, expired_challenges, game_attempts, pruned: self.prune() })
+    }
+
+    /// Runs due waves now (every pool's wave with `force`).
+    pub async fn run_waves(&self, force: bool) -> Result<TickCounts, MatchmakerError> {
+        let work = DueWork { waves: true, expiry: true, force };
+        Ok(self.actors.router().send(RouteTick(RunDue { now_ms: self.now_ms(), work })).await.map_err(ActorsStopped::from)??)
+    }
+
+    /// Expires the challenges that are due; returns how many.
+    pub fn expire_challenges(&self) -> usize {
+        let expired = self.shared.challenges.expire_due(self.now_ms());
+        for (id, record) in &expired {
+            if let ChallengeState::Closed { at_ms, .. } = record.state {
+                self.shared.index.settle(at_ms, Settled::Challenge(*id));
+            }
+        }
+        self.shared.metrics.challenges.with_label_values(&["expired"]).inc_by(expired.len() as u64);
+        expired.len()
+    }
+
+    /// Starts the game-creation attempts that are due and returns them; each resolves when its
+    /// attempt is over and its outcome applied.
+    pub fn due_game_attempts(&self) -> Vec<BoxFuture<'static, ()>> {
+        let due = self.shared.games.start_due(self.now_ms());
+        due.into_iter()
+            .map(|match_id| {
+                let shared = Arc::clone(&self.shared);
+                let router = self.actors.router().clone();
+                Box::pin(attempt_game(shared, router, match_id)) as BoxFuture<'static, ()>
+            })
+            .collect()
+    }
+
+    /// Resolves when a wave has scheduled new game jobs (for background dispatchers).
+    pub async fn game_jobs_scheduled(&self) {
+        self.shared.game_jobs_ready.notified().await;
+    }
+
+    /// When the next game-creation job not already running is due, if any.
+    pub fn next_game_job_due(&self) -> Option<UnixMillis> {
+        self.shared.games.next_due()
+    }
+
+    /// Forgets what settled more than the retention period ago; returns how many records.
+    pub fn prune(&self) -> usize {
+        let cutoff = self.now_ms().saturating_sub(self.retention_ms);
+        let index = &self.shared.index;
+        let settled = index.take_settled(cutoff);
+        for item in &settled {
+            match item {
+                Settled::Entry(id) => {
+                    index.entries.remove_if(id, |_, record| record.state != EntryState::Searching);
+                }
+                Settled::Match(id) => {
+                    if let Some((_, record)) = index.matches.remove(id) {
+                        for player in &record.players {
+                            index.entries.remove_if(&player.entry_id, |_, entry| entry.state == EntryState::Matched(*id));
+                            let user = UserKey { tenant: record.tenant, user: player.user_id.clone() };
+                            index.recent.remove_if(&user, |_, recent| recent.0 == *id);
+                        }
+                    }
+                }
+                Settled::Challenge(id) => self.shared.challenges.remove(*id),
+                Settled::IdempotencyKey(key) => {
+                    index.idempotency.remove(key);
+                }
+            }
+        }
+        settled.len()
+    }
+
+    /// Stops the actors. Further calls that need them fail with [`ActorsStopped`].
+    pub fn shutdown(&mut self) {
+        self.actors.stop();
+    }
+}
+
+/// One game-creation attempt for `match_id` and the application of its outcome.
+async fn attempt_game(shared: Arc<Shared>, router: actix::Addr<crate::router::Router>, match_id: MatchId) {
+    let Some(request) = game_request(&shared, match_id) else {
+        let outcome = Err(crate::games::GameCreationError::Permanent("match no longer exists".into()));
+        shared.games.finish(match_id, outcome, shared.clock.now_ms(), &shared.retry);
+        return;
+    };
+    let outcome = shared.game_creator.create_game(request).await;
+    let now_ms = shared.clock.now_ms();
+    let Some(verdict) = shared.games.finish(match_id, outcome, now_ms, &shared.retry) else { return };
+    let (status, game_id, label) = match verdict {
+        JobVerdict::Retry { failed_attempts, .. } => {
+            tracing::warn!(%match_id, failed_attempts, "game creation failed; will retry");
+            shared.metrics.game_jobs.with_label_values(&["retry"]).inc();
+            return;
+        }
+        JobVerdict::Created(game_id) => (GameStatus::Created, Some(game_id), "created"),
+        JobVerdict::Failed(reason) => {
+            tracing::warn!(%match_id, %reason, "game creation failed for good; players go back to the queue");
+            (GameStatus::Failed, None, "failed")
+        }
+    };
+    shared.metrics.game_jobs.with_label_values(&[label]).inc();
+    let Some(record) = shared.index.matches.get_mut(&match_id).map(|mut record| {
+        record.game_status = status;
+        record.game_id = game_id;
+        record.clone()
+    }) else {
+        return;
+    };
+    shared.index.settle(now_ms, Settled::Match(match_id));
+    for player in &record.players {
+        shared.index.notify(player.entry_id);
+        if status == GameStatus::Failed {
+            let queue = QueueKey { tenant: record.tenant, pool: record.pool };
+            // Awaited, so that a manual tick returns with the players back in the queue.
+            if router.send(Requeue { queue, id: player.entry_id, match_id }).await.is_err() {
+                tracing::warn!(%match_id, "engine stopping; the players of a failed match were not put back");
+            }
+        }
+    }
+    if shared.event_listeners() {
+        if let Some(found) = shared.match_view(match_id) {
+            shared.emit(if status == GameStatus::Created { MatchEvent::GameCreated { found } } else { MatchEvent::GameFailed { found } });
+        }
+    }
+}
+
+fn game_request(shared: &Shared, match_id: MatchId) -> Option<GameRequest> {
+    let record = shared.index.matches.get(&match_id)?;
+    let pool = &shared.catalog.get(record.pool).spec;
+    Some(GameRequest {
+        match_id: match_id.to_string(),
+        time_control: pool.time_control,
+        variant: pool.variant.clone(),
+        rated: pool.rated,
+        players: record.players.iter().map(|player| GamePlayer { user_id: player.user_id.clone(), rating: Some(player.rating), color: player.color }).collect(),
+    })
+}

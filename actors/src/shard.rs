@@ -1,0 +1,391 @@
+//! The pool-shard actor: owns the waiting players of its queues and runs their waves.
+//!
+//! A shard is the only writer of its queues' [`WaitingPool`]s and the only code that moves
+//! their entries out of `searching` (paired, cancelled, expired) or back into it (a failed
+//! game). Everything it decides is published to the shared index before the handler returns,
+//! so lookups see it without asking the shard.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResponse};
+use compact_str::CompactString;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::clock::UnixMillis;
+use crate::ids::{EntryId, MatchId};
+use crate::index::{EntryState, FastHasher, MatchRecord, QueueKey, Settled, TenantId, UserKey};
+use crate::matching::{Candidate, Expired, Pairing, Waiting, WaitingPool, WaveScratch};
+use crate::model::{Color, GameStatus, MatchEvent, MatchPlayer};
+use crate::pools::MatchingParams;
+use crate::shared::Shared;
+
+/// How long matches count towards a queue's recent figures.
+const RECENT_WINDOW_MS: u64 = 60_000;
+
+/// Periodic work a shard schedules for itself; `None` leaves it to manual ticks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardTimers {
+    /// How often to look for pools whose wave is due.
+    pub waves: Option<Duration>,
+    /// How often to expire entries that waited too long (waves expire them too).
+    pub expiry: Option<Duration>,
+}
+
+/// One queue of a shard.
+#[derive(Debug)]
+struct QueueState {
+    params: MatchingParams,
+    waiting: WaitingPool,
+    last_wave_ms: Option<UnixMillis>,
+    /// (time, rating gap) of matches formed in the last minute, oldest first.
+    recent_matches: VecDeque<(UnixMillis, u16)>,
+}
+
+impl QueueState {
+    fn new(params: MatchingParams) -> Self {
+        Self { params, waiting: WaitingPool::new(), last_wave_ms: None, recent_matches: VecDeque::new() }
+    }
+
+    fn wave_due(&self, now_ms: UnixMillis) -> bool {
+        self.last_wave_ms.is_none_or(|last| now_ms >= last.saturating_add(self.params.wave_interval_ms))
+    }
+}
+
+/// The shard actor.
+pub(crate) struct PoolShard {
+    shared: Arc<Shared>,
+    queues: HashMap<QueueKey, QueueState, FastHasher>,
+    /// Entries cancelled while their `Enqueue` was still in this shard's mailbox: when it
+    /// arrives, it is dropped.
+    cancelled_in_flight: HashSet<EntryId, FastHasher>,
+    scratch: WaveScratch,
+    /// Breaks color ties; seeded so that runs on a manual clock repeat exactly.
+    rng: ChaCha8Rng,
+    timers: ShardTimers,
+}
+
+impl PoolShard {
+    pub(crate) fn new(shared: Arc<Shared>, seed: u64, timers: ShardTimers, restored: Vec<(QueueKey, u16, Waiting)>) -> Self {
+        let mut shard = Self {
+            shared,
+            queues: HashMap::default(),
+            cancelled_in_flight: HashSet::default(),
+            scratch: WaveScratch::default(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            timers,
+        };
+        for (queue, rating, waiting) in restored {
+            shard.queue(queue).waiting.insert(rating, waiting);
+        }
+        shard
+    }
+
+    fn queue(&mut self, key: QueueKey) -> &mut QueueState {
+        let catalog = &self.shared.catalog;
+        self.queues.entry(key).or_insert_with(|| QueueState::new(catalog.get(key.pool).params))
+    }
+
+    fn run_due(&mut self, now_ms: UnixMillis, work: DueWork) -> TickCounts {
+        let timer = self.shared.metrics.tick_seconds.start_timer();
+        let mut counts = TickCounts::default();
+        let keys: Vec<QueueKey> = self.queues.keys().copied().collect();
+        for key in keys {
+            let queue = self.queues.get_mut(&key).expect("key was just listed");
+            let (pairs, expired) = if work.waves && (work.force || queue.wave_due(now_ms)) {
+                queue.last_wave_ms = Some(now_ms);
+                counts.waves += 1;
+                let outcome = queue.waiting.run_wave(now_ms, &queue.params, &mut self.scratch);
+                (outcome.pairs, outcome.expired)
+            } else if work.expiry {
+                (Vec::new(), queue.waiting.expire(now_ms, &queue.params))
+            } else {
+                continue;
+            };
+            counts.pairs += pairs.len();
+            counts.expired += expired.len();
+            self.publish_expired(key, &expired);
+            self.publish_pairs(key, &pairs, now_ms);
+            let queue = self.queues.get_mut(&key).expect("key was just listed");
+            while queue.recent_matches.front().is_some_and(|&(at, _)| at + RECENT_WINDOW_MS <= now_ms) {
+                queue.recent_matches.pop_front();
+            }
+            if queue.waiting.is_empty() && queue.recent_matches.is_empty() {
+                self.queues.remove(&key);
+            }
+        }
+        if counts.pairs > 0 {
+            self.shared.game_jobs_ready.notify_one();
+        }
+        timer.observe_duration();
+        counts
+    }
+
+    fn publish_expired(&self, key: QueueKey, expired: &[Expired]) {
+        let params = self.shared.catalog.get(key.pool).params;
+        for gone in expired {
+            let at_ms = gone.waiting.joined_at_ms.saturating_add(params.max_wait_ms);
+            if self.shared.index.leave_searching(gone.waiting.id, EntryState::Expired { at_ms }).is_some() {
+                self.shared.index.settle(at_ms, Settled::Entry(gone.waiting.id));
+                self.shared.metrics.expired.inc();
+                self.shared.metrics.searching(key.pool).dec();
+                if let Some(entry) = self.shared.event_listeners().then(|| self.shared.entry_view(gone.waiting.id)).flatten() {
+                    self.shared.emit(MatchEvent::Expired { entry });
+                }
+            }
+        }
+    }
+
+    /// Colors for `(low, high)`: whoever had white in their last game gets black; a tie is
+    /// drawn at random.
+    fn colors(&mut self, tenant: TenantId, low: &CompactString, high: &CompactString) -> (Color, Color) {
+        let recent = &self.shared.index.recent;
+        let last_color = |user: &CompactString| recent.get(&UserKey { tenant, user: user.clone() }).map(|last| last.1);
+        let low_color = match (last_color(low), last_color(high)) {
+            (Some(a), Some(b)) if a != b => a.opposite(),
+            (Some(a), None) => a.opposite(),
+            (None, Some(b)) => b,
+            _ if self.rng.random_bool(0.5) => Color::White,
+            _ => Color::Black,
+        };
+        (low_color, low_color.opposite())
+    }
+
+    fn publish_pairs(&mut self, key: QueueKey, pairs: &[Pairing], now_ms: UnixMillis) {
+        for pairing in pairs {
+            let Some(match_id) = self.publish_pair(key, pairing, now_ms) else { continue };
+            let queue = self.queue(key);
+            queue.recent_matches.push_back((now_ms, pairing.gap()));
+            self.shared.games.schedule(match_id, now_ms);
+            let metrics = &self.shared.metrics;
+            metrics.matches.inc();
+            metrics.searching(key.pool).sub(2);
+            metrics.rating_gap.observe(f64::from(pairing.gap()));
+            for player in [&pairing.low, &pairing.high] {
+                metrics.wait_seconds.observe(now_ms.saturating_sub(player.joined_at_ms) as f64 / 1_000.0);
+            }
+            if self.shared.event_listeners() {
+                if let Some(found) = self.shared.match_view(match_id) {
+                    self.shared.emit(MatchEvent::Matched { found });
+                }
+            }
+        }
+    }
+
+    fn publish_pair(&mut self, key: QueueKey, pairing: &Pairing, now_ms: UnixMillis) -> Option<MatchId> {
+        let index = &self.shared.index;
+        let user_of = |candidate: &Candidate| {
+            index.entries.get(&candidate.id).filter(|record| record.state == EntryState::Searching).map(|record| record.user.clone())
+        };
+        // Only this shard moves these entries out of `searching`, so what it reads here still
+        // holds when it writes below.
+        let (Some(low_user), Some(high_user)) = (user_of(&pairing.low), user_of(&pairing.high)) else {
+            tracing::error!(low = %pairing.low.id, high = %pairing.high.id, "paired an entry that is not searching; pair dropped");
+            return None;
+        };
+        let match_id = MatchId::new(self.shared.ids.matches.next().get()).expect("sequences never yield zero");
+        let (low_color, high_color) = self.colors(key.tenant, &low_user, &high_user);
+        let player = |candidate: &Candidate, user: CompactString, color| MatchPlayer { user_id: user, rating: candidate.rating, entry_id: candidate.id, color };
+        let low = player(&pairing.low, low_user, low_color);
+        let high = player(&pairing.high, high_user, high_color);
+        let players = if low_color == Color::White { [low, high] } else { [high, low] };
+        let index = &self.shared.index;
+        for player in &players {
+            index.recent.insert(UserKey { tenant: key.tenant, user: player.user_id.clone() }, (match_id, player.color));
+        }
+        index.matches.insert(
+            match_id,
+            MatchRecord { tenant: key.tenant, pool: key.pool, players, created_at_ms: now_ms, game_status: GameStatus::Pending, game_id: None },
+        );
+        for candidate in [&pairing.low, &pairing.high] {
+            index.leave_searching(candidate.id, EntryState::Matched(match_id));
+        }
+        Some(match_id)
+    }
+}
+
+impl Actor for PoolShard {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(every) = self.timers.waves {
+            ctx.run_interval(every, |shard, _| {
+                let now_ms = shard.shared.clock.now_ms();
+                shard.run_due(now_ms, DueWork { waves: true, expiry: false, force: false });
+            });
+        }
+        if let Some(every) = self.timers.expiry {
+            ctx.run_interval(every, |shard, _| {
+                let now_ms = shard.shared.clock.now_ms();
+                shard.run_due(now_ms, DueWork { waves: false, expiry: true, force: false });
+            });
+        }
+    }
+}
+
+/// A new searching entry for one of the shard's queues.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Enqueue {
+    pub(crate) queue: QueueKey,
+    pub(crate) rating: u16,
+    pub(crate) waiting: Waiting,
+}
+
+impl Handler<Enqueue> for PoolShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Enqueue, _: &mut Self::Context) {
+        if !self.cancelled_in_flight.remove(&msg.waiting.id) {
+            self.queue(msg.queue).waiting.insert(msg.rating, msg.waiting);
+            self.shared.metrics.searching(msg.queue.pool).inc();
+        }
+    }
+}
+
+/// What a cancel found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, MessageResponse)]
+pub(crate) enum CancelOutcome {
+    /// The entry was searching and is now cancelled.
+    Cancelled,
+    /// The entry was not searching (already paired, expired or cancelled).
+    NotSearching,
+}
+
+/// Withdraw a searching entry.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "CancelOutcome")]
+pub(crate) struct Cancel {
+    pub(crate) queue: QueueKey,
+    pub(crate) rating: u16,
+    pub(crate) id: EntryId,
+}
+
+impl Handler<Cancel> for PoolShard {
+    type Result = CancelOutcome;
+
+    fn handle(&mut self, msg: Cancel, _: &mut Self::Context) -> CancelOutcome {
+        let now_ms = self.shared.clock.now_ms();
+        let in_pool = self.queues.get_mut(&msg.queue).and_then(|queue| queue.waiting.remove(msg.rating, msg.id)).is_some();
+        if self.shared.index.leave_searching(msg.id, EntryState::Cancelled { at_ms: now_ms }).is_none() {
+            return CancelOutcome::NotSearching;
+        }
+        if in_pool {
+            self.shared.metrics.searching(msg.queue.pool).dec();
+        } else {
+            // Searching in the index but not in the pool: its `Enqueue` is still on the way.
+            self.cancelled_in_flight.insert(msg.id);
+        }
+        self.shared.index.settle(now_ms, Settled::Entry(msg.id));
+        self.shared.metrics.cancels.inc();
+        CancelOutcome::Cancelled
+    }
+}
+
+/// Put the players of a failed match back in the queue.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Requeue {
+    pub(crate) queue: QueueKey,
+    pub(crate) id: EntryId,
+    pub(crate) match_id: MatchId,
+}
+
+impl Handler<Requeue> for PoolShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Requeue, _: &mut Self::Context) {
+        if let Some(record) = self.shared.index.return_to_searching(msg.id, msg.match_id) {
+            let waiting = Waiting { id: msg.id, joined_at_ms: record.joined_at_ms };
+            self.queue(msg.queue).waiting.insert(record.rating, waiting);
+            self.shared.metrics.searching(msg.queue.pool).inc();
+        }
+    }
+}
+
+/// What a tick asks of the shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DueWork {
+    /// Run the waves that are due.
+    pub(crate) waves: bool,
+    /// Expire entries in queues that get no wave.
+    pub(crate) expiry: bool,
+    /// Run a wave in every queue whether due or not.
+    pub(crate) force: bool,
+}
+
+/// What a tick did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, MessageResponse)]
+pub struct TickCounts {
+    /// Waves run.
+    pub waves: usize,
+    /// Pairs formed.
+    pub pairs: usize,
+    /// Entries expired.
+    pub expired: usize,
+}
+
+impl std::ops::AddAssign for TickCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.waves += other.waves;
+        self.pairs += other.pairs;
+        self.expired += other.expired;
+    }
+}
+
+/// Run due work at a given time (manual ticks).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "TickCounts")]
+pub(crate) struct RunDue {
+    pub(crate) now_ms: UnixMillis,
+    pub(crate) work: DueWork,
+}
+
+impl Handler<RunDue> for PoolShard {
+    type Result = TickCounts;
+
+    fn handle(&mut self, msg: RunDue, _: &mut Self::Context) -> TickCounts {
+        self.run_due(msg.now_ms, msg.work)
+    }
+}
+
+/// Figures of one queue.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct QueueFigures {
+    pub(crate) queue: QueueKey,
+    /// Current waits in milliseconds, unsorted.
+    pub(crate) waits_ms: Vec<u64>,
+    /// Rating gaps of the matches of the last minute.
+    pub(crate) recent_gaps: Vec<u16>,
+}
+
+/// Report the figures of every queue of a tenant.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Vec<QueueFigures>")]
+pub(crate) struct Summarize {
+    pub(crate) tenant: TenantId,
+    pub(crate) now_ms: UnixMillis,
+}
+
+impl Handler<Summarize> for PoolShard {
+    type Result = Vec<QueueFigures>;
+
+    fn handle(&mut self, msg: Summarize, _: &mut Self::Context) -> Vec<QueueFigures> {
+        self.queues
+            .iter()
+            .filter(|(key, _)| key.tenant == msg.tenant)
+            .map(|(&queue, state)| QueueFigures {
+                queue,
+                waits_ms: state.waiting.iter().map(|(_, waiting)| msg.now_ms.saturating_sub(waiting.joined_at_ms)).collect(),
+                recent_gaps: state
+                    .recent_matches
+                    .iter()
+                    .filter(|&&(at, _)| at + RECENT_WINDOW_MS > msg.now_ms)
+                    .map(|&(_, gap)| gap)
+                    .collect(),
+            })
+            .collect()
+    }
+}
