@@ -1,1 +1,38 @@
-//! matchwell
+//! # matchwell
+//!
+//! An actor-based, in-memory matchmaking engine. Players join rating-based queues and are
+//! paired with close-rated opponents, the acceptable gap widening while they wait; each pair
+//! becomes a game through a live-game service. Players can also challenge each other directly.
+//!
+//! This crate is the engine's outer layer: the embeddable [`Engine`] (builder, background
+//! tasks), and the service around it. The matchmaking itself lives in `matchwell-actors`,
+//! whose main types are re-exported here.
+//!
+//! # Layout
+//! - [`engine`]: [`Engine`] and [`EngineBuilder`]: start the core with working defaults, run
+//!   its background tasks, expose its operations.
+//! - [`tasks`]: background task settings and the master switch.
+//! - [`replay`]: trace replay on a simulated clock (the `replay` example).
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod engine;
+pub mod replay;
+pub mod tasks;
+
+pub use engine::{Engine, EngineBuilder, EngineError};
+pub use matchwell_actors::clock::{Clock, ManualClock, SystemClock};
+pub use matchwell_actors::error::MatchmakerError;
+pub use matchwell_actors::games::{
+    GameCreationError, GameCreator, GamePlayer, GameRequest, LocalGameIds, RetryPolicy,
+};
+pub use matchwell_actors::ids::{ChallengeId, EntryId, MatchId};
+pub use matchwell_actors::matchmaker::{
+    ChallengeRequest, EnqueueRequest, EntryWatch, Matchmaker, TickReport,
+};
+pub use matchwell_actors::model::{
+    ActiveState, Challenge, ChallengeStatus, Color, ColorChoice, Entry, EntryStatus, GameStatus,
+    Match, MatchEvent, MatchPlayer, QueueSummary,
+};
+pub use matchwell_actors::pools::{MatchingParams, PoolCatalog, PoolSpec, TimeControl};
+pub use tasks::{BackgroundTasks, TaskSettings};

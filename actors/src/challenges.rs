@@ -81,7 +81,10 @@ impl ChallengeRecord {
     /// The public view.
     pub(crate) fn view(&self, id: ChallengeId) -> Challenge {
         let (game_id, challenger_color) = match &self.state {
-            ChallengeState::Accepted { game_id, challenger_color } => (Some(game_id.clone()), Some(*challenger_color)),
+            ChallengeState::Accepted {
+                game_id,
+                challenger_color,
+            } => (Some(game_id.clone()), Some(*challenger_color)),
             _ => (None, None),
         };
         Challenge {
@@ -156,9 +159,19 @@ pub(crate) struct ChallengeBook {
 impl ChallengeBook {
     /// Adds a pending challenge unless the challenger already has one pending to the same
     /// opponent.
-    pub(crate) fn create(&self, id: ChallengeId, record: ChallengeRecord) -> Result<(), ChallengeRefusal> {
-        let challenger = UserKey { tenant: record.tenant, user: record.challenger.clone() };
-        let opponent = UserKey { tenant: record.tenant, user: record.opponent.clone() };
+    pub(crate) fn create(
+        &self,
+        id: ChallengeId,
+        record: ChallengeRecord,
+    ) -> Result<(), ChallengeRefusal> {
+        let challenger = UserKey {
+            tenant: record.tenant,
+            user: record.challenger.clone(),
+        };
+        let opponent = UserKey {
+            tenant: record.tenant,
+            user: record.opponent.clone(),
+        };
         let expires_at_ms = record.expires_at_ms;
         {
             let mut mine = self.pending_by_user.entry(challenger).or_default();
@@ -166,7 +179,10 @@ impl ChallengeBook {
                 self.challenges.get(other).is_some_and(|other| {
                     other.challenger == record.challenger
                         && other.opponent == record.opponent
-                        && matches!(other.state, ChallengeState::Pending | ChallengeState::Accepting)
+                        && matches!(
+                            other.state,
+                            ChallengeState::Pending | ChallengeState::Accepting
+                        )
                 })
             });
             if let Some(existing) = duplicate {
@@ -181,8 +197,16 @@ impl ChallengeBook {
     }
 
     /// The challenge `id` if `user` of `tenant` takes part in it.
-    pub(crate) fn get(&self, id: ChallengeId, tenant: TenantId, user: &str) -> Option<ChallengeRecord> {
-        self.challenges.get(&id).filter(|record| record.involves(tenant, user)).map(|record| record.clone())
+    pub(crate) fn get(
+        &self,
+        id: ChallengeId,
+        tenant: TenantId,
+        user: &str,
+    ) -> Option<ChallengeRecord> {
+        self.challenges
+            .get(&id)
+            .filter(|record| record.involves(tenant, user))
+            .map(|record| record.clone())
     }
 
     /// Runs `change` on a pending challenge `id` that `party` of it, `user` of `tenant`, may
@@ -198,7 +222,11 @@ impl ChallengeBook {
         next: ChallengeState,
     ) -> Result<ChallengeRecord, ChallengeRefusal> {
         let after = {
-            let mut record = self.challenges.get_mut(&id).filter(|record| record.involves(tenant, user)).ok_or(ChallengeRefusal::NotFound)?;
+            let mut record = self
+                .challenges
+                .get_mut(&id)
+                .filter(|record| record.involves(tenant, user))
+                .ok_or(ChallengeRefusal::NotFound)?;
             let acting = match party {
                 Party::Challenger => &record.challenger,
                 Party::Opponent => &record.opponent,
@@ -208,7 +236,10 @@ impl ChallengeBook {
             }
             match record.state {
                 ChallengeState::Pending if now_ms >= record.expires_at_ms => {
-                    record.state = ChallengeState::Closed { status: ChallengeStatus::Expired, at_ms: record.expires_at_ms };
+                    record.state = ChallengeState::Closed {
+                        status: ChallengeStatus::Expired,
+                        at_ms: record.expires_at_ms,
+                    };
                     drop(record);
                     self.forget_pending(id);
                     return Err(ChallengeRefusal::NotPending(ChallengeStatus::Expired));
@@ -227,20 +258,40 @@ impl ChallengeBook {
     }
 
     /// Opponent accepts: the challenge moves to `accepting` until [`Self::finish_accept`].
-    pub(crate) fn begin_accept(&self, id: ChallengeId, tenant: TenantId, user: &str, now_ms: UnixMillis) -> Result<ChallengeRecord, ChallengeRefusal> {
-        self.transition(id, tenant, user, Party::Opponent, now_ms, ChallengeState::Accepting)
+    pub(crate) fn begin_accept(
+        &self,
+        id: ChallengeId,
+        tenant: TenantId,
+        user: &str,
+        now_ms: UnixMillis,
+    ) -> Result<ChallengeRecord, ChallengeRefusal> {
+        self.transition(
+            id,
+            tenant,
+            user,
+            Party::Opponent,
+            now_ms,
+            ChallengeState::Accepting,
+        )
     }
 
     /// Ends an accept: records the game, or puts the challenge back to pending when `game`
     /// is `None`. Returns the record after the change.
-    pub(crate) fn finish_accept(&self, id: ChallengeId, game: Option<(CompactString, Color)>) -> Option<ChallengeRecord> {
+    pub(crate) fn finish_accept(
+        &self,
+        id: ChallengeId,
+        game: Option<(CompactString, Color)>,
+    ) -> Option<ChallengeRecord> {
         let after = {
             let mut record = self.challenges.get_mut(&id)?;
             if record.state != ChallengeState::Accepting {
                 return None;
             }
             record.state = match game {
-                Some((game_id, challenger_color)) => ChallengeState::Accepted { game_id, challenger_color },
+                Some((game_id, challenger_color)) => ChallengeState::Accepted {
+                    game_id,
+                    challenger_color,
+                },
                 None => ChallengeState::Pending,
             };
             record.clone()
@@ -264,7 +315,17 @@ impl ChallengeBook {
             Party::Opponent => ChallengeStatus::Declined,
             Party::Challenger => ChallengeStatus::Cancelled,
         };
-        self.transition(id, tenant, user, party, now_ms, ChallengeState::Closed { status, at_ms: now_ms })
+        self.transition(
+            id,
+            tenant,
+            user,
+            party,
+            now_ms,
+            ChallengeState::Closed {
+                status,
+                at_ms: now_ms,
+            },
+        )
     }
 
     /// Expires every pending challenge whose deadline is at or before `now_ms`; returns them.
@@ -284,7 +345,10 @@ impl ChallengeBook {
         for id in due {
             let closed = self.challenges.get_mut(&id).and_then(|mut record| {
                 (record.state == ChallengeState::Pending).then(|| {
-                    record.state = ChallengeState::Closed { status: ChallengeStatus::Expired, at_ms: record.expires_at_ms };
+                    record.state = ChallengeState::Closed {
+                        status: ChallengeStatus::Expired,
+                        at_ms: record.expires_at_ms,
+                    };
                     record.clone()
                 })
             });
@@ -294,7 +358,11 @@ impl ChallengeBook {
                     expired.push((id, record));
                 }
                 // Being accepted: look again later, in case the accept fails.
-                None if self.challenges.get(&id).is_some_and(|record| record.state == ChallengeState::Accepting) => {
+                None if self
+                    .challenges
+                    .get(&id)
+                    .is_some_and(|record| record.state == ChallengeState::Accepting) =>
+                {
                     self.deadlines.lock().push(Reverse((now_ms + 1, id)));
                 }
                 None => {}
@@ -305,8 +373,15 @@ impl ChallengeBook {
 
     /// Pending challenges where `user` of `tenant` plays `party`, oldest first.
     pub(crate) fn pending_for(&self, tenant: TenantId, user: &str, party: Party) -> Vec<Challenge> {
-        let key = UserKey { tenant, user: user.into() };
-        let ids = self.pending_by_user.get(&key).map(|ids| ids.clone()).unwrap_or_default();
+        let key = UserKey {
+            tenant,
+            user: user.into(),
+        };
+        let ids = self
+            .pending_by_user
+            .get(&key)
+            .map(|ids| ids.clone())
+            .unwrap_or_default();
         let mut found: Vec<Challenge> = ids
             .into_iter()
             .filter_map(|id| {
@@ -315,7 +390,8 @@ impl ChallengeBook {
                     Party::Challenger => &record.challenger,
                     Party::Opponent => &record.opponent,
                 };
-                (side == user && record.status() == ChallengeStatus::Pending).then(|| record.view(id))
+                (side == user && record.status() == ChallengeStatus::Pending)
+                    .then(|| record.view(id))
             })
             .collect();
         found.sort_by_key(|challenge| challenge.id);
@@ -330,9 +406,14 @@ impl ChallengeBook {
     }
 
     fn forget_pending(&self, id: ChallengeId) {
-        let Some(record) = self.challenges.get(&id).map(|record| record.clone()) else { return };
+        let Some(record) = self.challenges.get(&id).map(|record| record.clone()) else {
+            return;
+        };
         for user in [record.challenger, record.opponent] {
-            if let MapEntry::Occupied(mut slot) = self.pending_by_user.entry(UserKey { tenant: record.tenant, user }) {
+            if let MapEntry::Occupied(mut slot) = self.pending_by_user.entry(UserKey {
+                tenant: record.tenant,
+                user,
+            }) {
                 slot.get_mut().retain(|other| *other != id);
                 if slot.get().is_empty() {
                     slot.remove();
@@ -368,7 +449,10 @@ mod tests {
     }
 
     fn listed(book: &ChallengeBook, user: &str, party: Party) -> Vec<ChallengeId> {
-        book.pending_for(TENANT, user, party).into_iter().map(|challenge| challenge.id).collect()
+        book.pending_for(TENANT, user, party)
+            .into_iter()
+            .map(|challenge| challenge.id)
+            .collect()
     }
 
     #[test]
@@ -376,24 +460,46 @@ mod tests {
         let book = ChallengeBook::default();
         book.create(id(1), challenge("alice", "bob", 100)).unwrap();
         book.create(id(2), challenge("carol", "bob", 100)).unwrap();
-        assert_eq!(book.create(id(3), challenge("alice", "bob", 100)), Err(ChallengeRefusal::Duplicate(id(1))));
+        assert_eq!(
+            book.create(id(3), challenge("alice", "bob", 100)),
+            Err(ChallengeRefusal::Duplicate(id(1)))
+        );
         book.create(id(4), challenge("bob", "alice", 100)).unwrap();
         assert_eq!(listed(&book, "bob", Party::Opponent), vec![id(1), id(2)]);
         assert_eq!(listed(&book, "bob", Party::Challenger), vec![id(4)]);
         assert_eq!(listed(&book, "alice", Party::Challenger), vec![id(1)]);
         assert_eq!(listed(&book, "alice", Party::Opponent), vec![id(4)]);
-        assert!(book.pending_for(TenantId(1), "bob", Party::Opponent).is_empty(), "other tenants see nothing");
+        assert!(
+            book.pending_for(TenantId(1), "bob", Party::Opponent)
+                .is_empty(),
+            "other tenants see nothing"
+        );
     }
 
     #[test]
     fn only_the_right_party_may_act() {
         let book = ChallengeBook::default();
         book.create(id(1), challenge("alice", "bob", 100)).unwrap();
-        assert_eq!(book.begin_accept(id(1), TENANT, "alice", 0), Err(ChallengeRefusal::WrongParty("opponent")));
-        assert_eq!(book.close(id(1), TENANT, "bob", Party::Challenger, 0), Err(ChallengeRefusal::WrongParty("challenger")));
-        assert_eq!(book.begin_accept(id(1), TENANT, "mallory", 0), Err(ChallengeRefusal::NotFound));
-        assert_eq!(book.begin_accept(id(1), TenantId(1), "bob", 0), Err(ChallengeRefusal::NotFound));
-        assert_eq!(book.get(id(1), TENANT, "bob").unwrap().status(), ChallengeStatus::Pending);
+        assert_eq!(
+            book.begin_accept(id(1), TENANT, "alice", 0),
+            Err(ChallengeRefusal::WrongParty("opponent"))
+        );
+        assert_eq!(
+            book.close(id(1), TENANT, "bob", Party::Challenger, 0),
+            Err(ChallengeRefusal::WrongParty("challenger"))
+        );
+        assert_eq!(
+            book.begin_accept(id(1), TENANT, "mallory", 0),
+            Err(ChallengeRefusal::NotFound)
+        );
+        assert_eq!(
+            book.begin_accept(id(1), TenantId(1), "bob", 0),
+            Err(ChallengeRefusal::NotFound)
+        );
+        assert_eq!(
+            book.get(id(1), TENANT, "bob").unwrap().status(),
+            ChallengeStatus::Pending
+        );
     }
 
     #[test]
@@ -401,27 +507,55 @@ mod tests {
         let book = ChallengeBook::default();
         book.create(id(1), challenge("alice", "bob", 100)).unwrap();
         book.begin_accept(id(1), TENANT, "bob", 10).unwrap();
-        assert_eq!(book.begin_accept(id(1), TENANT, "bob", 10), Err(ChallengeRefusal::BeingAccepted));
-        assert_eq!(book.close(id(1), TENANT, "alice", Party::Challenger, 10), Err(ChallengeRefusal::BeingAccepted));
-        assert_eq!(book.finish_accept(id(1), None).unwrap().state, ChallengeState::Pending);
+        assert_eq!(
+            book.begin_accept(id(1), TENANT, "bob", 10),
+            Err(ChallengeRefusal::BeingAccepted)
+        );
+        assert_eq!(
+            book.close(id(1), TENANT, "alice", Party::Challenger, 10),
+            Err(ChallengeRefusal::BeingAccepted)
+        );
+        assert_eq!(
+            book.finish_accept(id(1), None).unwrap().state,
+            ChallengeState::Pending
+        );
         assert_eq!(listed(&book, "bob", Party::Opponent), vec![id(1)]);
         book.begin_accept(id(1), TENANT, "bob", 20).unwrap();
-        let accepted = book.finish_accept(id(1), Some(("g_1".into(), Color::Black))).unwrap();
+        let accepted = book
+            .finish_accept(id(1), Some(("g_1".into(), Color::Black)))
+            .unwrap();
         assert_eq!(accepted.view(id(1)).game_id.as_deref(), Some("g_1"));
         assert_eq!(accepted.status(), ChallengeStatus::Accepted);
         assert!(listed(&book, "bob", Party::Opponent).is_empty());
-        assert_eq!(book.close(id(1), TENANT, "bob", Party::Opponent, 30), Err(ChallengeRefusal::NotPending(ChallengeStatus::Accepted)));
+        assert_eq!(
+            book.close(id(1), TENANT, "bob", Party::Opponent, 30),
+            Err(ChallengeRefusal::NotPending(ChallengeStatus::Accepted))
+        );
     }
 
     #[test]
     fn decline_and_cancel_close_the_challenge() {
         let book = ChallengeBook::default();
         book.create(id(1), challenge("alice", "bob", 100)).unwrap();
-        book.create(id(2), challenge("alice", "carol", 100)).unwrap();
-        assert_eq!(book.close(id(1), TENANT, "bob", Party::Opponent, 5).unwrap().status(), ChallengeStatus::Declined);
-        assert_eq!(book.close(id(2), TENANT, "alice", Party::Challenger, 5).unwrap().status(), ChallengeStatus::Cancelled);
+        book.create(id(2), challenge("alice", "carol", 100))
+            .unwrap();
+        assert_eq!(
+            book.close(id(1), TENANT, "bob", Party::Opponent, 5)
+                .unwrap()
+                .status(),
+            ChallengeStatus::Declined
+        );
+        assert_eq!(
+            book.close(id(2), TENANT, "alice", Party::Challenger, 5)
+                .unwrap()
+                .status(),
+            ChallengeStatus::Cancelled
+        );
         assert!(listed(&book, "alice", Party::Challenger).is_empty());
-        assert_eq!(book.close(id(2), TENANT, "alice", Party::Challenger, 6), Err(ChallengeRefusal::NotPending(ChallengeStatus::Cancelled)));
+        assert_eq!(
+            book.close(id(2), TENANT, "alice", Party::Challenger, 6),
+            Err(ChallengeRefusal::NotPending(ChallengeStatus::Cancelled))
+        );
         book.create(id(3), challenge("alice", "bob", 100)).unwrap();
     }
 
@@ -429,15 +563,28 @@ mod tests {
     fn challenges_expire_at_their_deadline_and_cannot_be_accepted_after() {
         let book = ChallengeBook::default();
         book.create(id(1), challenge("alice", "bob", 100)).unwrap();
-        book.create(id(2), challenge("alice", "carol", 200)).unwrap();
+        book.create(id(2), challenge("alice", "carol", 200))
+            .unwrap();
         assert!(book.expire_due(99).is_empty());
         let expired = book.expire_due(100);
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].0, id(1));
-        assert_eq!(book.begin_accept(id(1), TENANT, "bob", 100), Err(ChallengeRefusal::NotPending(ChallengeStatus::Expired)));
+        assert_eq!(
+            book.begin_accept(id(1), TENANT, "bob", 100),
+            Err(ChallengeRefusal::NotPending(ChallengeStatus::Expired))
+        );
         // Past its deadline but before the expirer ran: refused and expired on the spot.
-        assert_eq!(book.begin_accept(id(2), TENANT, "carol", 250), Err(ChallengeRefusal::NotPending(ChallengeStatus::Expired)));
-        assert_eq!(book.get(id(2), TENANT, "alice").unwrap().status(), ChallengeStatus::Expired);
-        assert!(book.expire_due(300).is_empty(), "already expired challenges are not reported twice");
+        assert_eq!(
+            book.begin_accept(id(2), TENANT, "carol", 250),
+            Err(ChallengeRefusal::NotPending(ChallengeStatus::Expired))
+        );
+        assert_eq!(
+            book.get(id(2), TENANT, "alice").unwrap().status(),
+            ChallengeStatus::Expired
+        );
+        assert!(
+            book.expire_due(300).is_empty(),
+            "already expired challenges are not reported twice"
+        );
     }
 }

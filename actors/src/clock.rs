@@ -27,7 +27,9 @@ impl Clock for SystemClock {
     fn now_ms(&self) -> UnixMillis {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+            .map_or(0, |elapsed| {
+                u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+            })
     }
 }
 
@@ -43,7 +45,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock standing at `start_ms`.
     pub fn new(start_ms: UnixMillis) -> Self {
-        Self { now_ms: AtomicU64::new(start_ms) }
+        Self {
+            now_ms: AtomicU64::new(start_ms),
+        }
     }
 
     /// Moves the clock forward by `by`.
@@ -75,7 +79,11 @@ mod tests {
         clock.advance(Duration::from_millis(250));
         assert_eq!(clock.now_ms(), 1_250);
         clock.advance_to(1_100);
-        assert_eq!(clock.now_ms(), 1_250, "advance_to must not move the clock backwards");
+        assert_eq!(
+            clock.now_ms(),
+            1_250,
+            "advance_to must not move the clock backwards"
+        );
         clock.advance_to(2_000);
         assert_eq!(clock.now_ms(), 2_000);
     }

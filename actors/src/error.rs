@@ -42,7 +42,10 @@ pub enum MatchmakerError {
 
 impl MatchmakerError {
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Self::Invalid { field, reason: reason.into() }
+        Self::Invalid {
+            field,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -63,15 +66,25 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 
 /// Checks an identifier-like string: not empty, at most `max_len` bytes, no control characters
 /// and no surrounding white space.
-pub(crate) fn check_name(field: &'static str, text: &str, max_len: usize) -> Result<(), MatchmakerError> {
+pub(crate) fn check_name(
+    field: &'static str,
+    text: &str,
+    max_len: usize,
+) -> Result<(), MatchmakerError> {
     if text.is_empty() {
         return Err(MatchmakerError::invalid(field, "must not be empty"));
     }
     if text.len() > max_len {
-        return Err(MatchmakerError::invalid(field, format!("must be at most {max_len} bytes")));
+        return Err(MatchmakerError::invalid(
+            field,
+            format!("must be at most {max_len} bytes"),
+        ));
     }
     if text.chars().any(char::is_control) || text.trim() != text {
-        return Err(MatchmakerError::invalid(field, "must not contain control characters or surrounding spaces"));
+        return Err(MatchmakerError::invalid(
+            field,
+            "must not contain control characters or surrounding spaces",
+        ));
     }
     Ok(())
 }

@@ -63,7 +63,10 @@ pub enum GameCreationError {
 /// request again after a timeout or a restart.
 pub trait GameCreator: Send + Sync + 'static {
     /// Creates the game and returns its id.
-    fn create_game(&self, request: GameRequest) -> BoxFuture<'static, Result<CompactString, GameCreationError>>;
+    fn create_game(
+        &self,
+        request: GameRequest,
+    ) -> BoxFuture<'static, Result<CompactString, GameCreationError>>;
 }
 
 /// The default creator when no live-game service is configured: the game id is derived from
@@ -72,8 +75,14 @@ pub trait GameCreator: Send + Sync + 'static {
 pub struct LocalGameIds;
 
 impl GameCreator for LocalGameIds {
-    fn create_game(&self, request: GameRequest) -> BoxFuture<'static, Result<CompactString, GameCreationError>> {
-        Box::pin(std::future::ready(Ok(compact_str::format_compact!("g_{}", request.match_id))))
+    fn create_game(
+        &self,
+        request: GameRequest,
+    ) -> BoxFuture<'static, Result<CompactString, GameCreationError>> {
+        Box::pin(std::future::ready(Ok(compact_str::format_compact!(
+            "g_{}",
+            request.match_id
+        ))))
     }
 }
 
@@ -90,14 +99,20 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { first_backoff: Duration::from_millis(200), max_backoff: Duration::from_secs(10), max_attempts: 8 }
+        Self {
+            first_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+            max_attempts: 8,
+        }
     }
 }
 
 impl RetryPolicy {
     /// Delay after `failed_attempts` failures.
     pub fn backoff(&self, failed_attempts: u32) -> Duration {
-        let doubled = self.first_backoff.saturating_mul(1 << failed_attempts.saturating_sub(1).min(20));
+        let doubled = self
+            .first_backoff
+            .saturating_mul(1 << failed_attempts.saturating_sub(1).min(20));
         doubled.min(self.max_backoff)
     }
 }
@@ -121,7 +136,10 @@ pub(crate) enum JobVerdict {
     /// The game exists.
     Created(CompactString),
     /// Try again at this time.
-    Retry { failed_attempts: u32, next_attempt_ms: UnixMillis },
+    Retry {
+        failed_attempts: u32,
+        next_attempt_ms: UnixMillis,
+    },
     /// Give up: put the players back in the queue.
     Failed(String),
 }
@@ -138,7 +156,14 @@ pub(crate) struct GameJobs {
 impl GameJobs {
     /// Schedules a job for `match_id`, due at `due_ms`.
     pub(crate) fn schedule(&self, match_id: MatchId, due_ms: UnixMillis) {
-        self.jobs.lock().insert(match_id, GameJob { failed_attempts: 0, next_attempt_ms: due_ms, in_flight: false });
+        self.jobs.lock().insert(
+            match_id,
+            GameJob {
+                failed_attempts: 0,
+                next_attempt_ms: due_ms,
+                in_flight: false,
+            },
+        );
     }
 
     /// Marks every job due at `now_ms` as in flight and returns their match ids.
@@ -170,15 +195,24 @@ impl GameJobs {
             Err(GameCreationError::Transient(reason)) => {
                 let failed_attempts = job.failed_attempts + 1;
                 if failed_attempts >= policy.max_attempts {
-                    JobVerdict::Failed(format!("gave up after {failed_attempts} attempts: {reason}"))
+                    JobVerdict::Failed(format!(
+                        "gave up after {failed_attempts} attempts: {reason}"
+                    ))
                 } else {
-                    let backoff_ms = u64::try_from(policy.backoff(failed_attempts).as_millis()).unwrap_or(u64::MAX);
-                    JobVerdict::Retry { failed_attempts, next_attempt_ms: now_ms.saturating_add(backoff_ms) }
+                    let backoff_ms = u64::try_from(policy.backoff(failed_attempts).as_millis())
+                        .unwrap_or(u64::MAX);
+                    JobVerdict::Retry {
+                        failed_attempts,
+                        next_attempt_ms: now_ms.saturating_add(backoff_ms),
+                    }
                 }
             }
         };
         match &verdict {
-            JobVerdict::Retry { failed_attempts, next_attempt_ms } => {
+            JobVerdict::Retry {
+                failed_attempts,
+                next_attempt_ms,
+            } => {
                 job.failed_attempts = *failed_attempts;
                 job.next_attempt_ms = *next_attempt_ms;
             }
@@ -191,7 +225,12 @@ impl GameJobs {
 
     /// Earliest time a job not in flight is due, if any.
     pub(crate) fn next_due(&self) -> Option<UnixMillis> {
-        self.jobs.lock().values().filter(|job| !job.in_flight).map(|job| job.next_attempt_ms).min()
+        self.jobs
+            .lock()
+            .values()
+            .filter(|job| !job.in_flight)
+            .map(|job| job.next_attempt_ms)
+            .min()
     }
 }
 
@@ -205,7 +244,11 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_maximum() {
-        let policy = RetryPolicy { first_backoff: Duration::from_millis(100), max_backoff: Duration::from_millis(1_000), max_attempts: 10 };
+        let policy = RetryPolicy {
+            first_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1_000),
+            max_attempts: 10,
+        };
         let delays: Vec<_> = (1..=6).map(|n| policy.backoff(n).as_millis()).collect();
         assert_eq!(delays, vec![100, 200, 400, 800, 1_000, 1_000]);
     }
@@ -213,18 +256,41 @@ mod tests {
     #[test]
     fn transient_failures_retry_until_the_attempts_run_out() {
         let jobs = GameJobs::default();
-        let policy = RetryPolicy { first_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(1), max_attempts: 3 };
+        let policy = RetryPolicy {
+            first_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            max_attempts: 3,
+        };
         jobs.schedule(id(1), 0);
         assert_eq!(jobs.start_due(0), vec![id(1)]);
-        assert_eq!(jobs.start_due(0), vec![], "a job in flight is not started twice");
+        assert_eq!(
+            jobs.start_due(0),
+            vec![],
+            "a job in flight is not started twice"
+        );
         let failure = || Err(GameCreationError::Transient("503".into()));
-        assert_eq!(jobs.finish(id(1), failure(), 0, &policy), Some(JobVerdict::Retry { failed_attempts: 1, next_attempt_ms: 100 }));
+        assert_eq!(
+            jobs.finish(id(1), failure(), 0, &policy),
+            Some(JobVerdict::Retry {
+                failed_attempts: 1,
+                next_attempt_ms: 100
+            })
+        );
         assert_eq!(jobs.start_due(99), vec![]);
         assert_eq!(jobs.next_due(), Some(100));
         assert_eq!(jobs.start_due(100), vec![id(1)]);
-        assert_eq!(jobs.finish(id(1), failure(), 100, &policy), Some(JobVerdict::Retry { failed_attempts: 2, next_attempt_ms: 300 }));
+        assert_eq!(
+            jobs.finish(id(1), failure(), 100, &policy),
+            Some(JobVerdict::Retry {
+                failed_attempts: 2,
+                next_attempt_ms: 300
+            })
+        );
         assert_eq!(jobs.start_due(300), vec![id(1)]);
-        assert!(matches!(jobs.finish(id(1), failure(), 300, &policy), Some(JobVerdict::Failed(_))));
+        assert!(matches!(
+            jobs.finish(id(1), failure(), 300, &policy),
+            Some(JobVerdict::Failed(_))
+        ));
         assert_eq!(jobs.next_due(), None, "no job is left");
     }
 
@@ -235,16 +301,40 @@ mod tests {
         jobs.schedule(id(1), 0);
         jobs.schedule(id(2), 0);
         assert_eq!(jobs.start_due(0), vec![id(1), id(2)]);
-        assert_eq!(jobs.finish(id(1), Ok("g".into()), 0, &policy), Some(JobVerdict::Created("g".into())));
-        assert_eq!(jobs.finish(id(2), Err(GameCreationError::Permanent("400".into())), 0, &policy), Some(JobVerdict::Failed("400".into())));
+        assert_eq!(
+            jobs.finish(id(1), Ok("g".into()), 0, &policy),
+            Some(JobVerdict::Created("g".into()))
+        );
+        assert_eq!(
+            jobs.finish(
+                id(2),
+                Err(GameCreationError::Permanent("400".into())),
+                0,
+                &policy
+            ),
+            Some(JobVerdict::Failed("400".into()))
+        );
         assert_eq!(jobs.finish(id(2), Ok("late".into()), 0, &policy), None);
         assert_eq!(jobs.next_due(), None, "no job is left");
     }
 
     #[tokio::test]
     async fn local_game_ids_are_derived_from_the_match() {
-        let request = GameRequest { match_id: "m_1f".into(), time_control: TimeControl::new(3, 2).unwrap(), variant: "standard".into(), rated: true, players: vec![] };
-        assert_eq!(LocalGameIds.create_game(request.clone()).await.unwrap(), "g_m_1f");
-        assert_eq!(LocalGameIds.create_game(request).await.unwrap(), "g_m_1f", "a retry yields the same game");
+        let request = GameRequest {
+            match_id: "m_1f".into(),
+            time_control: TimeControl::new(3, 2).unwrap(),
+            variant: "standard".into(),
+            rated: true,
+            players: vec![],
+        };
+        assert_eq!(
+            LocalGameIds.create_game(request.clone()).await.unwrap(),
+            "g_m_1f"
+        );
+        assert_eq!(
+            LocalGameIds.create_game(request).await.unwrap(),
+            "g_m_1f",
+            "a retry yields the same game"
+        );
     }
 }

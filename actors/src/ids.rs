@@ -101,8 +101,12 @@ fn parse_prefixed_hex(text: &str, prefix: &str) -> Option<u64> {
     let digits = text.strip_prefix(prefix)?;
     let well_formed = !digits.is_empty()
         && digits.len() <= 16
-        && digits.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    well_formed.then(|| u64::from_str_radix(digits, 16).ok()).flatten()
+        && digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    well_formed
+        .then(|| u64::from_str_radix(digits, 16).ok())
+        .flatten()
 }
 
 /// Hands out increasing sequence numbers for one kind of id.
@@ -117,7 +121,9 @@ pub struct IdSequence {
 impl IdSequence {
     /// A sequence whose next value is `last + 1`.
     pub fn starting_after(last: u64) -> Self {
-        Self { last: AtomicU64::new(last) }
+        Self {
+            last: AtomicU64::new(last),
+        }
     }
 
     /// The next sequence number (never zero).
@@ -152,8 +158,21 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_rejected() {
-        for text in ["", "q_", "m_1", "q_0", "q_+1", "q_1F", "q_12345678901234567", "q_zz", "q_-1"] {
-            assert!(text.parse::<EntryId>().is_err(), "{text:?} must not parse as an entry id");
+        for text in [
+            "",
+            "q_",
+            "m_1",
+            "q_0",
+            "q_+1",
+            "q_1F",
+            "q_12345678901234567",
+            "q_zz",
+            "q_-1",
+        ] {
+            assert!(
+                text.parse::<EntryId>().is_err(),
+                "{text:?} must not parse as an entry id"
+            );
         }
     }
 

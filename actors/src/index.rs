@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use compact_str::CompactString;
 use dashmap::DashMap;
@@ -64,7 +65,6 @@ impl Tenants {
     pub(crate) fn find(&self, name: &str) -> Option<TenantId> {
         self.by_name.get(name).map(|id| *id)
     }
-
 }
 
 /// The queue of one pool within one tenant: the unit a shard owns.
@@ -137,12 +137,18 @@ pub struct EntryRecord {
 impl EntryRecord {
     /// The queue the entry belongs to.
     pub fn queue(&self) -> QueueKey {
-        QueueKey { tenant: self.tenant, pool: self.pool }
+        QueueKey {
+            tenant: self.tenant,
+            pool: self.pool,
+        }
     }
 
     /// The user who owns the entry.
     pub fn user_key(&self) -> UserKey {
-        UserKey { tenant: self.tenant, user: self.user.clone() }
+        UserKey {
+            tenant: self.tenant,
+            user: self.user.clone(),
+        }
     }
 }
 
@@ -193,6 +199,9 @@ pub(crate) enum Settled {
 pub(crate) struct SearchingUsers<S = foldhash::quality::RandomState> {
     primary: FastMap<(TenantId, u64), EntryId>,
     overflow: FastMap<UserKey, EntryId>,
+    /// Whether `overflow` may hold anything: an atomic, because asking a `DashMap` whether it
+    /// is empty locks every one of its shards, and this question is asked on every enqueue.
+    overflow_used: AtomicBool,
     user_hasher: S,
 }
 
@@ -208,7 +217,12 @@ pub(crate) struct AlreadySearching(pub(crate) EntryId);
 
 impl<S: BuildHasher> SearchingUsers<S> {
     pub(crate) fn with_user_hasher(user_hasher: S) -> Self {
-        Self { primary: FastMap::default(), overflow: FastMap::default(), user_hasher }
+        Self {
+            primary: FastMap::default(),
+            overflow: FastMap::default(),
+            overflow_used: AtomicBool::new(false),
+            user_hasher,
+        }
     }
 
     fn slot(&self, user: &UserKey) -> (TenantId, u64) {
@@ -225,7 +239,12 @@ impl<S: BuildHasher> SearchingUsers<S> {
         entries: &FastMap<EntryId, EntryRecord>,
     ) -> Result<(), AlreadySearching> {
         let searching_entry_of = |occupant: EntryId| {
-            entries.get(&occupant).map(|record| (record.user == user.user, record.state == EntryState::Searching))
+            entries.get(&occupant).map(|record| {
+                (
+                    record.user == user.user,
+                    record.state == EntryState::Searching,
+                )
+            })
         };
         match self.primary.entry(self.slot(user)) {
             MapEntry::Occupied(mut slot) => {
@@ -252,14 +271,21 @@ impl<S: BuildHasher> SearchingUsers<S> {
 
     /// Fails when `user` has a searching entry in `overflow` (from a time their primary slot
     /// was taken by a colliding user); an overflow slot whose entry stopped searching is freed.
-    fn claim_overflow_free(&self, user: &UserKey, entries: &FastMap<EntryId, EntryRecord>) -> Result<(), AlreadySearching> {
-        if self.overflow.is_empty() {
+    fn claim_overflow_free(
+        &self,
+        user: &UserKey,
+        entries: &FastMap<EntryId, EntryRecord>,
+    ) -> Result<(), AlreadySearching> {
+        if !self.overflow_used.load(Ordering::Acquire) {
             return Ok(());
         }
         match self.overflow.entry(user.clone()) {
             MapEntry::Occupied(slot) => {
                 let occupant = *slot.get();
-                if entries.get(&occupant).is_some_and(|record| record.state == EntryState::Searching) {
+                if entries
+                    .get(&occupant)
+                    .is_some_and(|record| record.state == EntryState::Searching)
+                {
                     return Err(AlreadySearching(occupant));
                 }
                 slot.remove();
@@ -276,10 +302,14 @@ impl<S: BuildHasher> SearchingUsers<S> {
         record: EntryRecord,
         entries: &FastMap<EntryId, EntryRecord>,
     ) -> Result<(), AlreadySearching> {
+        self.overflow_used.store(true, Ordering::Release);
         let slot = self.overflow.entry(user.clone());
         if let MapEntry::Occupied(occupied) = &slot {
             let occupant = *occupied.get();
-            if entries.get(&occupant).is_some_and(|record| record.state == EntryState::Searching) {
+            if entries
+                .get(&occupant)
+                .is_some_and(|record| record.state == EntryState::Searching)
+            {
                 return Err(AlreadySearching(occupant));
             }
         }
@@ -289,14 +319,21 @@ impl<S: BuildHasher> SearchingUsers<S> {
     }
 
     /// The entry `user` has searching, as far as these maps know (callers check its state).
-    pub(crate) fn find(&self, user: &UserKey, entries: &FastMap<EntryId, EntryRecord>) -> Option<EntryId> {
+    pub(crate) fn find(
+        &self,
+        user: &UserKey,
+        entries: &FastMap<EntryId, EntryRecord>,
+    ) -> Option<EntryId> {
         let primary = self.primary.get(&self.slot(user)).map(|id| *id);
         if let Some(id) = primary {
-            if entries.get(&id).is_some_and(|record| record.user == user.user) {
+            if entries
+                .get(&id)
+                .is_some_and(|record| record.user == user.user)
+            {
                 return Some(id);
             }
         }
-        if self.overflow.is_empty() {
+        if !self.overflow_used.load(Ordering::Acquire) {
             return None;
         }
         self.overflow.get(user).map(|id| *id)
@@ -304,7 +341,12 @@ impl<S: BuildHasher> SearchingUsers<S> {
 
     /// Forgets `id` as `user`'s searching entry (a no-op if the user has moved on to another).
     pub(crate) fn release(&self, user: &UserKey, id: EntryId) {
-        if self.primary.remove_if(&self.slot(user), |_, occupant| *occupant == id).is_none() && !self.overflow.is_empty() {
+        if self
+            .primary
+            .remove_if(&self.slot(user), |_, occupant| *occupant == id)
+            .is_none()
+            && self.overflow_used.load(Ordering::Acquire)
+        {
             self.overflow.remove_if(user, |_, occupant| *occupant == id);
         }
     }
@@ -322,8 +364,11 @@ pub(crate) struct Index {
     pub(crate) recent: FastMap<UserKey, (MatchId, Color)>,
     pub(crate) idempotency: FastMap<IdempotencyKey, (EntryId, UnixMillis)>,
     /// Version counters for the entries somebody is watching (SSE streams); only watched
-    /// entries have one, so the common case of a change costs one lookup in a near-empty map.
+    /// entries have one.
     watchers: FastMap<EntryId, watch::Sender<u64>>,
+    /// Number of watched entries, so that a change of an unwatched entry (the common case)
+    /// costs one atomic load rather than a map lookup.
+    watched: AtomicUsize,
     /// What settled when, oldest first, for the retention sweep.
     settled: Mutex<VecDeque<(UnixMillis, Settled)>>,
 }
@@ -348,32 +393,53 @@ impl Index {
 
     /// Returns an entry to `searching` after its match failed, if its user has not started
     /// another search meanwhile. Returns the record on success.
-    pub(crate) fn return_to_searching(&self, id: EntryId, match_id: MatchId) -> Option<EntryRecord> {
+    pub(crate) fn return_to_searching(
+        &self,
+        id: EntryId,
+        match_id: MatchId,
+    ) -> Option<EntryRecord> {
         let record = self.entries.get(&id).map(|record| record.clone())?;
         if record.state != EntryState::Matched(match_id) {
             return None;
         }
-        let searching = EntryRecord { state: EntryState::Searching, ..record };
+        let searching = EntryRecord {
+            state: EntryState::Searching,
+            ..record
+        };
         // `claim` re-inserts the record under the user's slot lock, which is what makes
         // "one searching entry per user" hold against a concurrent enqueue.
-        self.searching.claim(&searching.user_key(), id, searching.clone(), &self.entries).ok()?;
+        self.searching
+            .claim(&searching.user_key(), id, searching.clone(), &self.entries)
+            .ok()?;
         self.notify(id);
         Some(searching)
     }
 
     /// Subscribes to changes of entry `id`.
     pub(crate) fn watch(&self, id: EntryId) -> watch::Receiver<u64> {
-        self.watchers.entry(id).or_insert_with(|| watch::channel(0).0).subscribe()
+        self.watchers
+            .entry(id)
+            .or_insert_with(|| {
+                self.watched.fetch_add(1, Ordering::AcqRel);
+                watch::channel(0).0
+            })
+            .subscribe()
     }
 
     /// Drops the change counter of `id` once nobody watches it.
     pub(crate) fn unwatch(&self, id: EntryId) {
-        self.watchers.remove_if(&id, |_, sender| sender.receiver_count() == 0);
+        if self
+            .watchers
+            .remove_if(&id, |_, sender| sender.receiver_count() == 0)
+            .is_some()
+        {
+            self.watched.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// Tells watchers of `id` that it changed.
     pub(crate) fn notify(&self, id: EntryId) {
-        if self.watchers.is_empty() {
+        if self.watched.load(Ordering::Acquire) == 0 {
             return;
         }
         if let Some(sender) = self.watchers.get(&id) {
@@ -389,10 +455,12 @@ impl Index {
     /// Removes everything that settled at or before `cutoff_ms`; returns what it removed.
     pub(crate) fn take_settled(&self, cutoff_ms: UnixMillis) -> Vec<Settled> {
         let mut settled = self.settled.lock();
-        let due = settled.iter().take_while(|(at_ms, _)| *at_ms <= cutoff_ms).count();
+        let due = settled
+            .iter()
+            .take_while(|(at_ms, _)| *at_ms <= cutoff_ms)
+            .count();
         settled.drain(..due).map(|(_, what)| what).collect()
     }
-
 }
 
 #[cfg(test)]
@@ -421,11 +489,21 @@ mod tests {
     }
 
     fn key(user: &str) -> UserKey {
-        UserKey { tenant: TenantId(0), user: user.into() }
+        UserKey {
+            tenant: TenantId(0),
+            user: user.into(),
+        }
     }
 
     fn record(user: &str) -> EntryRecord {
-        EntryRecord { user: user.into(), joined_at_ms: 0, state: EntryState::Searching, tenant: TenantId(0), pool: PoolId(0), rating: 1500 }
+        EntryRecord {
+            user: user.into(),
+            joined_at_ms: 0,
+            state: EntryState::Searching,
+            tenant: TenantId(0),
+            pool: PoolId(0),
+            rating: 1500,
+        }
     }
 
     fn id(n: u64) -> EntryId {
@@ -434,11 +512,26 @@ mod tests {
 
     fn exercise<S: BuildHasher>(users: SearchingUsers<S>) {
         let entries = FastMap::default();
-        assert_eq!(users.claim(&key("alice"), id(1), record("alice"), &entries), Ok(()));
-        assert_eq!(users.claim(&key("bob"), id(2), record("bob"), &entries), Ok(()));
-        assert_eq!(users.claim(&key("alice"), id(3), record("alice"), &entries), Err(AlreadySearching(id(1))));
-        assert_eq!(users.claim(&key("bob"), id(4), record("bob"), &entries), Err(AlreadySearching(id(2))));
-        assert!(!entries.contains_key(&id(3)) && !entries.contains_key(&id(4)), "a refused claim inserts nothing");
+        assert_eq!(
+            users.claim(&key("alice"), id(1), record("alice"), &entries),
+            Ok(())
+        );
+        assert_eq!(
+            users.claim(&key("bob"), id(2), record("bob"), &entries),
+            Ok(())
+        );
+        assert_eq!(
+            users.claim(&key("alice"), id(3), record("alice"), &entries),
+            Err(AlreadySearching(id(1)))
+        );
+        assert_eq!(
+            users.claim(&key("bob"), id(4), record("bob"), &entries),
+            Err(AlreadySearching(id(2)))
+        );
+        assert!(
+            !entries.contains_key(&id(3)) && !entries.contains_key(&id(4)),
+            "a refused claim inserts nothing"
+        );
         assert_eq!(users.find(&key("alice"), &entries), Some(id(1)));
         assert_eq!(users.find(&key("bob"), &entries), Some(id(2)));
         assert_eq!(users.find(&key("carol"), &entries), None);
@@ -447,15 +540,28 @@ mod tests {
         entries.get_mut(&id(1)).unwrap().state = EntryState::Cancelled { at_ms: 1 };
         users.release(&key("alice"), id(1));
         assert_eq!(users.find(&key("bob"), &entries), Some(id(2)));
-        assert_eq!(users.claim(&key("bob"), id(5), record("bob"), &entries), Err(AlreadySearching(id(2))));
-        assert_eq!(users.claim(&key("alice"), id(6), record("alice"), &entries), Ok(()));
+        assert_eq!(
+            users.claim(&key("bob"), id(5), record("bob"), &entries),
+            Err(AlreadySearching(id(2)))
+        );
+        assert_eq!(
+            users.claim(&key("alice"), id(6), record("alice"), &entries),
+            Ok(())
+        );
         assert_eq!(users.find(&key("alice"), &entries), Some(id(6)));
 
         // A slot whose entry left searching without being released yet is free to claim.
         entries.get_mut(&id(2)).unwrap().state = EntryState::Expired { at_ms: 2 };
-        assert_eq!(users.claim(&key("bob"), id(7), record("bob"), &entries), Ok(()));
+        assert_eq!(
+            users.claim(&key("bob"), id(7), record("bob"), &entries),
+            Ok(())
+        );
         users.release(&key("bob"), id(2));
-        assert_eq!(users.find(&key("bob"), &entries), Some(id(7)), "releasing an old entry keeps the new one");
+        assert_eq!(
+            users.find(&key("bob"), &entries),
+            Some(id(7)),
+            "releasing an old entry keeps the new one"
+        );
     }
 
     #[test]

@@ -209,12 +209,16 @@ impl WaitingPool {
 
     /// Whether the player with entry `id` is waiting under `rating`.
     pub fn contains(&self, rating: u16, id: EntryId) -> bool {
-        self.buckets.get(&rating).is_some_and(|bucket| bucket.iter().any(|waiting| waiting.id == id))
+        self.buckets
+            .get(&rating)
+            .is_some_and(|bucket| bucket.iter().any(|waiting| waiting.id == id))
     }
 
     /// Every waiting player with their rating, in rating order.
     pub fn iter(&self) -> impl Iterator<Item = (u16, Waiting)> + '_ {
-        self.buckets.iter().flat_map(|(&rating, bucket)| bucket.iter().map(move |&waiting| (rating, waiting)))
+        self.buckets
+            .iter()
+            .flat_map(|(&rating, bucket)| bucket.iter().map(move |&waiting| (rating, waiting)))
     }
 
     /// Removes and returns every entry that has waited `max_wait` or longer at `now_ms`.
@@ -227,8 +231,14 @@ impl WaitingPool {
     fn drain_expired(&mut self, now_ms: u64, params: &MatchingParams, expired: &mut Vec<Expired>) {
         let before = expired.len();
         for (&rating, bucket) in &mut self.buckets {
-            let cut = bucket.partition_point(|waiting| params.is_expired(now_ms.saturating_sub(waiting.joined_at_ms)));
-            expired.extend(bucket.drain(..cut).map(|waiting| Expired { rating, waiting }));
+            let cut = bucket.partition_point(|waiting| {
+                params.is_expired(now_ms.saturating_sub(waiting.joined_at_ms))
+            });
+            expired.extend(
+                bucket
+                    .drain(..cut)
+                    .map(|waiting| Expired { rating, waiting }),
+            );
         }
         if expired.len() > before {
             self.len -= expired.len() - before;
@@ -237,7 +247,12 @@ impl WaitingPool {
     }
 
     /// Runs one wave at `now_ms`: expires, pairs, and removes everyone it expired or paired.
-    pub fn run_wave(&mut self, now_ms: u64, params: &MatchingParams, scratch: &mut WaveScratch) -> WaveOutcome {
+    pub fn run_wave(
+        &mut self,
+        now_ms: u64,
+        params: &MatchingParams,
+        scratch: &mut WaveScratch,
+    ) -> WaveOutcome {
         let mut outcome = WaveOutcome::default();
         self.drain_expired(now_ms, params, &mut outcome.expired);
         self.collect_candidates(now_ms, params, scratch);
@@ -318,7 +333,9 @@ fn pair_neighbours(scratch: &mut WaveScratch) {
             }
         }
         let mate = &scratch.mate;
-        scratch.active.retain(|&index| mate[index as usize] == UNPAIRED);
+        scratch
+            .active
+            .retain(|&index| mate[index as usize] == UNPAIRED);
     }
 }
 
@@ -326,13 +343,23 @@ fn pair_neighbours(scratch: &mut WaveScratch) {
 /// longer-waiting one), other than `me` and `excluded`.
 fn nearest_unpaired_partner(scratch: &WaveScratch, me: u32, excluded: u32) -> Option<u32> {
     let mine = &scratch.candidates[me as usize];
-    let start = scratch.active.partition_point(|&index| scratch.candidates[index as usize].rating < mine.rating.saturating_sub(mine.window));
+    let start = scratch.active.partition_point(|&index| {
+        scratch.candidates[index as usize].rating < mine.rating.saturating_sub(mine.window)
+    });
     scratch.active[start..]
         .iter()
         .map(|&index| (index, &scratch.candidates[index as usize]))
         .take_while(|(_, other)| other.rating <= mine.rating.saturating_add(mine.window))
-        .filter(|&(index, other)| index != me && index != excluded && !scratch.is_paired(index) && mine.accepts(other))
-        .min_by_key(|&(index, other)| (other.rating.abs_diff(mine.rating), other.joined_at_ms, index))
+        .filter(|&(index, other)| {
+            index != me && index != excluded && !scratch.is_paired(index) && mine.accepts(other)
+        })
+        .min_by_key(|&(index, other)| {
+            (
+                other.rating.abs_diff(mine.rating),
+                other.joined_at_ms,
+                index,
+            )
+        })
         .map(|(index, _)| index)
 }
 
@@ -347,7 +374,11 @@ fn sweep_leftovers(scratch: &mut WaveScratch) {
     by_priority.extend_from_slice(&scratch.active);
     by_priority.sort_unstable_by_key(|&index| {
         let candidate = &scratch.candidates[index as usize];
-        (std::cmp::Reverse(candidate.steps), candidate.joined_at_ms, index)
+        (
+            std::cmp::Reverse(candidate.steps),
+            candidate.joined_at_ms,
+            index,
+        )
     });
     for &me in &by_priority {
         if !scratch.is_paired(me) {
@@ -358,7 +389,9 @@ fn sweep_leftovers(scratch: &mut WaveScratch) {
     }
     scratch.by_priority = by_priority;
     let mate = &scratch.mate;
-    scratch.active.retain(|&index| mate[index as usize] == UNPAIRED);
+    scratch
+        .active
+        .retain(|&index| mate[index as usize] == UNPAIRED);
 }
 
 /// Pass 4: augmenting paths. From an unpaired player `x`, a chain `x ~ y1 = z1 ~ y2 = z2 … ~ u`
@@ -379,7 +412,13 @@ fn augment(scratch: &mut WaveScratch) {
         }
         visited[x as usize] = stamp;
         path.clear();
-        let mut search = PathSearch { scratch, visited: &mut visited, stamp, origin: x, budget: AUGMENT_BUDGET };
+        let mut search = PathSearch {
+            scratch,
+            visited: &mut visited,
+            stamp,
+            origin: x,
+            budget: AUGMENT_BUDGET,
+        };
         if search.extend(x, AUGMENT_DEPTH, &mut path) {
             for &(a, b) in &path {
                 scratch.pair(a, b);
@@ -388,7 +427,9 @@ fn augment(scratch: &mut WaveScratch) {
     }
     scratch.visited = visited;
     let mate = &scratch.mate;
-    scratch.active.retain(|&index| mate[index as usize] == UNPAIRED);
+    scratch
+        .active
+        .retain(|&index| mate[index as usize] == UNPAIRED);
 }
 
 /// One augmenting-path search from `origin`.
@@ -406,17 +447,28 @@ impl PathSearch<'_> {
     fn extend(&mut self, from: u32, depth: u32, path: &mut Vec<(u32, u32)>) -> bool {
         let scratch = self.scratch;
         let mine = scratch.candidates[from as usize];
-        let within_reach = |index: &usize| scratch.candidates[*index].rating.abs_diff(mine.rating) <= mine.window;
+        let within_reach =
+            |index: &usize| scratch.candidates[*index].rating.abs_diff(mine.rating) <= mine.window;
         let is_paired = |index: &usize| scratch.mate[*index] != UNPAIRED;
-        let below = (0..from as usize).rev().take_while(within_reach).filter(is_paired).take(AUGMENT_REACH);
-        let above = (from as usize + 1..scratch.candidates.len()).take_while(within_reach).filter(is_paired).take(AUGMENT_REACH);
+        let below = (0..from as usize)
+            .rev()
+            .take_while(within_reach)
+            .filter(is_paired)
+            .take(AUGMENT_REACH);
+        let above = (from as usize + 1..scratch.candidates.len())
+            .take_while(within_reach)
+            .filter(is_paired)
+            .take(AUGMENT_REACH);
         for y in below.chain(above) {
             if self.budget == 0 {
                 return false;
             }
             self.budget -= 1;
             let z = scratch.mate[y] as usize;
-            if self.visited[y] == self.stamp || self.visited[z] == self.stamp || !mine.accepts(&scratch.candidates[y]) {
+            if self.visited[y] == self.stamp
+                || self.visited[z] == self.stamp
+                || !mine.accepts(&scratch.candidates[y])
+            {
                 continue;
             }
             self.visited[y] = self.stamp;
@@ -461,7 +513,13 @@ mod tests {
     fn pool(players: &[(u64, u16, u64)]) -> WaitingPool {
         let mut pool = WaitingPool::new();
         for &(n, rating, joined_at_ms) in players {
-            pool.insert(rating, Waiting { id: id(n), joined_at_ms });
+            pool.insert(
+                rating,
+                Waiting {
+                    id: id(n),
+                    joined_at_ms,
+                },
+            );
         }
         pool
     }
@@ -494,24 +552,41 @@ mod tests {
     #[test]
     fn a_gap_beyond_the_window_waits_until_the_window_widens() {
         let mut pool = pool(&[(1, 1500, 0), (2, 1620, 0)]);
-        assert!(wave(&mut pool, 9_999).pairs.is_empty(), "gap 120 is beyond the initial window of 100");
+        assert!(
+            wave(&mut pool, 9_999).pairs.is_empty(),
+            "gap 120 is beyond the initial window of 100"
+        );
         assert_eq!(pool.len(), 2);
-        assert_eq!(pair_ids(&wave(&mut pool, 10_000)), vec![(1, 2)], "after one step both windows are 125");
+        assert_eq!(
+            pair_ids(&wave(&mut pool, 10_000)),
+            vec![(1, 2)],
+            "after one step both windows are 125"
+        );
     }
 
     #[test]
     fn windows_must_be_mutual() {
         // Player 1 has waited 100 s (window 350); player 2 just joined (window 100).
         let mut pool = pool(&[(1, 1500, 0), (2, 1700, 100_000)]);
-        assert!(wave(&mut pool, 100_000).pairs.is_empty(), "gap 200 is within only one of the two windows");
-        assert_eq!(pair_ids(&wave(&mut pool, 140_000)), vec![(1, 2)], "player 2's window reaches 200 after 40 s");
+        assert!(
+            wave(&mut pool, 100_000).pairs.is_empty(),
+            "gap 200 is within only one of the two windows"
+        );
+        assert_eq!(
+            pair_ids(&wave(&mut pool, 140_000)),
+            vec![(1, 2)],
+            "player 2's window reaches 200 after 40 s"
+        );
     }
 
     #[test]
     fn windows_stop_at_the_maximum() {
         let mut pool = pool(&[(1, 1000, 0), (2, 1501, 0)]);
         for now in [160_000, 300_000, 599_000] {
-            assert!(wave(&mut pool, now).pairs.is_empty(), "gap 501 exceeds max_window 500 at {now} ms");
+            assert!(
+                wave(&mut pool, now).pairs.is_empty(),
+                "gap 501 exceeds max_window 500 at {now} ms"
+            );
         }
     }
 
@@ -520,7 +595,16 @@ mod tests {
         let mut pool = pool(&[(1, 1500, 0), (2, 1500, 1)]);
         let outcome = wave(&mut pool, 600_000);
         assert!(outcome.pairs.is_empty());
-        assert_eq!(outcome.expired, vec![Expired { rating: 1500, waiting: Waiting { id: id(1), joined_at_ms: 0 } }]);
+        assert_eq!(
+            outcome.expired,
+            vec![Expired {
+                rating: 1500,
+                waiting: Waiting {
+                    id: id(1),
+                    joined_at_ms: 0
+                }
+            }]
+        );
         assert_eq!(pool.len(), 1);
         assert_eq!(pool.expire(600_001, &params()).len(), 1);
         assert!(pool.is_empty());
@@ -529,7 +613,10 @@ mod tests {
     #[test]
     fn removed_players_are_not_paired() {
         let mut pool = pool(&[(1, 1500, 0), (2, 1510, 0), (3, 1900, 0)]);
-        assert_eq!(pool.remove(1510, id(2)).map(|waiting| waiting.id), Some(id(2)));
+        assert_eq!(
+            pool.remove(1510, id(2)).map(|waiting| waiting.id),
+            Some(id(2))
+        );
         assert_eq!(pool.remove(1510, id(2)), None);
         assert!(wave(&mut pool, 0).pairs.is_empty());
         assert_eq!(pool.len(), 2);
@@ -547,7 +634,12 @@ mod tests {
         // 2 and 3 are closest, but 1 has waited three widening steps and 3 has just joined.
         let mut pool = pool(&[(1, 1500, 0), (2, 1560, 20_000), (3, 1570, 30_000)]);
         assert_eq!(pair_ids(&wave(&mut pool, 30_000)), vec![(1, 2)]);
-        assert_eq!(pool.iter().map(|(_, waiting)| waiting.id.get()).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(
+            pool.iter()
+                .map(|(_, waiting)| waiting.id.get())
+                .collect::<Vec<_>>(),
+            vec![3]
+        );
     }
 
     #[test]
@@ -559,7 +651,12 @@ mod tests {
     #[test]
     fn a_wide_window_reaches_over_narrow_windows() {
         // 1 and 4 have waited long (window 500); 2 and 3 just joined (window 100).
-        let mut pool = pool(&[(1, 1000, 0), (2, 1150, 200_000), (3, 1200, 200_000), (4, 1290, 0)]);
+        let mut pool = pool(&[
+            (1, 1000, 0),
+            (2, 1150, 200_000),
+            (3, 1200, 200_000),
+            (4, 1290, 0),
+        ]);
         assert_eq!(pair_ids(&wave(&mut pool, 200_000)), vec![(1, 4), (2, 3)]);
     }
 
@@ -574,7 +671,12 @@ mod tests {
     #[test]
     fn equal_ratings_pair_oldest_first_in_bucket_order() {
         let mut pool = pool(&[(3, 1500, 30), (1, 1500, 10), (2, 1500, 20)]);
-        assert_eq!(pool.iter().map(|(_, waiting)| waiting.id.get()).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(
+            pool.iter()
+                .map(|(_, waiting)| waiting.id.get())
+                .collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
         let outcome = wave(&mut pool, 100);
         assert_eq!(outcome.pairs.len(), 1);
         assert_eq!(pool.len(), 1);
@@ -583,8 +685,20 @@ mod tests {
     #[test]
     fn put_back_players_keep_joining_order() {
         let mut pool = pool(&[(1, 1500, 100), (2, 1500, 300)]);
-        pool.insert(1500, Waiting { id: id(3), joined_at_ms: 200 });
-        pool.insert(1500, Waiting { id: id(4), joined_at_ms: 50 });
+        pool.insert(
+            1500,
+            Waiting {
+                id: id(3),
+                joined_at_ms: 200,
+            },
+        );
+        pool.insert(
+            1500,
+            Waiting {
+                id: id(4),
+                joined_at_ms: 50,
+            },
+        );
         let order: Vec<_> = pool.iter().map(|(_, waiting)| waiting.id.get()).collect();
         assert_eq!(order, vec![4, 1, 3, 2]);
         assert!(pool.contains(1500, id(3)));

@@ -17,13 +17,22 @@ use tokio::sync::{broadcast, watch};
 
 use crate::challenges::{ChallengeBook, ChallengeRecord, ChallengeState, Party};
 use crate::clock::{SharedClock, SystemClock, UnixMillis};
-use crate::error::{MAX_IDEMPOTENCY_KEY_LEN, MAX_TENANT_LEN, MAX_USER_ID_LEN, MatchmakerError, check_name};
-use crate::games::{GameCreator, GameJobs, GamePlayer, GameRequest, JobVerdict, LocalGameIds, RetryPolicy};
+use crate::error::{
+    MAX_IDEMPOTENCY_KEY_LEN, MAX_TENANT_LEN, MAX_USER_ID_LEN, MatchmakerError, check_name,
+};
+use crate::games::{
+    GameCreator, GameJobs, GamePlayer, GameRequest, JobVerdict, LocalGameIds, RetryPolicy,
+};
 use crate::ids::{ChallengeId, EntryId, IdSequence, MatchId};
-use crate::index::{EntryRecord, EntryState, IdempotencyKey, Index, QueueKey, Settled, TenantId, UserKey};
+use crate::index::{
+    EntryRecord, EntryState, IdempotencyKey, Index, QueueKey, Settled, TenantId, UserKey,
+};
 use crate::matching::Waiting;
 use crate::metrics::Metrics;
-use crate::model::{ActiveState, Challenge, Color, ColorChoice, Entry, EntryStatus, GameStatus, MatchEvent, QueueSummary};
+use crate::model::{
+    ActiveState, Challenge, Color, ColorChoice, Entry, EntryStatus, GameStatus, MatchEvent,
+    QueueSummary,
+};
 use crate::pools::{MAX_RATING, PoolCatalog, PoolSpec, TimeControl};
 use crate::router::{ActorSystem, ActorsStopped, RouteCancel, RouteSummary, RouteTick};
 use crate::shard::{Cancel, DueWork, Enqueue, Requeue, RunDue, ShardTimers, Summarize, TickCounts};
@@ -178,14 +187,23 @@ impl Matchmaker {
             index: Index::default(),
             challenges: ChallengeBook::default(),
             games: GameJobs::default(),
-            ids: Ids { entries: IdSequence::starting_after(0), matches: IdSequence::starting_after(0), challenges: IdSequence::starting_after(0) },
+            ids: Ids {
+                entries: IdSequence::starting_after(0),
+                matches: IdSequence::starting_after(0),
+                challenges: IdSequence::starting_after(0),
+            },
             events,
             game_jobs_ready: tokio::sync::Notify::new(),
             metrics: config.metrics,
             game_creator: config.game_creator,
             retry: config.retry,
         });
-        let actors = ActorSystem::start(Arc::clone(&shared), config.shards, config.seed, config.timers)?;
+        let actors = ActorSystem::start(
+            Arc::clone(&shared),
+            config.shards,
+            config.seed,
+            config.timers,
+        )?;
         Ok(Self {
             shared,
             actors,
@@ -214,22 +232,45 @@ impl Matchmaker {
             check_name("idempotency_key", key, MAX_IDEMPOTENCY_KEY_LEN)?;
         }
         if request.rating > MAX_RATING {
-            return Err(MatchmakerError::invalid("rating", format!("must be from 0 to {MAX_RATING}")));
+            return Err(MatchmakerError::invalid(
+                "rating",
+                format!("must be from 0 to {MAX_RATING}"),
+            ));
         }
-        let pool = self.shared.catalog.resolve(&request.pool).ok_or_else(|| MatchmakerError::UnknownPool(request.pool.to_string()))?;
+        let pool = self
+            .shared
+            .catalog
+            .resolve(&request.pool)
+            .ok_or_else(|| MatchmakerError::UnknownPool(request.pool.to_string()))?;
         let tenant = self.shared.index.tenants.intern(&request.tenant);
-        let user = UserKey { tenant, user: request.user_id };
+        let user = UserKey {
+            tenant,
+            user: request.user_id,
+        };
         let now_ms = self.now_ms();
-        let record = EntryRecord { user: user.user.clone(), joined_at_ms: now_ms, state: EntryState::Searching, tenant, pool, rating: request.rating };
+        let record = EntryRecord {
+            user: user.user.clone(),
+            joined_at_ms: now_ms,
+            state: EntryState::Searching,
+            tenant,
+            pool,
+            rating: request.rating,
+        };
         let created = match request.idempotency_key {
             None => self.create_entry(&user, record)?,
             Some(key) => {
                 let index = &self.shared.index;
-                match index.idempotency.entry(IdempotencyKey { user: user.clone(), key }) {
+                match index.idempotency.entry(IdempotencyKey {
+                    user: user.clone(),
+                    key,
+                }) {
                     MapEntry::Occupied(slot) => {
                         let earlier = slot.get().0;
                         drop(slot);
-                        return self.shared.entry_view(earlier).ok_or(MatchmakerError::NotFound);
+                        return self
+                            .shared
+                            .entry_view(earlier)
+                            .ok_or(MatchmakerError::NotFound);
                     }
                     MapEntry::Vacant(slot) => {
                         let created = self.create_entry(&user, record)?;
@@ -243,14 +284,29 @@ impl Matchmaker {
         };
         let (id, record) = created;
         self.shared.metrics.enqueues.inc();
-        self.actors.router().do_send(Enqueue { queue: record.queue(), rating: record.rating, waiting: Waiting { id, joined_at_ms: record.joined_at_ms } });
+        self.actors.router().do_send(Enqueue {
+            queue: record.queue(),
+            rating: record.rating,
+            waiting: Waiting {
+                id,
+                joined_at_ms: record.joined_at_ms,
+            },
+        });
         Ok(self.shared.entry_view_of(id, &record, now_ms))
     }
 
-    fn create_entry(&self, user: &UserKey, record: EntryRecord) -> Result<(EntryId, EntryRecord), MatchmakerError> {
-        let id = EntryId::new(self.shared.ids.entries.next().get()).expect("sequences never yield zero");
+    fn create_entry(
+        &self,
+        user: &UserKey,
+        record: EntryRecord,
+    ) -> Result<(EntryId, EntryRecord), MatchmakerError> {
+        let id =
+            EntryId::new(self.shared.ids.entries.next().get()).expect("sequences never yield zero");
         let index = &self.shared.index;
-        match index.searching.claim(user, id, record.clone(), &index.entries) {
+        match index
+            .searching
+            .claim(user, id, record.clone(), &index.entries)
+        {
             Ok(()) => Ok((id, record)),
             Err(existing) => match self.shared.entry_view(existing.0) {
                 Some(entry) => Err(MatchmakerError::AlreadyQueued(Box::new(entry))),
@@ -260,11 +316,21 @@ impl Matchmaker {
     }
 
     fn tenant(&self, tenant: &str) -> Result<TenantId, MatchmakerError> {
-        self.shared.index.tenants.find(tenant).ok_or(MatchmakerError::NotFound)
+        self.shared
+            .index
+            .tenants
+            .find(tenant)
+            .ok_or(MatchmakerError::NotFound)
     }
 
     fn record(&self, tenant: TenantId, id: EntryId) -> Result<EntryRecord, MatchmakerError> {
-        self.shared.index.entries.get(&id).filter(|record| record.tenant == tenant).map(|record| record.clone()).ok_or(MatchmakerError::NotFound)
+        self.shared
+            .index
+            .entries
+            .get(&id)
+            .filter(|record| record.tenant == tenant)
+            .map(|record| record.clone())
+            .ok_or(MatchmakerError::NotFound)
     }
 
     /// Entry `id` of `tenant`, straight from the index.
@@ -280,8 +346,16 @@ impl Matchmaker {
         let tenant = self.tenant(tenant)?;
         let record = self.record(tenant, id)?;
         if record.state == EntryState::Searching {
-            let cancel = Cancel { queue: record.queue(), rating: record.rating, id };
-            self.actors.router().send(RouteCancel(cancel)).await.map_err(ActorsStopped::from)??;
+            let cancel = Cancel {
+                queue: record.queue(),
+                rating: record.rating,
+                id,
+            };
+            self.actors
+                .router()
+                .send(RouteCancel(cancel))
+                .await
+                .map_err(ActorsStopped::from)??;
         }
         let record = self.record(tenant, id)?;
         let entry = self.shared.entry_view_of(id, &record, self.now_ms());
@@ -294,17 +368,39 @@ impl Matchmaker {
     /// Everything `user` of `tenant` has going on.
     pub fn active(&self, tenant: &str, user: &str) -> ActiveState {
         let Ok(tenant) = self.tenant(tenant) else {
-            return ActiveState { searching: None, recent_match: None, incoming: Vec::new(), outgoing: Vec::new() };
+            return ActiveState {
+                searching: None,
+                recent_match: None,
+                incoming: Vec::new(),
+                outgoing: Vec::new(),
+            };
         };
         let index = &self.shared.index;
-        let key = UserKey { tenant, user: user.into() };
-        let searching = index.searching.find(&key, &index.entries).and_then(|id| self.shared.entry_view(id)).filter(|entry| entry.status == EntryStatus::Searching);
-        let recent_match = index.recent.get(&key).map(|recent| recent.0).and_then(|id| self.shared.match_view(id));
+        let key = UserKey {
+            tenant,
+            user: user.into(),
+        };
+        let searching = index
+            .searching
+            .find(&key, &index.entries)
+            .and_then(|id| self.shared.entry_view(id))
+            .filter(|entry| entry.status == EntryStatus::Searching);
+        let recent_match = index
+            .recent
+            .get(&key)
+            .map(|recent| recent.0)
+            .and_then(|id| self.shared.match_view(id));
         ActiveState {
             searching,
             recent_match,
-            incoming: self.shared.challenges.pending_for(tenant, user, Party::Opponent),
-            outgoing: self.shared.challenges.pending_for(tenant, user, Party::Challenger),
+            incoming: self
+                .shared
+                .challenges
+                .pending_for(tenant, user, Party::Opponent),
+            outgoing: self
+                .shared
+                .challenges
+                .pending_for(tenant, user, Party::Challenger),
         }
     }
 
@@ -313,7 +409,11 @@ impl Matchmaker {
         let tenant = self.tenant(tenant).ok()?;
         self.record(tenant, id).ok()?;
         let changes = self.shared.index.watch(id);
-        Some(EntryWatch { shared: Arc::clone(&self.shared), id, changes })
+        Some(EntryWatch {
+            shared: Arc::clone(&self.shared),
+            id,
+            changes,
+        })
     }
 
     /// The stream of match events. A listener more than `event_capacity` events behind skips
@@ -323,27 +423,45 @@ impl Matchmaker {
     }
 
     /// Sends a challenge.
-    pub async fn create_challenge(&self, request: ChallengeRequest) -> Result<Challenge, MatchmakerError> {
+    pub async fn create_challenge(
+        &self,
+        request: ChallengeRequest,
+    ) -> Result<Challenge, MatchmakerError> {
         check_name("tenant", &request.tenant, MAX_TENANT_LEN)?;
         check_name("challenger_id", &request.challenger_id, MAX_USER_ID_LEN)?;
         check_name("opponent_id", &request.opponent_id, MAX_USER_ID_LEN)?;
         if request.challenger_id == request.opponent_id {
-            return Err(MatchmakerError::invalid("opponent_id", "a player cannot challenge themselves"));
+            return Err(MatchmakerError::invalid(
+                "opponent_id",
+                "a player cannot challenge themselves",
+            ));
         }
         let ttl = request.expires_in.unwrap_or(self.default_challenge_ttl);
         if ttl < Duration::from_secs(1) || ttl > self.max_challenge_ttl {
-            return Err(MatchmakerError::invalid("expires_in_s", format!("must be from 1 to {} seconds", self.max_challenge_ttl.as_secs())));
+            return Err(MatchmakerError::invalid(
+                "expires_in_s",
+                format!(
+                    "must be from 1 to {} seconds",
+                    self.max_challenge_ttl.as_secs()
+                ),
+            ));
         }
         let known = self.shared.catalog.iter().any(|pool| {
-            pool.spec.time_control == request.time_control && pool.spec.variant == request.variant && pool.spec.rated == request.rated
+            pool.spec.time_control == request.time_control
+                && pool.spec.variant == request.variant
+                && pool.spec.rated == request.rated
         });
         if !known {
             let rated = if request.rated { "rated" } else { "casual" };
-            return Err(MatchmakerError::UnknownPool(format!("{} {} {rated}", request.time_control, request.variant)));
+            return Err(MatchmakerError::UnknownPool(format!(
+                "{} {} {rated}",
+                request.time_control, request.variant
+            )));
         }
         let tenant = self.shared.index.tenants.intern(&request.tenant);
         let now_ms = self.now_ms();
-        let id = ChallengeId::new(self.shared.ids.challenges.next().get()).expect("sequences never yield zero");
+        let id = ChallengeId::new(self.shared.ids.challenges.next().get())
+            .expect("sequences never yield zero");
         let record = ChallengeRecord {
             tenant,
             challenger: request.challenger_id,
@@ -354,52 +472,111 @@ impl Matchmaker {
             color: request.color,
             state: ChallengeState::Pending,
             created_at_ms: now_ms,
-            expires_at_ms: now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+            expires_at_ms: now_ms
+                .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
         };
         let challenge = record.view(id);
         self.shared.challenges.create(id, record)?;
-        self.shared.metrics.challenges.with_label_values(&["pending"]).inc();
+        self.shared
+            .metrics
+            .challenges
+            .with_label_values(&["pending"])
+            .inc();
         Ok(challenge)
     }
 
     /// Challenge `id` if `user` of `tenant` takes part in it.
     pub fn challenge(&self, tenant: &str, user: &str, id: ChallengeId) -> Option<Challenge> {
         let tenant = self.tenant(tenant).ok()?;
-        self.shared.challenges.get(id, tenant, user).map(|record| record.view(id))
+        self.shared
+            .challenges
+            .get(id, tenant, user)
+            .map(|record| record.view(id))
     }
 
     /// Pending challenges addressed to `user`.
     pub fn incoming_challenges(&self, tenant: &str, user: &str) -> Vec<Challenge> {
-        self.tenant(tenant).map(|tenant| self.shared.challenges.pending_for(tenant, user, Party::Opponent)).unwrap_or_default()
+        self.tenant(tenant)
+            .map(|tenant| {
+                self.shared
+                    .challenges
+                    .pending_for(tenant, user, Party::Opponent)
+            })
+            .unwrap_or_default()
     }
 
     /// Pending challenges `user` sent.
     pub fn outgoing_challenges(&self, tenant: &str, user: &str) -> Vec<Challenge> {
-        self.tenant(tenant).map(|tenant| self.shared.challenges.pending_for(tenant, user, Party::Challenger)).unwrap_or_default()
+        self.tenant(tenant)
+            .map(|tenant| {
+                self.shared
+                    .challenges
+                    .pending_for(tenant, user, Party::Challenger)
+            })
+            .unwrap_or_default()
     }
 
     /// The opponent accepts: the game is created before this returns. When the live-game
     /// service fails, the challenge stays pending and the error says why.
-    pub async fn accept_challenge(&self, tenant: &str, user: &str, id: ChallengeId) -> Result<Challenge, MatchmakerError> {
+    pub async fn accept_challenge(
+        &self,
+        tenant: &str,
+        user: &str,
+        id: ChallengeId,
+    ) -> Result<Challenge, MatchmakerError> {
         let tenant = self.tenant(tenant)?;
-        let record = self.shared.challenges.begin_accept(id, tenant, user, self.now_ms())?;
+        let record = self
+            .shared
+            .challenges
+            .begin_accept(id, tenant, user, self.now_ms())?;
         let challenger_color = match record.color {
             ColorChoice::White => Color::White,
             ColorChoice::Black => Color::Black,
             ColorChoice::Random if self.challenge_rng.lock().random_bool(0.5) => Color::White,
             ColorChoice::Random => Color::Black,
         };
-        let challenger = GamePlayer { user_id: record.challenger.clone(), rating: None, color: challenger_color };
-        let opponent = GamePlayer { user_id: record.opponent.clone(), rating: None, color: challenger_color.opposite() };
-        let players = if challenger_color == Color::White { vec![challenger, opponent] } else { vec![opponent, challenger] };
-        let request = GameRequest { match_id: id.to_string(), time_control: record.time_control, variant: record.variant.clone(), rated: record.rated, players };
+        let challenger = GamePlayer {
+            user_id: record.challenger.clone(),
+            rating: None,
+            color: challenger_color,
+        };
+        let opponent = GamePlayer {
+            user_id: record.opponent.clone(),
+            rating: None,
+            color: challenger_color.opposite(),
+        };
+        let players = if challenger_color == Color::White {
+            vec![challenger, opponent]
+        } else {
+            vec![opponent, challenger]
+        };
+        let request = GameRequest {
+            match_id: id.to_string(),
+            time_control: record.time_control,
+            variant: record.variant.clone(),
+            rated: record.rated,
+            players,
+        };
         let outcome = self.shared.game_creator.create_game(request).await;
-        let game = outcome.as_ref().ok().map(|game_id| (game_id.clone(), challenger_color));
-        let after = self.shared.challenges.finish_accept(id, game).ok_or(MatchmakerError::NotFound)?;
+        let game = outcome
+            .as_ref()
+            .ok()
+            .map(|game_id| (game_id.clone(), challenger_color));
+        let after = self
+            .shared
+            .challenges
+            .finish_accept(id, game)
+            .ok_or(MatchmakerError::NotFound)?;
         match outcome {
             Ok(_) => {
-                self.shared.index.settle(self.now_ms(), Settled::Challenge(id));
-                self.shared.metrics.challenges.with_label_values(&["accepted"]).inc();
+                self.shared
+                    .index
+                    .settle(self.now_ms(), Settled::Challenge(id));
+                self.shared
+                    .metrics
+                    .challenges
+                    .with_label_values(&["accepted"])
+                    .inc();
                 Ok(after.view(id))
             }
             Err(error) => Err(MatchmakerError::GameService(error)),
@@ -407,36 +584,77 @@ impl Matchmaker {
     }
 
     /// The opponent declines.
-    pub fn decline_challenge(&self, tenant: &str, user: &str, id: ChallengeId) -> Result<Challenge, MatchmakerError> {
+    pub fn decline_challenge(
+        &self,
+        tenant: &str,
+        user: &str,
+        id: ChallengeId,
+    ) -> Result<Challenge, MatchmakerError> {
         self.close_challenge(tenant, user, id, Party::Opponent)
     }
 
     /// The challenger withdraws.
-    pub fn cancel_challenge(&self, tenant: &str, user: &str, id: ChallengeId) -> Result<Challenge, MatchmakerError> {
+    pub fn cancel_challenge(
+        &self,
+        tenant: &str,
+        user: &str,
+        id: ChallengeId,
+    ) -> Result<Challenge, MatchmakerError> {
         self.close_challenge(tenant, user, id, Party::Challenger)
     }
 
-    fn close_challenge(&self, tenant: &str, user: &str, id: ChallengeId, party: Party) -> Result<Challenge, MatchmakerError> {
+    fn close_challenge(
+        &self,
+        tenant: &str,
+        user: &str,
+        id: ChallengeId,
+        party: Party,
+    ) -> Result<Challenge, MatchmakerError> {
         let tenant = self.tenant(tenant)?;
         let now_ms = self.now_ms();
-        let record = self.shared.challenges.close(id, tenant, user, party, now_ms)?;
+        let record = self
+            .shared
+            .challenges
+            .close(id, tenant, user, party, now_ms)?;
         self.shared.index.settle(now_ms, Settled::Challenge(id));
-        let status = if party == Party::Opponent { "declined" } else { "cancelled" };
-        self.shared.metrics.challenges.with_label_values(&[status]).inc();
+        let status = if party == Party::Opponent {
+            "declined"
+        } else {
+            "cancelled"
+        };
+        self.shared
+            .metrics
+            .challenges
+            .with_label_values(&[status])
+            .inc();
         Ok(record.view(id))
     }
 
     /// Per-pool figures of `tenant`'s queues that have players or recent matches.
     pub async fn summary(&self, tenant: &str) -> Result<Vec<QueueSummary>, MatchmakerError> {
-        let Ok(tenant) = self.tenant(tenant) else { return Ok(Vec::new()) };
-        let figures = self.actors.router().send(RouteSummary(Summarize { tenant, now_ms: self.now_ms() })).await.map_err(ActorsStopped::from)??;
+        let Ok(tenant) = self.tenant(tenant) else {
+            return Ok(Vec::new());
+        };
+        let figures = self
+            .actors
+            .router()
+            .send(RouteSummary(Summarize {
+                tenant,
+                now_ms: self.now_ms(),
+            }))
+            .await
+            .map_err(ActorsStopped::from)??;
         let mut summaries: Vec<(QueueKey, QueueSummary)> = figures
             .into_iter()
             .map(|mut figures| {
                 figures.waits_ms.sort_unstable();
                 let percentile = |p: f64| -> u64 {
                     let waits = &figures.waits_ms;
-                    if waits.is_empty() { 0 } else { waits[((p * waits.len() as f64).ceil() as usize).clamp(1, waits.len()) - 1] }
+                    if waits.is_empty() {
+                        0
+                    } else {
+                        waits[((p * waits.len() as f64).ceil() as usize).clamp(1, waits.len()) - 1]
+                    }
                 };
                 let gaps = &figures.recent_gaps;
                 let summary = QueueSummary {
@@ -446,7 +664,9 @@ impl Matchmaker {
                     wait_p50_ms: percentile(0.5),
                     wait_p95_ms: percentile(0.95),
                     matches_last_minute: gaps.len() as u64,
-                    mean_rating_gap: (!gaps.is_empty()).then(|| gaps.iter().map(|&gap| f64::from(gap)).sum::<f64>() / gaps.len() as f64),
+                    mean_rating_gap: (!gaps.is_empty()).then(|| {
+                        gaps.iter().map(|&gap| f64::from(gap)).sum::<f64>() / gaps.len() as f64
+                    }),
                 };
                 (figures.queue, summary)
             })
@@ -464,13 +684,30 @@ impl Matchmaker {
         let attempts = self.due_game_attempts();
         let game_attempts = attempts.len();
         join_all(attempts).await;
-        Ok(TickReport { queues, expired_challenges, game_attempts, pruned: self.prune() })
+        Ok(TickReport {
+            queues,
+            expired_challenges,
+            game_attempts,
+            pruned: self.prune(),
+        })
     }
 
     /// Runs due waves now (every pool's wave with `force`).
     pub async fn run_waves(&self, force: bool) -> Result<TickCounts, MatchmakerError> {
-        let work = DueWork { waves: true, expiry: true, force };
-        Ok(self.actors.router().send(RouteTick(RunDue { now_ms: self.now_ms(), work })).await.map_err(ActorsStopped::from)??)
+        let work = DueWork {
+            waves: true,
+            expiry: true,
+            force,
+        };
+        Ok(self
+            .actors
+            .router()
+            .send(RouteTick(RunDue {
+                now_ms: self.now_ms(),
+                work,
+            }))
+            .await
+            .map_err(ActorsStopped::from)??)
     }
 
     /// Expires the challenges that are due; returns how many.
@@ -481,7 +718,11 @@ impl Matchmaker {
                 self.shared.index.settle(at_ms, Settled::Challenge(*id));
             }
         }
-        self.shared.metrics.challenges.with_label_values(&["expired"]).inc_by(expired.len() as u64);
+        self.shared
+            .metrics
+            .challenges
+            .with_label_values(&["expired"])
+            .inc_by(expired.len() as u64);
         expired.len()
     }
 
@@ -516,13 +757,20 @@ impl Matchmaker {
         for item in &settled {
             match item {
                 Settled::Entry(id) => {
-                    index.entries.remove_if(id, |_, record| record.state != EntryState::Searching);
+                    index
+                        .entries
+                        .remove_if(id, |_, record| record.state != EntryState::Searching);
                 }
                 Settled::Match(id) => {
                     if let Some((_, record)) = index.matches.remove(id) {
                         for player in &record.players {
-                            index.entries.remove_if(&player.entry_id, |_, entry| entry.state == EntryState::Matched(*id));
-                            let user = UserKey { tenant: record.tenant, user: player.user_id.clone() };
+                            index.entries.remove_if(&player.entry_id, |_, entry| {
+                                entry.state == EntryState::Matched(*id)
+                            });
+                            let user = UserKey {
+                                tenant: record.tenant,
+                                user: player.user_id.clone(),
+                            };
                             index.recent.remove_if(&user, |_, recent| recent.0 == *id);
                         }
                     }
@@ -537,23 +785,38 @@ impl Matchmaker {
     }
 
     /// Stops the actors. Further calls that need them fail with [`ActorsStopped`].
-    pub fn shutdown(&mut self) {
+    pub fn shutdown(&self) {
         self.actors.stop();
     }
 }
 
 /// One game-creation attempt for `match_id` and the application of its outcome.
-async fn attempt_game(shared: Arc<Shared>, router: actix::Addr<crate::router::Router>, match_id: MatchId) {
+async fn attempt_game(
+    shared: Arc<Shared>,
+    router: actix::Addr<crate::router::Router>,
+    match_id: MatchId,
+) {
     let Some(request) = game_request(&shared, match_id) else {
-        let outcome = Err(crate::games::GameCreationError::Permanent("match no longer exists".into()));
-        shared.games.finish(match_id, outcome, shared.clock.now_ms(), &shared.retry);
+        let outcome = Err(crate::games::GameCreationError::Permanent(
+            "match no longer exists".into(),
+        ));
+        shared
+            .games
+            .finish(match_id, outcome, shared.clock.now_ms(), &shared.retry);
         return;
     };
     let outcome = shared.game_creator.create_game(request).await;
     let now_ms = shared.clock.now_ms();
-    let Some(verdict) = shared.games.finish(match_id, outcome, now_ms, &shared.retry) else { return };
+    let Some(verdict) = shared
+        .games
+        .finish(match_id, outcome, now_ms, &shared.retry)
+    else {
+        return;
+    };
     let (status, game_id, label) = match verdict {
-        JobVerdict::Retry { failed_attempts, .. } => {
+        JobVerdict::Retry {
+            failed_attempts, ..
+        } => {
             tracing::warn!(%match_id, failed_attempts, "game creation failed; will retry");
             shared.metrics.game_jobs.with_label_values(&["retry"]).inc();
             return;
@@ -576,16 +839,31 @@ async fn attempt_game(shared: Arc<Shared>, router: actix::Addr<crate::router::Ro
     for player in &record.players {
         shared.index.notify(player.entry_id);
         if status == GameStatus::Failed {
-            let queue = QueueKey { tenant: record.tenant, pool: record.pool };
+            let queue = QueueKey {
+                tenant: record.tenant,
+                pool: record.pool,
+            };
             // Awaited, so that a manual tick returns with the players back in the queue.
-            if router.send(Requeue { queue, id: player.entry_id, match_id }).await.is_err() {
+            if router
+                .send(Requeue {
+                    queue,
+                    id: player.entry_id,
+                    match_id,
+                })
+                .await
+                .is_err()
+            {
                 tracing::warn!(%match_id, "engine stopping; the players of a failed match were not put back");
             }
         }
     }
     if shared.event_listeners() {
         if let Some(found) = shared.match_view(match_id) {
-            shared.emit(if status == GameStatus::Created { MatchEvent::GameCreated { found } } else { MatchEvent::GameFailed { found } });
+            shared.emit(if status == GameStatus::Created {
+                MatchEvent::GameCreated { found }
+            } else {
+                MatchEvent::GameFailed { found }
+            });
         }
     }
 }
@@ -598,6 +876,14 @@ fn game_request(shared: &Shared, match_id: MatchId) -> Option<GameRequest> {
         time_control: pool.time_control,
         variant: pool.variant.clone(),
         rated: pool.rated,
-        players: record.players.iter().map(|player| GamePlayer { user_id: player.user_id.clone(), rating: Some(player.rating), color: player.color }).collect(),
+        players: record
+            .players
+            .iter()
+            .map(|player| GamePlayer {
+                user_id: player.user_id.clone(),
+                rating: Some(player.rating),
+                color: player.color,
+            })
+            .collect(),
     })
 }

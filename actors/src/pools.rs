@@ -37,8 +37,10 @@ impl TimeControl {
     /// A time control of `base_minutes` + `increment_s`; `None` when out of range or both zero.
     pub fn new(base_minutes: u16, increment_s: u16) -> Option<Self> {
         let in_range = base_minutes <= Self::MAX_PART && increment_s <= Self::MAX_PART;
-        (in_range && (base_minutes, increment_s) != (0, 0))
-            .then_some(Self { base_minutes, increment_s })
+        (in_range && (base_minutes, increment_s) != (0, 0)).then_some(Self {
+            base_minutes,
+            increment_s,
+        })
     }
 
     /// Base time in minutes.
@@ -77,7 +79,9 @@ impl FromStr for TimeControl {
 
     fn from_str(text: &str) -> Result<Self, PoolSpecError> {
         let part = |digits: &str| {
-            let plain = !digits.is_empty() && digits.len() <= 3 && digits.bytes().all(|b| b.is_ascii_digit());
+            let plain = !digits.is_empty()
+                && digits.len() <= 3
+                && digits.bytes().all(|b| b.is_ascii_digit());
             plain.then(|| digits.parse::<u16>().ok()).flatten()
         };
         let (base, increment) = text.split_once('+').ok_or(PoolSpecError::TimeControl)?;
@@ -104,7 +108,9 @@ impl<'de> Deserialize<'de> for TimeControl {
 fn is_short_name(text: &str, max_len: usize) -> bool {
     !text.is_empty()
         && text.len() <= max_len
-        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// What identifies a pool within a tenant.
@@ -134,7 +140,12 @@ impl PoolSpec {
         if region.is_some_and(|region| !is_short_name(region, MAX_REGION_LEN)) {
             return Err(PoolSpecError::Region);
         }
-        Ok(Self { time_control, variant: variant.into(), rated, region: region.map(CompactString::from) })
+        Ok(Self {
+            time_control,
+            variant: variant.into(),
+            rated,
+            region: region.map(CompactString::from),
+        })
     }
 }
 
@@ -187,7 +198,8 @@ impl MatchingParams {
 
     /// Acceptable rating gap after waiting `waited_ms`.
     pub fn window(&self, waited_ms: u64) -> u16 {
-        let widened = u64::from(self.initial_window) + u64::from(self.widen_by) * self.steps(waited_ms);
+        let widened =
+            u64::from(self.initial_window) + u64::from(self.widen_by) * self.steps(waited_ms);
         widened.min(u64::from(self.max_window)) as u16
     }
 
@@ -219,12 +231,13 @@ pub struct PoolDefinition {
 #[derive(Debug, Clone)]
 pub struct PoolCatalog {
     pools: Vec<PoolDefinition>,
-    by_spec: HashMap<PoolSpec, PoolId>,
+    by_spec: HashMap<PoolSpec, PoolId, foldhash::fast::RandomState>,
 }
 
 /// Time controls of the built-in catalog.
-pub const BUILTIN_TIME_CONTROLS: [&str; 11] =
-    ["1+0", "2+1", "3+0", "3+2", "5+0", "5+3", "10+0", "10+5", "15+10", "30+0", "30+20"];
+pub const BUILTIN_TIME_CONTROLS: [&str; 11] = [
+    "1+0", "2+1", "3+0", "3+2", "5+0", "5+3", "10+0", "10+5", "15+10", "30+0", "30+20",
+];
 
 /// Variants of the built-in catalog.
 pub const BUILTIN_VARIANTS: [&str; 2] = ["standard", "chess960"];
@@ -243,8 +256,11 @@ impl PoolCatalog {
         for time_control in BUILTIN_TIME_CONTROLS {
             for variant in BUILTIN_VARIANTS {
                 for rated in [true, false] {
-                    let time_control = time_control.parse().expect("built-in time controls are valid");
-                    let spec = PoolSpec::new(time_control, variant, rated, None).expect("built-in pools are valid");
+                    let time_control = time_control
+                        .parse()
+                        .expect("built-in time controls are valid");
+                    let spec = PoolSpec::new(time_control, variant, rated, None)
+                        .expect("built-in pools are valid");
                     specs.push((spec, MatchingParams::default()));
                 }
             }
@@ -256,7 +272,10 @@ impl PoolCatalog {
     pub fn from_definitions(
         definitions: impl IntoIterator<Item = (PoolSpec, MatchingParams)>,
     ) -> Result<Self, PoolSpec> {
-        let mut catalog = Self { pools: Vec::new(), by_spec: HashMap::new() };
+        let mut catalog = Self {
+            pools: Vec::new(),
+            by_spec: HashMap::default(),
+        };
         for (spec, params) in definitions {
             catalog.push(spec, params)?;
         }
@@ -275,8 +294,12 @@ impl PoolCatalog {
     /// Reads a pools file.
     pub fn load(path: &Path) -> Result<Self, PoolsFileError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| PoolsFileError { origin: origin.clone(), line: None, field: None, message: error.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|error| PoolsFileError {
+            origin: origin.clone(),
+            line: None,
+            field: None,
+            message: error.to_string(),
+        })?;
         Self::parse(&text, &origin)
     }
 
@@ -387,10 +410,19 @@ mod pools_file {
 
     impl Context<'_> {
         fn line_of(&self, offset: usize) -> usize {
-            self.text.as_bytes()[..offset.min(self.text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+            self.text.as_bytes()[..offset.min(self.text.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1
         }
 
-        fn error(&self, offset: Option<usize>, field: Option<&str>, message: impl Into<String>) -> PoolsFileError {
+        fn error(
+            &self,
+            offset: Option<usize>,
+            field: Option<&str>,
+            message: impl Into<String>,
+        ) -> PoolsFileError {
             PoolsFileError {
                 origin: self.origin.to_owned(),
                 line: offset.map(|offset| self.line_of(offset)),
@@ -399,61 +431,118 @@ mod pools_file {
             }
         }
 
-        fn field_error<T>(&self, field: &str, value: &Spanned<T>, message: impl Into<String>) -> PoolsFileError {
+        fn field_error<T>(
+            &self,
+            field: &str,
+            value: &Spanned<T>,
+            message: impl Into<String>,
+        ) -> PoolsFileError {
             self.error(Some(value.span().start), Some(field), message)
         }
 
-        fn bounded(&self, field: &str, value: &Option<Spanned<i64>>, min: i64, max: i64) -> Result<Option<u64>, PoolsFileError> {
+        fn bounded(
+            &self,
+            field: &str,
+            value: &Option<Spanned<i64>>,
+            min: i64,
+            max: i64,
+        ) -> Result<Option<u64>, PoolsFileError> {
             let Some(value) = value else { return Ok(None) };
             let number = *value.get_ref();
             if (min..=max).contains(&number) {
                 Ok(Some(number as u64))
             } else {
-                Err(self.field_error(field, value, format!("{number} is out of range {min}..={max}")))
+                Err(self.field_error(
+                    field,
+                    value,
+                    format!("{number} is out of range {min}..={max}"),
+                ))
             }
         }
 
-        fn params(&self, section: &Section, base: MatchingParams, at: usize) -> Result<MatchingParams, PoolsFileError> {
+        fn params(
+            &self,
+            section: &Section,
+            base: MatchingParams,
+            at: usize,
+        ) -> Result<MatchingParams, PoolsFileError> {
             let max = i64::from(MAX_RATING);
-            let window = |field, value| self.bounded(field, value, 0, max).map(|v| v.map(|v| v as u16));
+            let window = |field, value| {
+                self.bounded(field, value, 0, max)
+                    .map(|v| v.map(|v| v as u16))
+            };
             let params = MatchingParams {
-                initial_window: window("initial_window", &section.initial_window)?.unwrap_or(base.initial_window),
+                initial_window: window("initial_window", &section.initial_window)?
+                    .unwrap_or(base.initial_window),
                 widen_by: window("widen_by", &section.widen_by)?.unwrap_or(base.widen_by),
-                widen_every_ms: self.bounded("widen_every_s", &section.widen_every_s, 1, 3_600)?.map_or(base.widen_every_ms, |s| s * 1_000),
+                widen_every_ms: self
+                    .bounded("widen_every_s", &section.widen_every_s, 1, 3_600)?
+                    .map_or(base.widen_every_ms, |s| s * 1_000),
                 max_window: window("max_window", &section.max_window)?.unwrap_or(base.max_window),
-                max_wait_ms: self.bounded("max_wait_s", &section.max_wait_s, 1, 86_400)?.map_or(base.max_wait_ms, |s| s * 1_000),
-                wave_interval_ms: self.bounded("wave_interval_ms", &section.wave_interval_ms, 10, 600_000)?.unwrap_or(base.wave_interval_ms),
+                max_wait_ms: self
+                    .bounded("max_wait_s", &section.max_wait_s, 1, 86_400)?
+                    .map_or(base.max_wait_ms, |s| s * 1_000),
+                wave_interval_ms: self
+                    .bounded("wave_interval_ms", &section.wave_interval_ms, 10, 600_000)?
+                    .unwrap_or(base.wave_interval_ms),
             };
             if params.max_window < params.initial_window {
-                let offset = section.max_window.as_ref().or(section.initial_window.as_ref()).map_or(at, |v| v.span().start);
+                let offset = section
+                    .max_window
+                    .as_ref()
+                    .or(section.initial_window.as_ref())
+                    .map_or(at, |v| v.span().start);
                 return Err(self.error(
                     Some(offset),
                     Some("max_window"),
-                    format!("max_window ({}) is smaller than initial_window ({})", params.max_window, params.initial_window),
+                    format!(
+                        "max_window ({}) is smaller than initial_window ({})",
+                        params.max_window, params.initial_window
+                    ),
                 ));
             }
             Ok(params)
         }
 
-        fn pool(&self, section: &Spanned<Section>, defaults: MatchingParams) -> Result<(PoolSpec, MatchingParams), PoolsFileError> {
+        fn pool(
+            &self,
+            section: &Spanned<Section>,
+            defaults: MatchingParams,
+        ) -> Result<(PoolSpec, MatchingParams), PoolsFileError> {
             let at = section.span().start;
             let section = section.get_ref();
-            let time_control = section
-                .time_control
-                .as_ref()
-                .ok_or_else(|| self.error(Some(at), Some("time_control"), "every [[pool]] needs a time_control"))?;
+            let time_control = section.time_control.as_ref().ok_or_else(|| {
+                self.error(
+                    Some(at),
+                    Some("time_control"),
+                    "every [[pool]] needs a time_control",
+                )
+            })?;
             let parsed_time_control: TimeControl =
-                time_control.get_ref().parse().map_err(|error: PoolSpecError| self.field_error("time_control", time_control, error.to_string()))?;
-            let variant = section.variant.as_ref().map_or("standard", |v| v.get_ref().as_str());
+                time_control
+                    .get_ref()
+                    .parse()
+                    .map_err(|error: PoolSpecError| {
+                        self.field_error("time_control", time_control, error.to_string())
+                    })?;
+            let variant = section
+                .variant
+                .as_ref()
+                .map_or("standard", |v| v.get_ref().as_str());
             let rated = section.rated.as_ref().is_none_or(|rated| *rated.get_ref());
             let region = section.region.as_ref().map(|r| r.get_ref().as_str());
-            let spec = PoolSpec::new(parsed_time_control, variant, rated, region).map_err(|error| {
-                let (field, value) = match error {
-                    PoolSpecError::Region => ("region", section.region.as_ref()),
-                    _ => ("variant", section.variant.as_ref()),
-                };
-                self.error(Some(value.map_or(at, |v| v.span().start)), Some(field), error.to_string())
-            })?;
+            let spec =
+                PoolSpec::new(parsed_time_control, variant, rated, region).map_err(|error| {
+                    let (field, value) = match error {
+                        PoolSpecError::Region => ("region", section.region.as_ref()),
+                        _ => ("variant", section.variant.as_ref()),
+                    };
+                    self.error(
+                        Some(value.map_or(at, |v| v.span().start)),
+                        Some(field),
+                        error.to_string(),
+                    )
+                })?;
             Ok((spec, self.params(section, defaults, at)?))
         }
     }
@@ -466,32 +555,68 @@ mod pools_file {
                 .strip_prefix("unknown field `")
                 .and_then(|rest| rest.split('`').next())
                 .map(str::to_owned);
-            PoolsFileError { field, ..context.error(error.span().map(|span| span.start), None, message) }
+            PoolsFileError {
+                field,
+                ..context.error(error.span().map(|span| span.start), None, message)
+            }
         })?;
         let defaults = match &file.defaults {
             Some(section) => {
-                let identity = [("time_control", section.get_ref().time_control.as_ref().map(|v| v.span().start))]
-                    .into_iter()
-                    .chain([
-                        ("variant", section.get_ref().variant.as_ref().map(|v| v.span().start)),
-                        ("rated", section.get_ref().rated.as_ref().map(|v| v.span().start)),
-                        ("region", section.get_ref().region.as_ref().map(|v| v.span().start)),
-                    ]);
-                if let Some((field, Some(offset))) = identity.into_iter().find(|(_, offset)| offset.is_some()) {
-                    return Err(context.error(Some(offset), Some(field), "belongs in a [[pool]] table, not in [defaults]"));
+                let identity = [(
+                    "time_control",
+                    section
+                        .get_ref()
+                        .time_control
+                        .as_ref()
+                        .map(|v| v.span().start),
+                )]
+                .into_iter()
+                .chain([
+                    (
+                        "variant",
+                        section.get_ref().variant.as_ref().map(|v| v.span().start),
+                    ),
+                    (
+                        "rated",
+                        section.get_ref().rated.as_ref().map(|v| v.span().start),
+                    ),
+                    (
+                        "region",
+                        section.get_ref().region.as_ref().map(|v| v.span().start),
+                    ),
+                ]);
+                if let Some((field, Some(offset))) =
+                    identity.into_iter().find(|(_, offset)| offset.is_some())
+                {
+                    return Err(context.error(
+                        Some(offset),
+                        Some(field),
+                        "belongs in a [[pool]] table, not in [defaults]",
+                    ));
                 }
-                context.params(section.get_ref(), MatchingParams::default(), section.span().start)?
+                context.params(
+                    section.get_ref(),
+                    MatchingParams::default(),
+                    section.span().start,
+                )?
             }
             None => MatchingParams::default(),
         };
         if file.pool.is_empty() {
             return Err(context.error(None, None, "the file defines no [[pool]]"));
         }
-        let mut catalog = PoolCatalog { pools: Vec::new(), by_spec: HashMap::new() };
+        let mut catalog = PoolCatalog {
+            pools: Vec::new(),
+            by_spec: HashMap::default(),
+        };
         for section in &file.pool {
             let (spec, params) = context.pool(section, defaults)?;
             catalog.push(spec, params).map_err(|spec| {
-                context.error(Some(section.span().start), Some("time_control"), format!("pool {spec} is defined twice"))
+                context.error(
+                    Some(section.span().start),
+                    Some("time_control"),
+                    format!("pool {spec} is defined twice"),
+                )
             })?;
         }
         Ok(catalog)
@@ -504,10 +629,18 @@ mod tests {
 
     #[test]
     fn time_controls_parse_strictly() {
-        assert_eq!("5+3".parse::<TimeControl>().unwrap(), TimeControl::new(5, 3).unwrap());
+        assert_eq!(
+            "5+3".parse::<TimeControl>().unwrap(),
+            TimeControl::new(5, 3).unwrap()
+        );
         assert_eq!("0+1".parse::<TimeControl>().unwrap().to_string(), "0+1");
-        for bad in ["", "5", "5+", "+3", "0+0", "5+3+1", "181+0", "5 +3", "-1+3", "05+3x", "1000+0"] {
-            assert!(bad.parse::<TimeControl>().is_err(), "{bad:?} must be rejected");
+        for bad in [
+            "", "5", "5+", "+3", "0+0", "5+3+1", "181+0", "5 +3", "-1+3", "05+3x", "1000+0",
+        ] {
+            assert!(
+                bad.parse::<TimeControl>().is_err(),
+                "{bad:?} must be rejected"
+            );
         }
     }
 
@@ -527,9 +660,14 @@ mod tests {
     #[test]
     fn builtin_catalog_covers_common_time_controls() {
         let catalog = PoolCatalog::builtin();
-        assert_eq!(catalog.len(), BUILTIN_TIME_CONTROLS.len() * BUILTIN_VARIANTS.len() * 2);
+        assert_eq!(
+            catalog.len(),
+            BUILTIN_TIME_CONTROLS.len() * BUILTIN_VARIANTS.len() * 2
+        );
         let blitz = PoolSpec::new("5+3".parse().unwrap(), "chess960", false, None).unwrap();
-        let id = catalog.resolve(&blitz).expect("5+3 chess960 casual is built in");
+        let id = catalog
+            .resolve(&blitz)
+            .expect("5+3 chess960 casual is built in");
         assert_eq!(catalog.get(id).spec, blitz);
         assert_eq!(catalog.get(id).params, MatchingParams::default());
         let regional = PoolSpec::new("5+3".parse().unwrap(), "standard", true, Some("eu")).unwrap();
@@ -556,7 +694,10 @@ wave_interval_ms = 50
         let catalog = PoolCatalog::parse(text, "pools.toml").unwrap();
         assert_eq!(catalog.len(), 2);
         let first = catalog.get(PoolId(0));
-        assert_eq!(first.spec, PoolSpec::new("3+2".parse().unwrap(), "standard", true, None).unwrap());
+        assert_eq!(
+            first.spec,
+            PoolSpec::new("3+2".parse().unwrap(), "standard", true, None).unwrap()
+        );
         assert_eq!(first.params.widen_by, 50);
         assert_eq!(first.params.max_wait_ms, 120_000);
         assert_eq!(first.params.wave_interval_ms, 200);
@@ -573,33 +714,59 @@ wave_interval_ms = 50
     #[test]
     fn invalid_pools_files_name_line_and_field() {
         let bad_time_control = rejection("[[pool]]\ntime_control = \"5+x\"\n");
-        assert_eq!((bad_time_control.line, bad_time_control.field.as_deref()), (Some(2), Some("time_control")));
-        assert!(bad_time_control.to_string().starts_with("pools.toml:2: field `time_control`: "), "{bad_time_control}");
+        assert_eq!(
+            (bad_time_control.line, bad_time_control.field.as_deref()),
+            (Some(2), Some("time_control"))
+        );
+        assert!(
+            bad_time_control
+                .to_string()
+                .starts_with("pools.toml:2: field `time_control`: "),
+            "{bad_time_control}"
+        );
 
         let out_of_range = rejection("[[pool]]\ntime_control = \"1+0\"\n\n\nmax_window = 9000\n");
-        assert_eq!((out_of_range.line, out_of_range.field.as_deref()), (Some(5), Some("max_window")));
+        assert_eq!(
+            (out_of_range.line, out_of_range.field.as_deref()),
+            (Some(5), Some("max_window"))
+        );
 
         let unknown = rejection("[[pool]]\ntime_control = \"1+0\"\nwindow = 3\n");
-        assert_eq!((unknown.line, unknown.field.as_deref()), (Some(3), Some("window")));
+        assert_eq!(
+            (unknown.line, unknown.field.as_deref()),
+            (Some(3), Some("window"))
+        );
 
-        let inverted = rejection("[[pool]]\ntime_control = \"1+0\"\ninitial_window = 300\nmax_window = 200\n");
-        assert_eq!((inverted.line, inverted.field.as_deref()), (Some(4), Some("max_window")));
+        let inverted =
+            rejection("[[pool]]\ntime_control = \"1+0\"\ninitial_window = 300\nmax_window = 200\n");
+        assert_eq!(
+            (inverted.line, inverted.field.as_deref()),
+            (Some(4), Some("max_window"))
+        );
 
         let wrong_type = rejection("[[pool]]\ntime_control = \"1+0\"\nrated = \"yes\"\n");
         assert_eq!(wrong_type.line, Some(3));
 
-        let duplicate = rejection("[[pool]]\ntime_control = \"1+0\"\n[[pool]]\ntime_control = \"1+0\"\n");
+        let duplicate =
+            rejection("[[pool]]\ntime_control = \"1+0\"\n[[pool]]\ntime_control = \"1+0\"\n");
         assert_eq!(duplicate.line, Some(3));
         assert!(duplicate.message.contains("defined twice"));
 
-        let misplaced = rejection("[defaults]\nvariant = \"standard\"\n[[pool]]\ntime_control = \"1+0\"\n");
-        assert_eq!((misplaced.line, misplaced.field.as_deref()), (Some(2), Some("variant")));
+        let misplaced =
+            rejection("[defaults]\nvariant = \"standard\"\n[[pool]]\ntime_control = \"1+0\"\n");
+        assert_eq!(
+            (misplaced.line, misplaced.field.as_deref()),
+            (Some(2), Some("variant"))
+        );
 
         let missing = rejection("[[pool]]\nvariant = \"standard\"\n");
         assert_eq!(missing.field.as_deref(), Some("time_control"));
 
         let bad_region = rejection("[[pool]]\ntime_control = \"1+0\"\nregion = \"EU West\"\n");
-        assert_eq!((bad_region.line, bad_region.field.as_deref()), (Some(3), Some("region")));
+        assert_eq!(
+            (bad_region.line, bad_region.field.as_deref()),
+            (Some(3), Some("region"))
+        );
 
         assert!(rejection("").message.contains("no [[pool]]"));
         assert!(rejection("[[pool]\n").line.is_some());

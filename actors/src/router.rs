@@ -15,7 +15,10 @@ use futures::future::join_all;
 
 use crate::index::QueueKey;
 use crate::matching::Waiting;
-use crate::shard::{Cancel, CancelOutcome, Enqueue, PoolShard, QueueFigures, Requeue, RunDue, ShardTimers, Summarize, TickCounts};
+use crate::shard::{
+    Cancel, CancelOutcome, Enqueue, PoolShard, QueueFigures, Requeue, RunDue, ShardTimers,
+    Summarize, TickCounts,
+};
 use crate::shared::Shared;
 
 /// The actors have stopped (the engine is shutting down).
@@ -37,7 +40,8 @@ pub(crate) struct Router {
 /// The shard (of `shards`) that owns `queue`: a multiplicative hash, so the queues of one
 /// tenant spread over the shards as well as the tenants do.
 fn shard_index(queue: QueueKey, shards: usize) -> usize {
-    let mixed = ((u64::from(queue.tenant.0) << 16) | u64::from(queue.pool.0)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mixed = ((u64::from(queue.tenant.0) << 16) | u64::from(queue.pool.0))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
     ((mixed >> 32) % shards as u64) as usize
 }
 
@@ -46,14 +50,27 @@ impl Router {
         &self.shards[shard_index(queue, self.shards.len())]
     }
 
-    fn broadcast<M>(&self, message: M) -> impl Future<Output = Result<Vec<M::Result>, ActorsStopped>> + 'static
+    fn broadcast<M>(
+        &self,
+        message: M,
+    ) -> impl Future<Output = Result<Vec<M::Result>, ActorsStopped>> + 'static
     where
         M: Message + Clone + Send + 'static,
         M::Result: Send,
         PoolShard: Handler<M>,
     {
-        let requests: Vec<_> = self.shards.iter().map(|shard| shard.send(message.clone())).collect();
-        async move { join_all(requests).await.into_iter().map(|result| result.map_err(ActorsStopped::from)).collect() }
+        let requests: Vec<_> = self
+            .shards
+            .iter()
+            .map(|shard| shard.send(message.clone()))
+            .collect();
+        async move {
+            join_all(requests)
+                .await
+                .into_iter()
+                .map(|result| result.map_err(ActorsStopped::from))
+                .collect()
+        }
     }
 }
 
@@ -140,47 +157,64 @@ pub(crate) type ShardContents = Vec<Vec<(QueueKey, u16, Waiting)>>;
 pub(crate) struct ActorSystem {
     router: Addr<Router>,
     system: System,
-    thread: Option<JoinHandle<()>>,
+    thread: parking_lot::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl ActorSystem {
     /// Starts `shards` shards (at least one) and the router.
-    pub(crate) fn start(shared: Arc<Shared>, shards: usize, seed: u64, timers: ShardTimers) -> std::io::Result<Self> {
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        shards: usize,
+        seed: u64,
+        timers: ShardTimers,
+    ) -> std::io::Result<Self> {
         let shards = shards.max(1);
         let (started, receive) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new().name("matchwell-actors".into()).spawn(move || {
-            let runner = System::new();
-            let contents = shard_contents(&shared, shards);
-            let mut arbiters = Vec::with_capacity(shards + 1);
-            let mut addresses = Vec::with_capacity(shards);
-            for (n, restored) in contents.into_iter().enumerate() {
-                let arbiter = Arbiter::new();
-                let shared = Arc::clone(&shared);
-                let shard_seed = seed.wrapping_add(n as u64);
-                addresses.push(PoolShard::start_in_arbiter(&arbiter.handle(), move |_| PoolShard::new(shared, shard_seed, timers, restored)));
-                arbiters.push(arbiter);
-            }
-            let router_arbiter = Arbiter::new();
-            let router = Router::start_in_arbiter(&router_arbiter.handle(), move |_| Router { shards: addresses });
-            arbiters.push(router_arbiter);
-            // The receiver only goes away if `start` itself failed; nothing is left to tell then.
-            let _ = started.send((router, System::current()));
-            if let Err(error) = runner.run() {
-                tracing::error!(%error, "actor system stopped with an error");
-            }
-            drop(arbiters);
-        })?;
-        let (router, system) = receive.recv().map_err(|_| std::io::Error::other("the actor system thread died while starting"))?;
-        Ok(Self { router, system, thread: Some(thread) })
+        let thread = std::thread::Builder::new()
+            .name("matchwell-actors".into())
+            .spawn(move || {
+                let runner = System::new();
+                let contents = shard_contents(&shared, shards);
+                let mut arbiters = Vec::with_capacity(shards + 1);
+                let mut addresses = Vec::with_capacity(shards);
+                for (n, restored) in contents.into_iter().enumerate() {
+                    let arbiter = Arbiter::new();
+                    let shared = Arc::clone(&shared);
+                    let shard_seed = seed.wrapping_add(n as u64);
+                    addresses.push(PoolShard::start_in_arbiter(&arbiter.handle(), move |_| {
+                        PoolShard::new(shared, shard_seed, timers, restored)
+                    }));
+                    arbiters.push(arbiter);
+                }
+                let router_arbiter = Arbiter::new();
+                let router = Router::start_in_arbiter(&router_arbiter.handle(), move |_| Router {
+                    shards: addresses,
+                });
+                arbiters.push(router_arbiter);
+                // The receiver only goes away if `start` itself failed; nothing is left to tell then.
+                let _ = started.send((router, System::current()));
+                if let Err(error) = runner.run() {
+                    tracing::error!(%error, "actor system stopped with an error");
+                }
+                drop(arbiters);
+            })?;
+        let (router, system) = receive
+            .recv()
+            .map_err(|_| std::io::Error::other("the actor system thread died while starting"))?;
+        Ok(Self {
+            router,
+            system,
+            thread: parking_lot::Mutex::new(Some(thread)),
+        })
     }
 
     pub(crate) fn router(&self) -> &Addr<Router> {
         &self.router
     }
 
-    /// Stops every actor and waits for their threads.
-    pub(crate) fn stop(&mut self) {
-        if let Some(thread) = self.thread.take() {
+    /// Stops every actor and waits for their threads; later calls do nothing.
+    pub(crate) fn stop(&self) {
+        if let Some(thread) = self.thread.lock().take() {
             self.system.stop();
             if thread.join().is_err() {
                 tracing::error!("actor system thread panicked");
@@ -202,7 +236,10 @@ fn shard_contents(shared: &Shared, shards: usize) -> ShardContents {
         let record = item.value();
         if record.state == crate::index::EntryState::Searching {
             let queue = record.queue();
-            let waiting = Waiting { id: *item.key(), joined_at_ms: record.joined_at_ms };
+            let waiting = Waiting {
+                id: *item.key(),
+                joined_at_ms: record.joined_at_ms,
+            };
             contents[shard_index(queue, shards)].push((queue, record.rating, waiting));
         }
     }

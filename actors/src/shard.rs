@@ -5,7 +5,7 @@
 //! game). Everything it decides is published to the shared index before the handler returns,
 //! so lookups see it without asking the shard.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,18 +46,25 @@ struct QueueState {
 
 impl QueueState {
     fn new(params: MatchingParams) -> Self {
-        Self { params, waiting: WaitingPool::new(), last_wave_ms: None, recent_matches: VecDeque::new() }
+        Self {
+            params,
+            waiting: WaitingPool::new(),
+            last_wave_ms: None,
+            recent_matches: VecDeque::new(),
+        }
     }
 
     fn wave_due(&self, now_ms: UnixMillis) -> bool {
-        self.last_wave_ms.is_none_or(|last| now_ms >= last.saturating_add(self.params.wave_interval_ms))
+        self.last_wave_ms
+            .is_none_or(|last| now_ms >= last.saturating_add(self.params.wave_interval_ms))
     }
 }
 
 /// The shard actor.
 pub(crate) struct PoolShard {
     shared: Arc<Shared>,
-    queues: HashMap<QueueKey, QueueState, FastHasher>,
+    /// Ordered, so that waves run in the same order on every run of a manual clock.
+    queues: BTreeMap<QueueKey, QueueState>,
     /// Entries cancelled while their `Enqueue` was still in this shard's mailbox: when it
     /// arrives, it is dropped.
     cancelled_in_flight: HashSet<EntryId, FastHasher>,
@@ -68,10 +75,15 @@ pub(crate) struct PoolShard {
 }
 
 impl PoolShard {
-    pub(crate) fn new(shared: Arc<Shared>, seed: u64, timers: ShardTimers, restored: Vec<(QueueKey, u16, Waiting)>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        seed: u64,
+        timers: ShardTimers,
+        restored: Vec<(QueueKey, u16, Waiting)>,
+    ) -> Self {
         let mut shard = Self {
             shared,
-            queues: HashMap::default(),
+            queues: BTreeMap::new(),
             cancelled_in_flight: HashSet::default(),
             scratch: WaveScratch::default(),
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -85,7 +97,9 @@ impl PoolShard {
 
     fn queue(&mut self, key: QueueKey) -> &mut QueueState {
         let catalog = &self.shared.catalog;
-        self.queues.entry(key).or_insert_with(|| QueueState::new(catalog.get(key.pool).params))
+        self.queues
+            .entry(key)
+            .or_insert_with(|| QueueState::new(catalog.get(key.pool).params))
     }
 
     fn run_due(&mut self, now_ms: UnixMillis, work: DueWork) -> TickCounts {
@@ -97,7 +111,9 @@ impl PoolShard {
             let (pairs, expired) = if work.waves && (work.force || queue.wave_due(now_ms)) {
                 queue.last_wave_ms = Some(now_ms);
                 counts.waves += 1;
-                let outcome = queue.waiting.run_wave(now_ms, &queue.params, &mut self.scratch);
+                let outcome = queue
+                    .waiting
+                    .run_wave(now_ms, &queue.params, &mut self.scratch);
                 (outcome.pairs, outcome.expired)
             } else if work.expiry {
                 (Vec::new(), queue.waiting.expire(now_ms, &queue.params))
@@ -109,7 +125,11 @@ impl PoolShard {
             self.publish_expired(key, &expired);
             self.publish_pairs(key, &pairs, now_ms);
             let queue = self.queues.get_mut(&key).expect("key was just listed");
-            while queue.recent_matches.front().is_some_and(|&(at, _)| at + RECENT_WINDOW_MS <= now_ms) {
+            while queue
+                .recent_matches
+                .front()
+                .is_some_and(|&(at, _)| at + RECENT_WINDOW_MS <= now_ms)
+            {
                 queue.recent_matches.pop_front();
             }
             if queue.waiting.is_empty() && queue.recent_matches.is_empty() {
@@ -127,11 +147,23 @@ impl PoolShard {
         let params = self.shared.catalog.get(key.pool).params;
         for gone in expired {
             let at_ms = gone.waiting.joined_at_ms.saturating_add(params.max_wait_ms);
-            if self.shared.index.leave_searching(gone.waiting.id, EntryState::Expired { at_ms }).is_some() {
-                self.shared.index.settle(at_ms, Settled::Entry(gone.waiting.id));
+            if self
+                .shared
+                .index
+                .leave_searching(gone.waiting.id, EntryState::Expired { at_ms })
+                .is_some()
+            {
+                self.shared
+                    .index
+                    .settle(at_ms, Settled::Entry(gone.waiting.id));
                 self.shared.metrics.expired.inc();
                 self.shared.metrics.searching(key.pool).dec();
-                if let Some(entry) = self.shared.event_listeners().then(|| self.shared.entry_view(gone.waiting.id)).flatten() {
+                if let Some(entry) = self
+                    .shared
+                    .event_listeners()
+                    .then(|| self.shared.entry_view(gone.waiting.id))
+                    .flatten()
+                {
                     self.shared.emit(MatchEvent::Expired { entry });
                 }
             }
@@ -140,9 +172,21 @@ impl PoolShard {
 
     /// Colors for `(low, high)`: whoever had white in their last game gets black; a tie is
     /// drawn at random.
-    fn colors(&mut self, tenant: TenantId, low: &CompactString, high: &CompactString) -> (Color, Color) {
+    fn colors(
+        &mut self,
+        tenant: TenantId,
+        low: &CompactString,
+        high: &CompactString,
+    ) -> (Color, Color) {
         let recent = &self.shared.index.recent;
-        let last_color = |user: &CompactString| recent.get(&UserKey { tenant, user: user.clone() }).map(|last| last.1);
+        let last_color = |user: &CompactString| {
+            recent
+                .get(&UserKey {
+                    tenant,
+                    user: user.clone(),
+                })
+                .map(|last| last.1)
+        };
         let low_color = match (last_color(low), last_color(high)) {
             (Some(a), Some(b)) if a != b => a.opposite(),
             (Some(a), None) => a.opposite(),
@@ -155,7 +199,9 @@ impl PoolShard {
 
     fn publish_pairs(&mut self, key: QueueKey, pairs: &[Pairing], now_ms: UnixMillis) {
         for pairing in pairs {
-            let Some(match_id) = self.publish_pair(key, pairing, now_ms) else { continue };
+            let Some(match_id) = self.publish_pair(key, pairing, now_ms) else {
+                continue;
+            };
             let queue = self.queue(key);
             queue.recent_matches.push_back((now_ms, pairing.gap()));
             self.shared.games.schedule(match_id, now_ms);
@@ -164,7 +210,9 @@ impl PoolShard {
             metrics.searching(key.pool).sub(2);
             metrics.rating_gap.observe(f64::from(pairing.gap()));
             for player in [&pairing.low, &pairing.high] {
-                metrics.wait_seconds.observe(now_ms.saturating_sub(player.joined_at_ms) as f64 / 1_000.0);
+                metrics
+                    .wait_seconds
+                    .observe(now_ms.saturating_sub(player.joined_at_ms) as f64 / 1_000.0);
             }
             if self.shared.event_listeners() {
                 if let Some(found) = self.shared.match_view(match_id) {
@@ -174,30 +222,63 @@ impl PoolShard {
         }
     }
 
-    fn publish_pair(&mut self, key: QueueKey, pairing: &Pairing, now_ms: UnixMillis) -> Option<MatchId> {
+    fn publish_pair(
+        &mut self,
+        key: QueueKey,
+        pairing: &Pairing,
+        now_ms: UnixMillis,
+    ) -> Option<MatchId> {
         let index = &self.shared.index;
         let user_of = |candidate: &Candidate| {
-            index.entries.get(&candidate.id).filter(|record| record.state == EntryState::Searching).map(|record| record.user.clone())
+            index
+                .entries
+                .get(&candidate.id)
+                .filter(|record| record.state == EntryState::Searching)
+                .map(|record| record.user.clone())
         };
         // Only this shard moves these entries out of `searching`, so what it reads here still
         // holds when it writes below.
-        let (Some(low_user), Some(high_user)) = (user_of(&pairing.low), user_of(&pairing.high)) else {
+        let (Some(low_user), Some(high_user)) = (user_of(&pairing.low), user_of(&pairing.high))
+        else {
             tracing::error!(low = %pairing.low.id, high = %pairing.high.id, "paired an entry that is not searching; pair dropped");
             return None;
         };
-        let match_id = MatchId::new(self.shared.ids.matches.next().get()).expect("sequences never yield zero");
+        let match_id =
+            MatchId::new(self.shared.ids.matches.next().get()).expect("sequences never yield zero");
         let (low_color, high_color) = self.colors(key.tenant, &low_user, &high_user);
-        let player = |candidate: &Candidate, user: CompactString, color| MatchPlayer { user_id: user, rating: candidate.rating, entry_id: candidate.id, color };
+        let player = |candidate: &Candidate, user: CompactString, color| MatchPlayer {
+            user_id: user,
+            rating: candidate.rating,
+            entry_id: candidate.id,
+            color,
+        };
         let low = player(&pairing.low, low_user, low_color);
         let high = player(&pairing.high, high_user, high_color);
-        let players = if low_color == Color::White { [low, high] } else { [high, low] };
+        let players = if low_color == Color::White {
+            [low, high]
+        } else {
+            [high, low]
+        };
         let index = &self.shared.index;
         for player in &players {
-            index.recent.insert(UserKey { tenant: key.tenant, user: player.user_id.clone() }, (match_id, player.color));
+            index.recent.insert(
+                UserKey {
+                    tenant: key.tenant,
+                    user: player.user_id.clone(),
+                },
+                (match_id, player.color),
+            );
         }
         index.matches.insert(
             match_id,
-            MatchRecord { tenant: key.tenant, pool: key.pool, players, created_at_ms: now_ms, game_status: GameStatus::Pending, game_id: None },
+            MatchRecord {
+                tenant: key.tenant,
+                pool: key.pool,
+                players,
+                created_at_ms: now_ms,
+                game_status: GameStatus::Pending,
+                game_id: None,
+            },
         );
         for candidate in [&pairing.low, &pairing.high] {
             index.leave_searching(candidate.id, EntryState::Matched(match_id));
@@ -213,13 +294,27 @@ impl Actor for PoolShard {
         if let Some(every) = self.timers.waves {
             ctx.run_interval(every, |shard, _| {
                 let now_ms = shard.shared.clock.now_ms();
-                shard.run_due(now_ms, DueWork { waves: true, expiry: false, force: false });
+                shard.run_due(
+                    now_ms,
+                    DueWork {
+                        waves: true,
+                        expiry: false,
+                        force: false,
+                    },
+                );
             });
         }
         if let Some(every) = self.timers.expiry {
             ctx.run_interval(every, |shard, _| {
                 let now_ms = shard.shared.clock.now_ms();
-                shard.run_due(now_ms, DueWork { waves: false, expiry: true, force: false });
+                shard.run_due(
+                    now_ms,
+                    DueWork {
+                        waves: false,
+                        expiry: true,
+                        force: false,
+                    },
+                );
             });
         }
     }
@@ -239,7 +334,9 @@ impl Handler<Enqueue> for PoolShard {
 
     fn handle(&mut self, msg: Enqueue, _: &mut Self::Context) {
         if !self.cancelled_in_flight.remove(&msg.waiting.id) {
-            self.queue(msg.queue).waiting.insert(msg.rating, msg.waiting);
+            self.queue(msg.queue)
+                .waiting
+                .insert(msg.rating, msg.waiting);
             self.shared.metrics.searching(msg.queue.pool).inc();
         }
     }
@@ -268,8 +365,17 @@ impl Handler<Cancel> for PoolShard {
 
     fn handle(&mut self, msg: Cancel, _: &mut Self::Context) -> CancelOutcome {
         let now_ms = self.shared.clock.now_ms();
-        let in_pool = self.queues.get_mut(&msg.queue).and_then(|queue| queue.waiting.remove(msg.rating, msg.id)).is_some();
-        if self.shared.index.leave_searching(msg.id, EntryState::Cancelled { at_ms: now_ms }).is_none() {
+        let in_pool = self
+            .queues
+            .get_mut(&msg.queue)
+            .and_then(|queue| queue.waiting.remove(msg.rating, msg.id))
+            .is_some();
+        if self
+            .shared
+            .index
+            .leave_searching(msg.id, EntryState::Cancelled { at_ms: now_ms })
+            .is_none()
+        {
             return CancelOutcome::NotSearching;
         }
         if in_pool {
@@ -298,7 +404,10 @@ impl Handler<Requeue> for PoolShard {
 
     fn handle(&mut self, msg: Requeue, _: &mut Self::Context) {
         if let Some(record) = self.shared.index.return_to_searching(msg.id, msg.match_id) {
-            let waiting = Waiting { id: msg.id, joined_at_ms: record.joined_at_ms };
+            let waiting = Waiting {
+                id: msg.id,
+                joined_at_ms: record.joined_at_ms,
+            };
             self.queue(msg.queue).waiting.insert(record.rating, waiting);
             self.shared.metrics.searching(msg.queue.pool).inc();
         }
@@ -378,7 +487,11 @@ impl Handler<Summarize> for PoolShard {
             .filter(|(key, _)| key.tenant == msg.tenant)
             .map(|(&queue, state)| QueueFigures {
                 queue,
-                waits_ms: state.waiting.iter().map(|(_, waiting)| msg.now_ms.saturating_sub(waiting.joined_at_ms)).collect(),
+                waits_ms: state
+                    .waiting
+                    .iter()
+                    .map(|(_, waiting)| msg.now_ms.saturating_sub(waiting.joined_at_ms))
+                    .collect(),
                 recent_gaps: state
                     .recent_matches
                     .iter()

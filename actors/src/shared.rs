@@ -59,13 +59,21 @@ impl Shared {
     }
 
     /// The public view of `record` at `now_ms`.
-    pub(crate) fn entry_view_of(&self, id: EntryId, record: &EntryRecord, now_ms: UnixMillis) -> Entry {
+    pub(crate) fn entry_view_of(
+        &self,
+        id: EntryId,
+        record: &EntryRecord,
+        now_ms: UnixMillis,
+    ) -> Entry {
         let pool = self.catalog.get(record.pool);
         let (searched_until, found) = match record.state {
             EntryState::Searching => (now_ms, None),
             EntryState::Matched(match_id) => {
                 let found = self.match_view(match_id);
-                (found.as_ref().map_or(now_ms, |found| found.created_at_ms), found)
+                (
+                    found.as_ref().map_or(now_ms, |found| found.created_at_ms),
+                    found,
+                )
             }
             EntryState::Cancelled { at_ms } | EntryState::Expired { at_ms } => (at_ms, None),
         };

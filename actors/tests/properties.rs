@@ -22,9 +22,19 @@ const POOLS: [&str; 2] = ["5+3", "3+2"];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Enqueue { tenant: usize, user: u8, pool: usize, rating: u16 },
-    Cancel { tenant: usize, user: u8 },
-    Advance { ms: u64 },
+    Enqueue {
+        tenant: usize,
+        user: u8,
+        pool: usize,
+        rating: u16,
+    },
+    Cancel {
+        tenant: usize,
+        user: u8,
+    },
+    Advance {
+        ms: u64,
+    },
     Wave,
 }
 
@@ -63,7 +73,12 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut latest: HashMap<(usize, u8), EntryId> = HashMap::new();
     for op in ops.into_iter().chain([Op::Wave]) {
         match op {
-            Op::Enqueue { tenant, user, pool, rating } => {
+            Op::Enqueue {
+                tenant,
+                user,
+                pool,
+                rating,
+            } => {
                 let request = EnqueueRequest {
                     tenant: TENANTS[tenant].into(),
                     user_id: format!("u{user}").into(),
@@ -74,7 +89,17 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if let Ok(entry) = engine.enqueue(request).await {
                     prop_assert!(!known.contains_key(&entry.id), "entry ids are never reused");
                     latest.insert((tenant, user), entry.id);
-                    known.insert(entry.id, Known { tenant: TENANTS[tenant], user: format!("u{user}"), pool: spec(pool), rating, cancelled: false, matched_in: None });
+                    known.insert(
+                        entry.id,
+                        Known {
+                            tenant: TENANTS[tenant],
+                            user: format!("u{user}"),
+                            pool: spec(pool),
+                            rating,
+                            cancelled: false,
+                            matched_in: None,
+                        },
+                    );
                 }
             }
             Op::Cancel { tenant, user } => {
@@ -94,17 +119,29 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn check(engine: &Matchmaker, catalog: &PoolCatalog, clock: &ManualClock, known: &mut HashMap<EntryId, Known>) -> Result<(), TestCaseError> {
+fn check(
+    engine: &Matchmaker,
+    catalog: &PoolCatalog,
+    clock: &ManualClock,
+    known: &mut HashMap<EntryId, Known>,
+) -> Result<(), TestCaseError> {
     use matchwell_actors::clock::Clock;
     let now_ms = clock.now_ms();
     let mut entries: Vec<(EntryId, Entry)> = Vec::new();
     for (&id, info) in known.iter() {
-        let entry = engine.entry(info.tenant, id).ok_or_else(|| TestCaseError::fail(format!("{id} vanished")))?;
+        let entry = engine
+            .entry(info.tenant, id)
+            .ok_or_else(|| TestCaseError::fail(format!("{id} vanished")))?;
         prop_assert_eq!(&entry.user_id, &info.user);
         prop_assert_eq!(&entry.pool, &info.pool);
         prop_assert_eq!(entry.rating, info.rating);
         for other in TENANTS.iter().filter(|other| **other != info.tenant) {
-            prop_assert!(engine.entry(other, id).is_none(), "{} visible to tenant {}", id, other);
+            prop_assert!(
+                engine.entry(other, id).is_none(),
+                "{} visible to tenant {}",
+                id,
+                other
+            );
         }
         entries.push((id, entry));
     }
@@ -118,8 +155,16 @@ fn check(engine: &Matchmaker, catalog: &PoolCatalog, clock: &ManualClock, known:
         }
         match entry.status {
             EntryStatus::Searching => {
-                prop_assert!(!params.is_expired(now_ms - entry.joined_at_ms), "{} outlived max_wait", id);
-                prop_assert!(searching_users.insert((info.tenant, info.user.clone())), "{} searches twice", info.user);
+                prop_assert!(
+                    !params.is_expired(now_ms - entry.joined_at_ms),
+                    "{} outlived max_wait",
+                    id
+                );
+                prop_assert!(
+                    searching_users.insert((info.tenant, info.user.clone())),
+                    "{} searches twice",
+                    info.user
+                );
             }
             EntryStatus::Expired => prop_assert_eq!(entry.wait_ms, params.max_wait_ms),
             EntryStatus::Cancelled => prop_assert!(info.cancelled, "{} cancelled by nobody", id),
@@ -130,16 +175,34 @@ fn check(engine: &Matchmaker, catalog: &PoolCatalog, clock: &ManualClock, known:
                 }
                 members.entry(found.match_id).or_default().push(*id);
                 prop_assert_eq!(&found.pool, &entry.pool, "match crosses pools");
-                let mine = found.players.iter().find(|player| player.entry_id == *id).unwrap();
-                let theirs = found.players.iter().find(|player| player.entry_id != *id).unwrap();
+                let mine = found
+                    .players
+                    .iter()
+                    .find(|player| player.entry_id == *id)
+                    .unwrap();
+                let theirs = found
+                    .players
+                    .iter()
+                    .find(|player| player.entry_id != *id)
+                    .unwrap();
                 let partner = &known[&theirs.entry_id];
                 prop_assert_eq!(partner.tenant, info.tenant, "match crosses tenants");
                 prop_assert_eq!(mine.rating, info.rating);
                 let gap = mine.rating.abs_diff(theirs.rating);
-                let partner_entry = &entries.iter().find(|(other, _)| *other == theirs.entry_id).unwrap().1;
+                let partner_entry = &entries
+                    .iter()
+                    .find(|(other, _)| *other == theirs.entry_id)
+                    .unwrap()
+                    .1;
                 for side in [entry, partner_entry] {
                     let window = params.window(found.created_at_ms - side.joined_at_ms);
-                    prop_assert!(gap <= window, "gap {} beyond window {} of {}", gap, window, side.id);
+                    prop_assert!(
+                        gap <= window,
+                        "gap {} beyond window {} of {}",
+                        gap,
+                        window,
+                        side.id
+                    );
                 }
             }
         }
@@ -151,12 +214,21 @@ fn check(engine: &Matchmaker, catalog: &PoolCatalog, clock: &ManualClock, known:
         }
     }
     // Maximality: nobody left searching in a pool accepts anybody else left there.
-    let searching: Vec<&Entry> = entries.iter().map(|(_, entry)| entry).filter(|entry| entry.status == EntryStatus::Searching).collect();
+    let searching: Vec<&Entry> = entries
+        .iter()
+        .map(|(_, entry)| entry)
+        .filter(|entry| entry.status == EntryStatus::Searching)
+        .collect();
     for (i, a) in searching.iter().enumerate() {
         for b in &searching[i + 1..] {
             if known[&a.id].tenant == known[&b.id].tenant && a.pool == b.pool {
                 let gap = a.rating.abs_diff(b.rating);
-                prop_assert!(gap > a.window.min(b.window), "{} and {} accept each other but were left searching", a.id, b.id);
+                prop_assert!(
+                    gap > a.window.min(b.window),
+                    "{} and {} accept each other but were left searching",
+                    a.id,
+                    b.id
+                );
             }
         }
     }

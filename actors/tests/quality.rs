@@ -39,7 +39,11 @@ fn optimum(pool: &WaitingPool, now_ms: u64, params: &MatchingParams) -> (u64, u6
             let gap = a.0.abs_diff(b.0);
             if gap <= a.1.min(b.1) {
                 let steps = (a.2 + b.2) as i32;
-                edges.push((i, j, step_weight * steps + i32::from(params.max_window + 1 - gap)));
+                edges.push((
+                    i,
+                    j,
+                    step_weight * steps + i32::from(params.max_window + 1 - gap),
+                ));
             }
         }
     }
@@ -72,7 +76,13 @@ fn simulate(seed: u64, players: u64, arrivals_per_s: f64, params: MatchingParams
     }
     let mut pool = WaitingPool::new();
     let mut scratch = WaveScratch::default();
-    let mut totals = Totals { waves: 0, pairs: 0, gap_sum: 0, optimal_pairs: 0, optimal_gap_sum: 0 };
+    let mut totals = Totals {
+        waves: 0,
+        pairs: 0,
+        gap_sum: 0,
+        optimal_pairs: 0,
+        optimal_gap_sum: 0,
+    };
     let mut next = arrivals.iter().peekable();
     let mut now_ms = 0;
     while next.peek().is_some() || !pool.is_empty() {
@@ -81,16 +91,29 @@ fn simulate(seed: u64, players: u64, arrivals_per_s: f64, params: MatchingParams
             if at > now_ms {
                 break;
             }
-            pool.insert(rating, Waiting { id, joined_at_ms: at });
+            pool.insert(
+                rating,
+                Waiting {
+                    id,
+                    joined_at_ms: at,
+                },
+            );
             next.next();
         }
         pool.expire(now_ms, &params);
         let (optimal_pairs, optimal_gap_sum) = optimum(&pool, now_ms, &params);
         let outcome = pool.run_wave(now_ms, &params, &mut scratch);
-        assert!(outcome.expired.is_empty(), "expired entries were removed before the wave");
+        assert!(
+            outcome.expired.is_empty(),
+            "expired entries were removed before the wave"
+        );
         totals.waves += 1;
         totals.pairs += outcome.pairs.len() as u64;
-        totals.gap_sum += outcome.pairs.iter().map(|pair| u64::from(pair.gap())).sum::<u64>();
+        totals.gap_sum += outcome
+            .pairs
+            .iter()
+            .map(|pair| u64::from(pair.gap()))
+            .sum::<u64>();
         totals.optimal_pairs += optimal_pairs;
         totals.optimal_gap_sum += optimal_gap_sum;
     }
@@ -108,8 +131,16 @@ fn check(seed: u64, players: u64, arrivals_per_s: f64) {
         totals.optimal_pairs,
         mean / optimal_mean
     );
-    assert!(totals.pairs >= totals.optimal_pairs, "seed {seed}: paired {} players, the optimum {}", 2 * totals.pairs, 2 * totals.optimal_pairs);
-    assert!(mean <= optimal_mean * 1.05, "seed {seed}: mean gap {mean:.2} is more than 5% above the optimum {optimal_mean:.2}");
+    assert!(
+        totals.pairs >= totals.optimal_pairs,
+        "seed {seed}: paired {} players, the optimum {}",
+        2 * totals.pairs,
+        2 * totals.optimal_pairs
+    );
+    assert!(
+        mean <= optimal_mean * 1.05,
+        "seed {seed}: mean gap {mean:.2} is more than 5% above the optimum {optimal_mean:.2}"
+    );
 }
 
 #[test]
@@ -124,7 +155,10 @@ fn waves_are_within_five_percent_of_the_optimum_under_bursts() {
 
 /// The seed to use: `MATCHWELL_TEST_SEED` when set (to replay a failure), else `default`.
 fn seed_or(default: u64) -> u64 {
-    std::env::var("MATCHWELL_TEST_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or(default)
+    std::env::var("MATCHWELL_TEST_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Waves over players with very different waiting times (and so very different windows): the
@@ -146,20 +180,39 @@ fn waves_with_mixed_waiting_times_are_within_five_percent_of_the_optimum() {
             let waited_ms = rng.random_range(0..300_000);
             let id = EntryId::new(next_id).unwrap();
             next_id += 1;
-            pool.insert(rating.round().clamp(0.0, 4000.0) as u16, Waiting { id, joined_at_ms: now_ms - waited_ms });
+            pool.insert(
+                rating.round().clamp(0.0, 4000.0) as u16,
+                Waiting {
+                    id,
+                    joined_at_ms: now_ms - waited_ms,
+                },
+            );
         }
         let (best_pairs, best_gap_sum) = optimum(&pool, now_ms, &params);
         let outcome = pool.run_wave(now_ms, &params, &mut scratch);
         pairs += outcome.pairs.len() as u64;
-        gap_sum += outcome.pairs.iter().map(|pair| u64::from(pair.gap())).sum::<u64>();
+        gap_sum += outcome
+            .pairs
+            .iter()
+            .map(|pair| u64::from(pair.gap()))
+            .sum::<u64>();
         optimal_pairs += best_pairs;
         optimal_gap_sum += best_gap_sum;
     }
     let mean = gap_sum as f64 / pairs as f64;
     let optimal_mean = optimal_gap_sum as f64 / optimal_pairs as f64;
-    println!("seed {seed}, mixed waits: {pairs} pairs (optimum {optimal_pairs}), mean gap {mean:.2} (optimum {optimal_mean:.2}, ratio {:.4})", mean / optimal_mean);
+    println!(
+        "seed {seed}, mixed waits: {pairs} pairs (optimum {optimal_pairs}), mean gap {mean:.2} (optimum {optimal_mean:.2}, ratio {:.4})",
+        mean / optimal_mean
+    );
     // The augmenting-path pass does not shrink odd cycles (blossoms), so on waves built to be
     // hard it may miss a pair in many thousands.
-    assert!(pairs * 10_000 >= optimal_pairs * 9_995, "seed {seed}: {pairs} pairs, the optimum {optimal_pairs}");
-    assert!(mean <= optimal_mean * 1.05, "seed {seed}: mean gap {mean:.2} vs optimum {optimal_mean:.2}");
+    assert!(
+        pairs * 10_000 >= optimal_pairs * 9_995,
+        "seed {seed}: {pairs} pairs, the optimum {optimal_pairs}"
+    );
+    assert!(
+        mean <= optimal_mean * 1.05,
+        "seed {seed}: mean gap {mean:.2} vs optimum {optimal_mean:.2}"
+    );
 }

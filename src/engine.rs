@@ -1,0 +1,275 @@
+//! The embeddable engine: a builder over the matchmaking core plus its background tasks.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), matchwell::EngineError> {
+//! use matchwell::{Engine, EnqueueRequest, PoolSpec};
+//!
+//! let engine = Engine::builder().start().await?;
+//! let pool = PoolSpec::new("5+3".parse().unwrap(), "standard", true, None).unwrap();
+//! let entry = engine
+//!     .enqueue(EnqueueRequest { tenant: "default".into(), user_id: "alice".into(), pool, rating: 1500, idempotency_key: None })
+//!     .await?;
+//! println!("queued as {}", entry.id);
+//! engine.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use matchwell_actors::ShardTimers;
+use matchwell_actors::clock::{ManualClock, SharedClock, SystemClock};
+use matchwell_actors::error::MatchmakerError;
+use matchwell_actors::games::{GameCreator, LocalGameIds, RetryPolicy};
+use matchwell_actors::matchmaker::{Matchmaker, MatchmakerConfig};
+use matchwell_actors::metrics::Metrics;
+use matchwell_actors::pools::PoolCatalog;
+use prometheus::Registry;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+
+use crate::tasks::{BackgroundTasks, TaskSettingsError};
+
+/// Why an engine did not start, or an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A background task setting is out of range.
+    #[error(transparent)]
+    Tasks(#[from] TaskSettingsError),
+    /// The actor threads could not be started.
+    #[error("could not start the actor threads: {0}")]
+    Actors(#[source] std::io::Error),
+    /// Metrics could not be registered (a name is already taken in the registry).
+    #[error("could not register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A matchmaking operation was refused.
+    #[error(transparent)]
+    Matchmaker(#[from] MatchmakerError),
+}
+
+/// Builds an [`Engine`]; every option has a working default.
+#[must_use]
+pub struct EngineBuilder {
+    catalog: PoolCatalog,
+    clock: SharedClock,
+    tasks: BackgroundTasks,
+    shards: usize,
+    game_creator: Arc<dyn GameCreator>,
+    seed: u64,
+    retention: Duration,
+    retry: RetryPolicy,
+    registry: Registry,
+    event_capacity: usize,
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        Self {
+            catalog: PoolCatalog::builtin(),
+            clock: Arc::new(SystemClock),
+            tasks: BackgroundTasks::default(),
+            shards: std::thread::available_parallelism().map_or(1, usize::from),
+            game_creator: Arc::new(LocalGameIds),
+            seed: 0,
+            retention: Duration::from_secs(3_600),
+            retry: RetryPolicy::default(),
+            registry: Registry::new(),
+            event_capacity: 4_096,
+        }
+    }
+}
+
+impl EngineBuilder {
+    /// The pools to serve (default: the built-in chess set).
+    pub fn pools(mut self, catalog: PoolCatalog) -> Self {
+        self.catalog = catalog;
+        self
+    }
+
+    /// The time source (default: the system clock).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// A manual clock starting at `start_ms`, with every background task off: the caller
+    /// drives time with [`ManualClock::advance`] and work with `tick`. Returns the clock too.
+    pub fn manual(self, start_ms: u64) -> (Self, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(start_ms));
+        (
+            self.clock(clock.clone()).tasks(BackgroundTasks::all_off()),
+            clock,
+        )
+    }
+
+    /// Background task settings (default: all on, see [`BackgroundTasks::default`]).
+    pub fn tasks(mut self, tasks: BackgroundTasks) -> Self {
+        self.tasks = tasks;
+        self
+    }
+
+    /// Number of pool-shard actors (default: one per available core).
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards.max(1);
+        self
+    }
+
+    /// Who creates games (default: [`LocalGameIds`]).
+    pub fn game_creator(mut self, creator: Arc<dyn GameCreator>) -> Self {
+        self.game_creator = creator;
+        self
+    }
+
+    /// Seed of every random choice, so runs on a manual clock repeat exactly (default 0).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// How long settled entries, matches and challenges stay readable (default 1 hour).
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// How game creation is retried.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Where metrics are registered (default: a private registry, see
+    /// [`Engine::metrics_registry`]).
+    pub fn metrics_registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Events a slow listener may fall behind before it skips ahead (default 4096).
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity;
+        self
+    }
+
+    /// Starts the engine. Must be called inside a tokio runtime, which runs the background
+    /// tasks; the actors run on threads of their own.
+    pub async fn start(self) -> Result<Engine, EngineError> {
+        self.tasks.validate()?;
+        tracing::info!(tasks = %self.tasks, "background tasks");
+        let mut config = MatchmakerConfig::new(self.catalog);
+        config.metrics = Metrics::register(&self.registry, &config.catalog)?;
+        config.clock = self.clock;
+        config.shards = self.shards;
+        config.timers = ShardTimers {
+            waves: self.tasks.matching.when_enabled(),
+            expiry: self.tasks.expiry.when_enabled(),
+        };
+        config.retention = self.retention;
+        config.retry = self.retry;
+        config.seed = self.seed;
+        config.game_creator = self.game_creator;
+        config.event_capacity = self.event_capacity;
+        let matchmaker = Arc::new(Matchmaker::start(config).map_err(EngineError::Actors)?);
+        let background = spawn_background_tasks(&matchmaker, &self.tasks);
+        Ok(Engine {
+            matchmaker,
+            background,
+            registry: self.registry,
+        })
+    }
+}
+
+fn every(period: Duration, matchmaker: &Arc<Matchmaker>, work: fn(&Matchmaker)) -> JoinHandle<()> {
+    let matchmaker = Arc::clone(matchmaker);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            work(&matchmaker);
+        }
+    })
+}
+
+fn spawn_background_tasks(
+    matchmaker: &Arc<Matchmaker>,
+    tasks: &BackgroundTasks,
+) -> Vec<JoinHandle<()>> {
+    let mut handles = Vec::new();
+    if let Some(period) = tasks.games.when_enabled() {
+        let matchmaker = Arc::clone(matchmaker);
+        handles.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = matchmaker.game_jobs_scheduled() => {}
+                    () = tokio::time::sleep(period) => {}
+                }
+                for attempt in matchmaker.due_game_attempts() {
+                    tokio::spawn(attempt);
+                }
+            }
+        }));
+    }
+    if let Some(period) = tasks.challenges.when_enabled() {
+        handles.push(every(period, matchmaker, |matchmaker| {
+            matchmaker.expire_challenges();
+        }));
+    }
+    if let Some(period) = tasks.retention.when_enabled() {
+        handles.push(every(period, matchmaker, |matchmaker| {
+            matchmaker.prune();
+        }));
+    }
+    handles
+}
+
+/// A running engine: the matchmaker (all its operations are available through `Deref`) and
+/// its background tasks.
+pub struct Engine {
+    matchmaker: Arc<Matchmaker>,
+    background: Vec<JoinHandle<()>>,
+    registry: Registry,
+}
+
+impl Engine {
+    /// A builder with working defaults.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// The registry holding the engine's metrics.
+    pub fn metrics_registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// A shared handle to the matchmaker, for code that must outlive a borrow of the engine.
+    pub fn matchmaker(&self) -> Arc<Matchmaker> {
+        Arc::clone(&self.matchmaker)
+    }
+
+    /// Stops the background tasks and the actors.
+    pub async fn shutdown(self) {
+        for task in &self.background {
+            task.abort();
+        }
+        self.matchmaker.shutdown();
+    }
+}
+
+impl Deref for Engine {
+    type Target = Matchmaker;
+
+    fn deref(&self) -> &Matchmaker {
+        &self.matchmaker
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        for task in &self.background {
+            task.abort();
+        }
+    }
+}
