@@ -26,11 +26,17 @@ use matchwell_actors::games::{GameCreator, LocalGameIds, RetryPolicy};
 use matchwell_actors::matchmaker::{Matchmaker, MatchmakerConfig};
 use matchwell_actors::metrics::Metrics;
 use matchwell_actors::pools::PoolCatalog;
+use matchwell_snapshots::FsyncMode;
 use prometheus::Registry;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
+use crate::persistence::{Persistence, PersistenceConfig, PersistenceError, RecoveryReport};
 use crate::tasks::{BackgroundTasks, TaskSettingsError};
+
+/// How often a running engine with persistence tells the journal it is alive, which bounds how
+/// much waiting time recovery may wrongly count as downtime.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Why an engine did not start, or an operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +53,9 @@ pub enum EngineError {
     /// A matchmaking operation was refused.
     #[error(transparent)]
     Matchmaker(#[from] MatchmakerError),
+    /// The data directory could not be recovered or written.
+    #[error(transparent)]
+    Persistence(#[from] PersistenceError),
 }
 
 /// Builds an [`Engine`]; every option has a working default.
@@ -62,6 +71,7 @@ pub struct EngineBuilder {
     retry: RetryPolicy,
     registry: Registry,
     event_capacity: usize,
+    persistence: Option<PersistenceConfig>,
 }
 
 impl Default for EngineBuilder {
@@ -77,6 +87,7 @@ impl Default for EngineBuilder {
             retry: RetryPolicy::default(),
             registry: Registry::new(),
             event_capacity: 4_096,
+            persistence: None,
         }
     }
 }
@@ -153,6 +164,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Persists to a data directory: recovers what is there at start, journals every change,
+    /// writes snapshots on the `snapshots` task and at shutdown (default: memory only).
+    pub fn persistence(mut self, config: PersistenceConfig) -> Self {
+        self.persistence = Some(config);
+        self
+    }
+
     /// Starts the engine. Must be called inside a tokio runtime, which runs the background
     /// tasks; the actors run on threads of their own.
     pub async fn start(self) -> Result<Engine, EngineError> {
@@ -171,12 +189,45 @@ impl EngineBuilder {
         config.seed = self.seed;
         config.game_creator = self.game_creator;
         config.event_capacity = self.event_capacity;
+        let mut recovery = None;
+        let persistence = match &self.persistence {
+            Some(settings) => {
+                let (persistence, restored, report) = Persistence::open(settings)?;
+                tracing::info!(
+                    data_dir = %settings.data_dir.display(),
+                    fsync = ?settings.fsync,
+                    snapshot = ?report.snapshot,
+                    replayed = report.replayed,
+                    torn_tails = report.torn_tails,
+                    "data directory recovered"
+                );
+                config.journal = Some(persistence.journal());
+                config.acknowledge_durable = settings.fsync == FsyncMode::Always;
+                config.restored = Some(restored);
+                recovery = Some(report);
+                Some(Arc::new(persistence))
+            }
+            None => None,
+        };
         let matchmaker = Arc::new(Matchmaker::start(config).map_err(EngineError::Actors)?);
-        let background = spawn_background_tasks(&matchmaker, &self.tasks);
+        if let Some(persistence) = &persistence {
+            // Waiting times were shifted by the downtime in memory; put that on disk at once.
+            persistence.snapshot(&matchmaker)?;
+        }
+        let mut background = spawn_background_tasks(&matchmaker, &self.tasks);
+        if let Some(persistence) = &persistence {
+            background.extend(spawn_persistence_tasks(
+                &matchmaker,
+                persistence,
+                &self.tasks,
+            ));
+        }
         Ok(Engine {
             matchmaker,
             background,
             registry: self.registry,
+            persistence,
+            recovery,
         })
     }
 }
@@ -225,12 +276,58 @@ fn spawn_background_tasks(
     handles
 }
 
+fn spawn_persistence_tasks(
+    matchmaker: &Arc<Matchmaker>,
+    persistence: &Arc<Persistence>,
+    tasks: &BackgroundTasks,
+) -> Vec<JoinHandle<()>> {
+    let mut handles = Vec::new();
+    let heartbeat = {
+        let matchmaker = Arc::clone(matchmaker);
+        let persistence = Arc::clone(persistence);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(HEARTBEAT);
+            loop {
+                ticks.tick().await;
+                persistence.heartbeat(matchmaker.now_ms());
+            }
+        })
+    };
+    handles.push(heartbeat);
+    if let Some(period) = tasks.snapshots.when_enabled() {
+        let matchmaker = Arc::clone(matchmaker);
+        let persistence = Arc::clone(persistence);
+        handles.push(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let matchmaker = Arc::clone(&matchmaker);
+                let persistence = Arc::clone(&persistence);
+                let written =
+                    tokio::task::spawn_blocking(move || persistence.snapshot(&matchmaker)).await;
+                match written {
+                    Ok(Ok(written)) => {
+                        tracing::debug!(seq = written.seq, summary = ?written.header.summary, "snapshot written");
+                    }
+                    Ok(Err(error)) => tracing::error!(%error, "snapshot failed"),
+                    Err(error) => tracing::error!(%error, "snapshot task panicked"),
+                }
+            }
+        }));
+    }
+    handles
+}
+
 /// A running engine: the matchmaker (all its operations are available through `Deref`) and
 /// its background tasks.
 pub struct Engine {
     matchmaker: Arc<Matchmaker>,
     background: Vec<JoinHandle<()>>,
     registry: Registry,
+    persistence: Option<Arc<Persistence>>,
+    recovery: Option<RecoveryReport>,
 }
 
 impl Engine {
@@ -249,12 +346,53 @@ impl Engine {
         Arc::clone(&self.matchmaker)
     }
 
-    /// Stops the background tasks and the actors.
+    /// Whether the engine takes changes: its actors run and, when it persists, its journal
+    /// works (an fsync failure turns this off for good; it is never silently retried).
+    pub fn is_ready(&self) -> bool {
+        self.matchmaker.is_writable()
+            && self
+                .persistence
+                .as_ref()
+                .is_none_or(|persistence| persistence.is_healthy())
+    }
+
+    /// What recovery found at start, when the engine persists.
+    pub fn recovery(&self) -> Option<RecoveryReport> {
+        self.recovery
+    }
+
+    /// Writes a snapshot now (when the engine persists); returns its sequence number.
+    pub async fn snapshot_now(&self) -> Result<Option<u64>, EngineError> {
+        let Some(persistence) = self.persistence.clone() else {
+            return Ok(None);
+        };
+        let matchmaker = Arc::clone(&self.matchmaker);
+        let written = tokio::task::spawn_blocking(move || persistence.snapshot(&matchmaker))
+            .await
+            .map_err(|error| EngineError::Actors(std::io::Error::other(error)))??;
+        Ok(Some(written.seq))
+    }
+
+    /// Stops the background tasks and the actors; when the engine persists, writes a final
+    /// snapshot and closes the journal.
     pub async fn shutdown(self) {
         for task in &self.background {
             task.abort();
         }
         self.matchmaker.shutdown();
+        if let Some(persistence) = self.persistence.clone() {
+            let matchmaker = Arc::clone(&self.matchmaker);
+            let closed = tokio::task::spawn_blocking(move || {
+                persistence.snapshot(&matchmaker)?;
+                persistence.close()
+            })
+            .await;
+            match closed {
+                Ok(Ok(())) => tracing::info!("final snapshot written"),
+                Ok(Err(error)) => tracing::error!(%error, "final snapshot failed"),
+                Err(error) => tracing::error!(%error, "final snapshot panicked"),
+            }
+        }
     }
 }
 

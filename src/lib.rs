@@ -11,12 +11,14 @@
 //! # Layout
 //! - [`engine`]: [`Engine`] and [`EngineBuilder`]: start the core with working defaults, run
 //!   its background tasks, expose its operations.
+//! - [`persistence`]: the data directory: recovery, journal, snapshots.
 //! - [`tasks`]: background task settings and the master switch.
 //! - [`replay`]: trace replay on a simulated clock (the `replay` example).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod engine;
+pub mod persistence;
 pub mod replay;
 pub mod tasks;
 
@@ -35,4 +37,6 @@ pub use matchwell_actors::model::{
     Match, MatchEvent, MatchPlayer, QueueSummary,
 };
 pub use matchwell_actors::pools::{MatchingParams, PoolCatalog, PoolSpec, TimeControl};
+pub use matchwell_snapshots::FsyncMode;
+pub use persistence::{PersistenceConfig, PersistenceError, RecoveryReport};
 pub use tasks::{BackgroundTasks, TaskSettings};

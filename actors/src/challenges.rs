@@ -398,6 +398,36 @@ impl ChallengeBook {
         found
     }
 
+    /// Every challenge, for a snapshot.
+    pub(crate) fn all(&self) -> Vec<(ChallengeId, ChallengeRecord)> {
+        self.challenges
+            .iter()
+            .map(|item| (*item.key(), item.value().clone()))
+            .collect()
+    }
+
+    /// Puts back a challenge read from disk (before anything else uses the book).
+    pub(crate) fn restore(&self, id: ChallengeId, record: ChallengeRecord) {
+        if matches!(
+            record.state,
+            ChallengeState::Pending | ChallengeState::Accepting
+        ) {
+            for user in [&record.challenger, &record.opponent] {
+                self.pending_by_user
+                    .entry(UserKey {
+                        tenant: record.tenant,
+                        user: user.clone(),
+                    })
+                    .or_default()
+                    .push(id);
+            }
+            self.deadlines
+                .lock()
+                .push(Reverse((record.expires_at_ms, id)));
+        }
+        self.challenges.insert(id, record);
+    }
+
     /// Removes a challenge for good (retention).
     pub(crate) fn remove(&self, id: ChallengeId) {
         if self.challenges.remove(&id).is_some() {

@@ -38,6 +38,9 @@ pub enum MatchmakerError {
     /// The engine is shutting down.
     #[error(transparent)]
     Stopped(#[from] ActorsStopped),
+    /// The journal failed; the engine accepts no more changes until it is restarted.
+    #[error("persistence failed, changes are refused: {0}")]
+    Persistence(String),
 }
 
 impl MatchmakerError {

@@ -166,6 +166,22 @@ impl GameJobs {
         );
     }
 
+    /// Puts back a job read from disk.
+    pub(crate) fn restore(&self, match_id: MatchId, job: GameJob) {
+        self.jobs.lock().insert(
+            match_id,
+            GameJob {
+                in_flight: false,
+                ..job
+            },
+        );
+    }
+
+    /// The pending job of `match_id`, if any.
+    pub(crate) fn job(&self, match_id: MatchId) -> Option<GameJob> {
+        self.jobs.lock().get(&match_id).copied()
+    }
+
     /// Marks every job due at `now_ms` as in flight and returns their match ids.
     pub(crate) fn start_due(&self, now_ms: UnixMillis) -> Vec<MatchId> {
         let mut jobs = self.jobs.lock();

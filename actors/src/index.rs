@@ -61,6 +61,15 @@ impl Tenants {
         })
     }
 
+    /// The name of `id` (empty for an id this process never handed out).
+    pub(crate) fn name(&self, id: TenantId) -> CompactString {
+        self.names
+            .read()
+            .get(id.0 as usize)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// The id of `name` if any entry, match or challenge ever used it.
     pub(crate) fn find(&self, name: &str) -> Option<TenantId> {
         self.by_name.get(name).map(|id| *id)

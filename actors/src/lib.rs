@@ -14,6 +14,8 @@
 //!   and the router actor that dispatches to them, on a dedicated actix system.
 //! - `challenges`: the challenge state machine and book.
 //! - [`games`]: the [`games::GameCreator`] trait and durable game-creation jobs.
+//! - [`persist`]: journal records and snapshot bodies (images of changed items), and
+//!   recovery from them.
 //! - [`clock`], [`ids`], [`metrics`], [`error`]: time, identifiers, Prometheus metrics, errors.
 //!
 //! # Runtime guarantees
@@ -38,6 +40,7 @@ pub mod matching;
 pub mod matchmaker;
 pub mod metrics;
 pub mod model;
+pub mod persist;
 pub mod pools;
 mod router;
 mod shard;

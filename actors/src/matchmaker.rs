@@ -10,6 +10,7 @@ use std::time::Duration;
 use compact_str::CompactString;
 use dashmap::mapref::entry::Entry as MapEntry;
 use futures::future::{BoxFuture, join_all};
+use matchwell_snapshots::Journal;
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -33,6 +34,7 @@ use crate::model::{
     ActiveState, Challenge, Color, ColorChoice, Entry, EntryStatus, GameStatus, MatchEvent,
     QueueSummary,
 };
+use crate::persist::{Change, Restored, SnapshotBody};
 use crate::pools::{MAX_RATING, PoolCatalog, PoolSpec, TimeControl};
 use crate::router::{ActorSystem, ActorsStopped, RouteCancel, RouteSummary, RouteTick};
 use crate::shard::{Cancel, DueWork, Enqueue, Requeue, RunDue, ShardTimers, Summarize, TickCounts};
@@ -65,6 +67,12 @@ pub struct MatchmakerConfig {
     pub max_challenge_ttl: Duration,
     /// Capacity of the event stream; a listener that falls further behind skips events.
     pub event_capacity: usize,
+    /// Where changes are journaled; `None` keeps everything in memory only.
+    pub journal: Option<Arc<Journal<Change>>>,
+    /// Answer changes only once the journal has them on disk (fsync `always`).
+    pub acknowledge_durable: bool,
+    /// State read back from disk, installed before the actors start.
+    pub restored: Option<Restored>,
 }
 
 impl MatchmakerConfig {
@@ -85,6 +93,9 @@ impl MatchmakerConfig {
             default_challenge_ttl: Duration::from_secs(120),
             max_challenge_ttl: Duration::from_secs(86_400),
             event_capacity: 4_096,
+            journal: None,
+            acknowledge_durable: false,
+            restored: None,
         }
     }
 }
@@ -197,7 +208,20 @@ impl Matchmaker {
             metrics: config.metrics,
             game_creator: config.game_creator,
             retry: config.retry,
+            journal: config.journal,
+            acknowledge_durable: config.acknowledge_durable,
         });
+        if let Some(restored) = config.restored {
+            let report = restored.install(&shared);
+            tracing::info!(
+                searching = report.searching,
+                pending_games = report.pending_games,
+                pending_challenges = report.pending_challenges,
+                downtime_ms = report.downtime_ms,
+                dropped_unknown_pool = report.dropped_unknown_pool,
+                "state recovered"
+            );
+        }
         let actors = ActorSystem::start(
             Arc::clone(&shared),
             config.shards,
@@ -242,6 +266,7 @@ impl Matchmaker {
             .catalog
             .resolve(&request.pool)
             .ok_or_else(|| MatchmakerError::UnknownPool(request.pool.to_string()))?;
+        self.shared.writable()?;
         let tenant = self.shared.index.tenants.intern(&request.tenant);
         let user = UserKey {
             tenant,
@@ -257,7 +282,7 @@ impl Matchmaker {
             rating: request.rating,
         };
         let created = match request.idempotency_key {
-            None => self.create_entry(&user, record)?,
+            None => self.create_entry(&user, record, None)?,
             Some(key) => {
                 let index = &self.shared.index;
                 match index.idempotency.entry(IdempotencyKey {
@@ -267,13 +292,15 @@ impl Matchmaker {
                     MapEntry::Occupied(slot) => {
                         let earlier = slot.get().0;
                         drop(slot);
+                        // The first request may still be on its way to disk.
+                        self.shared.durable().await?;
                         return self
                             .shared
                             .entry_view(earlier)
                             .ok_or(MatchmakerError::NotFound);
                     }
                     MapEntry::Vacant(slot) => {
-                        let created = self.create_entry(&user, record)?;
+                        let created = self.create_entry(&user, record, Some(slot.key()))?;
                         let settled_key = slot.key().clone();
                         slot.insert((created.0, now_ms));
                         index.settle(now_ms, Settled::IdempotencyKey(settled_key));
@@ -292,13 +319,17 @@ impl Matchmaker {
                 joined_at_ms: record.joined_at_ms,
             },
         });
+        self.shared.durable().await?;
         Ok(self.shared.entry_view_of(id, &record, now_ms))
     }
 
+    /// Creates the entry if the user has none searching, and journals it together with the
+    /// idempotency key that names it.
     fn create_entry(
         &self,
         user: &UserKey,
         record: EntryRecord,
+        idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<(EntryId, EntryRecord), MatchmakerError> {
         let id =
             EntryId::new(self.shared.ids.entries.next().get()).expect("sequences never yield zero");
@@ -307,7 +338,14 @@ impl Matchmaker {
             .searching
             .claim(user, id, record.clone(), &index.entries)
         {
-            Ok(()) => Ok((id, record)),
+            Ok(()) => {
+                let mut images = vec![self.shared.entry_image(id, &record)];
+                if let Some(key) = idempotency_key {
+                    images.push(self.shared.idempotency_image(key, id, record.joined_at_ms));
+                }
+                self.shared.record(images);
+                Ok((id, record))
+            }
             Err(existing) => match self.shared.entry_view(existing.0) {
                 Some(entry) => Err(MatchmakerError::AlreadyQueued(Box::new(entry))),
                 None => Err(MatchmakerError::NotFound),
@@ -346,6 +384,7 @@ impl Matchmaker {
         let tenant = self.tenant(tenant)?;
         let record = self.record(tenant, id)?;
         if record.state == EntryState::Searching {
+            self.shared.writable()?;
             let cancel = Cancel {
                 queue: record.queue(),
                 rating: record.rating,
@@ -357,6 +396,7 @@ impl Matchmaker {
                 .await
                 .map_err(ActorsStopped::from)??;
         }
+        self.shared.durable().await?;
         let record = self.record(tenant, id)?;
         let entry = self.shared.entry_view_of(id, &record, self.now_ms());
         match entry.status {
@@ -458,6 +498,7 @@ impl Matchmaker {
                 request.time_control, request.variant
             )));
         }
+        self.shared.writable()?;
         let tenant = self.shared.index.tenants.intern(&request.tenant);
         let now_ms = self.now_ms();
         let id = ChallengeId::new(self.shared.ids.challenges.next().get())
@@ -476,7 +517,10 @@ impl Matchmaker {
                 .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
         };
         let challenge = record.view(id);
+        let image = self.shared.challenge_image(id, &record);
         self.shared.challenges.create(id, record)?;
+        self.shared.record(vec![image]);
+        self.shared.durable().await?;
         self.shared
             .metrics
             .challenges
@@ -525,6 +569,7 @@ impl Matchmaker {
         id: ChallengeId,
     ) -> Result<Challenge, MatchmakerError> {
         let tenant = self.tenant(tenant)?;
+        self.shared.writable()?;
         let record = self
             .shared
             .challenges
@@ -570,6 +615,9 @@ impl Matchmaker {
         match outcome {
             Ok(_) => {
                 self.shared
+                    .record(vec![self.shared.challenge_image(id, &after)]);
+                self.shared.durable().await?;
+                self.shared
                     .index
                     .settle(self.now_ms(), Settled::Challenge(id));
                 self.shared
@@ -584,26 +632,28 @@ impl Matchmaker {
     }
 
     /// The opponent declines.
-    pub fn decline_challenge(
+    pub async fn decline_challenge(
         &self,
         tenant: &str,
         user: &str,
         id: ChallengeId,
     ) -> Result<Challenge, MatchmakerError> {
         self.close_challenge(tenant, user, id, Party::Opponent)
+            .await
     }
 
     /// The challenger withdraws.
-    pub fn cancel_challenge(
+    pub async fn cancel_challenge(
         &self,
         tenant: &str,
         user: &str,
         id: ChallengeId,
     ) -> Result<Challenge, MatchmakerError> {
         self.close_challenge(tenant, user, id, Party::Challenger)
+            .await
     }
 
-    fn close_challenge(
+    async fn close_challenge(
         &self,
         tenant: &str,
         user: &str,
@@ -611,11 +661,15 @@ impl Matchmaker {
         party: Party,
     ) -> Result<Challenge, MatchmakerError> {
         let tenant = self.tenant(tenant)?;
+        self.shared.writable()?;
         let now_ms = self.now_ms();
         let record = self
             .shared
             .challenges
             .close(id, tenant, user, party, now_ms)?;
+        self.shared
+            .record(vec![self.shared.challenge_image(id, &record)]);
+        self.shared.durable().await?;
         self.shared.index.settle(now_ms, Settled::Challenge(id));
         let status = if party == Party::Opponent {
             "declined"
@@ -713,6 +767,14 @@ impl Matchmaker {
     /// Expires the challenges that are due; returns how many.
     pub fn expire_challenges(&self) -> usize {
         let expired = self.shared.challenges.expire_due(self.now_ms());
+        if !expired.is_empty() {
+            self.shared.record(
+                expired
+                    .iter()
+                    .map(|(id, record)| self.shared.challenge_image(*id, record))
+                    .collect(),
+            );
+        }
         for (id, record) in &expired {
             if let ChallengeState::Closed { at_ms, .. } = record.state {
                 self.shared.index.settle(at_ms, Settled::Challenge(*id));
@@ -784,6 +846,22 @@ impl Matchmaker {
         settled.len()
     }
 
+    /// Everything live, for a snapshot; rotate the journal first (see [`crate::persist`]).
+    pub fn capture(&self) -> SnapshotBody {
+        self.shared.capture()
+    }
+
+    /// Waits until every change made so far is durable, when changes are acknowledged only
+    /// once durable (fsync `always`); for readers who must not see what a crash could undo.
+    pub async fn durable(&self) -> Result<(), MatchmakerError> {
+        self.shared.durable().await
+    }
+
+    /// Whether changes are accepted: false once the journal has failed.
+    pub fn is_writable(&self) -> bool {
+        self.shared.writable().is_ok()
+    }
+
     /// Stops the actors. Further calls that need them fail with [`ActorsStopped`].
     pub fn shutdown(&self) {
         self.actors.stop();
@@ -805,6 +883,19 @@ async fn attempt_game(
             .finish(match_id, outcome, shared.clock.now_ms(), &shared.retry);
         return;
     };
+    // A game is only ever created for a match that is on disk (under fsync `always`): after a
+    // crash the match and its job come back, and the retry reuses the idempotency key.
+    if shared.durable().await.is_err() {
+        shared.games.finish(
+            match_id,
+            Err(crate::games::GameCreationError::Transient(
+                "journal failed".into(),
+            )),
+            shared.clock.now_ms(),
+            &shared.retry,
+        );
+        return;
+    }
     let outcome = shared.game_creator.create_game(request).await;
     let now_ms = shared.clock.now_ms();
     let Some(verdict) = shared
@@ -818,6 +909,9 @@ async fn attempt_game(
             failed_attempts, ..
         } => {
             tracing::warn!(%match_id, failed_attempts, "game creation failed; will retry");
+            if let Some(image) = shared.match_image(match_id) {
+                shared.record(vec![image]);
+            }
             shared.metrics.game_jobs.with_label_values(&["retry"]).inc();
             return;
         }
@@ -835,6 +929,9 @@ async fn attempt_game(
     }) else {
         return;
     };
+    if let Some(image) = shared.match_image(match_id) {
+        shared.record(vec![image]);
+    }
     shared.index.settle(now_ms, Settled::Match(match_id));
     for player in &record.players {
         shared.index.notify(player.entry_id);

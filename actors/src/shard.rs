@@ -16,7 +16,9 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::clock::UnixMillis;
 use crate::ids::{EntryId, MatchId};
-use crate::index::{EntryState, FastHasher, MatchRecord, QueueKey, Settled, TenantId, UserKey};
+use crate::index::{
+    EntryRecord, EntryState, FastHasher, MatchRecord, QueueKey, Settled, TenantId, UserKey,
+};
 use crate::matching::{Candidate, Expired, Pairing, Waiting, WaitingPool, WaveScratch};
 use crate::model::{Color, GameStatus, MatchEvent, MatchPlayer};
 use crate::pools::MatchingParams;
@@ -103,8 +105,12 @@ impl PoolShard {
     }
 
     fn run_due(&mut self, now_ms: UnixMillis, work: DueWork) -> TickCounts {
-        let timer = self.shared.metrics.tick_seconds.start_timer();
         let mut counts = TickCounts::default();
+        // Without a working journal, a match or an expiry would be lost on restart.
+        if self.shared.writable().is_err() {
+            return counts;
+        }
+        let timer = self.shared.metrics.tick_seconds.start_timer();
         let keys: Vec<QueueKey> = self.queues.keys().copied().collect();
         for key in keys {
             let queue = self.queues.get_mut(&key).expect("key was just listed");
@@ -145,14 +151,19 @@ impl PoolShard {
 
     fn publish_expired(&self, key: QueueKey, expired: &[Expired]) {
         let params = self.shared.catalog.get(key.pool).params;
+        let mut images = Vec::new();
         for gone in expired {
             let at_ms = gone.waiting.joined_at_ms.saturating_add(params.max_wait_ms);
-            if self
+            if let Some(before) = self
                 .shared
                 .index
                 .leave_searching(gone.waiting.id, EntryState::Expired { at_ms })
-                .is_some()
             {
+                let after = EntryRecord {
+                    state: EntryState::Expired { at_ms },
+                    ..before
+                };
+                images.push(self.shared.entry_image(gone.waiting.id, &after));
                 self.shared
                     .index
                     .settle(at_ms, Settled::Entry(gone.waiting.id));
@@ -167,6 +178,9 @@ impl PoolShard {
                     self.shared.emit(MatchEvent::Expired { entry });
                 }
             }
+        }
+        if !images.is_empty() {
+            self.shared.record(images);
         }
     }
 
@@ -205,6 +219,14 @@ impl PoolShard {
             let queue = self.queue(key);
             queue.recent_matches.push_back((now_ms, pairing.gap()));
             self.shared.games.schedule(match_id, now_ms);
+            let images = std::iter::once(self.shared.match_image(match_id))
+                .chain(
+                    [&pairing.low, &pairing.high]
+                        .map(|player| self.shared.current_entry_image(player.id)),
+                )
+                .flatten()
+                .collect();
+            self.shared.record(images);
             let metrics = &self.shared.metrics;
             metrics.matches.inc();
             metrics.searching(key.pool).sub(2);
@@ -370,14 +392,17 @@ impl Handler<Cancel> for PoolShard {
             .get_mut(&msg.queue)
             .and_then(|queue| queue.waiting.remove(msg.rating, msg.id))
             .is_some();
-        if self
-            .shared
-            .index
-            .leave_searching(msg.id, EntryState::Cancelled { at_ms: now_ms })
-            .is_none()
-        {
+        let cancelled = EntryState::Cancelled { at_ms: now_ms };
+        let Some(before) = self.shared.index.leave_searching(msg.id, cancelled) else {
             return CancelOutcome::NotSearching;
-        }
+        };
+        self.shared.record(vec![self.shared.entry_image(
+            msg.id,
+            &EntryRecord {
+                state: cancelled,
+                ..before
+            },
+        )]);
         if in_pool {
             self.shared.metrics.searching(msg.queue.pool).dec();
         } else {
@@ -404,6 +429,8 @@ impl Handler<Requeue> for PoolShard {
 
     fn handle(&mut self, msg: Requeue, _: &mut Self::Context) {
         if let Some(record) = self.shared.index.return_to_searching(msg.id, msg.match_id) {
+            self.shared
+                .record(vec![self.shared.entry_image(msg.id, &record)]);
             let waiting = Waiting {
                 id: msg.id,
                 joined_at_ms: record.joined_at_ms,

@@ -2,15 +2,18 @@
 
 use std::sync::Arc;
 
+use matchwell_snapshots::Journal;
 use tokio::sync::{Notify, broadcast};
 
 use crate::challenges::ChallengeBook;
 use crate::clock::{SharedClock, UnixMillis};
+use crate::error::MatchmakerError;
 use crate::games::{GameCreator, GameJobs, RetryPolicy};
 use crate::ids::{EntryId, IdSequence, MatchId};
 use crate::index::{EntryRecord, EntryState, Index};
 use crate::metrics::Metrics;
 use crate::model::{Entry, Match, MatchEvent};
+use crate::persist::{Change, Image};
 use crate::pools::PoolCatalog;
 
 /// Sequences of the three kinds of ids.
@@ -39,12 +42,62 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     pub(crate) game_creator: Arc<dyn GameCreator>,
     pub(crate) retry: RetryPolicy,
+    /// Where every change is journaled, when the engine persists. Appends are made by whoever
+    /// made the change, right after making it, so the journal's order is the order of changes
+    /// to each item.
+    pub(crate) journal: Option<Arc<Journal<Change>>>,
+    /// Whether a change is answered only once durable (fsync `always`).
+    pub(crate) acknowledge_durable: bool,
 }
 
 impl Shared {
     /// Whether anybody listens to the event stream (events are only built when somebody does).
     pub(crate) fn event_listeners(&self) -> bool {
         self.events.receiver_count() > 0
+    }
+
+    /// Refuses changes once the journal has failed: what is not journaled would be lost.
+    pub(crate) fn writable(&self) -> Result<(), MatchmakerError> {
+        match &self.journal {
+            Some(journal) if !journal.is_healthy() => {
+                Err(MatchmakerError::Persistence(journal.failure().map_or_else(
+                    || "the journal is closed".to_owned(),
+                    |cause| cause.to_string(),
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Journals one change made of `images`. A failed append poisons the journal, which
+    /// [`Self::writable`] then reports; it is logged here and never retried.
+    pub(crate) fn record(&self, images: Vec<Image>) {
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        let change = Change {
+            at_ms: self.clock.now_ms(),
+            images,
+        };
+        if let Err(error) = journal.append(&change) {
+            tracing::error!(%error, "journal append failed; changes are refused from now on");
+        }
+    }
+
+    /// Waits until every change recorded so far is durable, when changes are acknowledged
+    /// only once durable; returns at once otherwise.
+    pub(crate) async fn durable(&self) -> Result<(), MatchmakerError> {
+        let Some(journal) = self.journal.as_ref().filter(|_| self.acknowledge_durable) else {
+            return Ok(());
+        };
+        let seq = journal.appended_seq();
+        if seq == 0 || journal.durable_seq() >= seq {
+            return Ok(());
+        }
+        journal
+            .wait_durable(seq)
+            .await
+            .map_err(|error| MatchmakerError::Persistence(error.to_string()))
     }
 
     pub(crate) fn emit(&self, event: MatchEvent) {

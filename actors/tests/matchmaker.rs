@@ -539,7 +539,7 @@ async fn a_challenge_lives_from_creation_to_acceptance() {
     );
     assert!(engine.incoming_challenges("acme", "bob").is_empty());
     assert!(matches!(
-        engine.decline_challenge("acme", "bob", sent.id),
+        engine.decline_challenge("acme", "bob", sent.id).await,
         Err(MatchmakerError::Challenge(ChallengeRefusal::NotPending(
             ChallengeStatus::Accepted
         )))
@@ -552,6 +552,7 @@ async fn a_challenge_lives_from_creation_to_acceptance() {
     assert_eq!(
         engine
             .decline_challenge("acme", "bob", declined.id)
+            .await
             .unwrap()
             .status,
         ChallengeStatus::Declined
@@ -563,6 +564,7 @@ async fn a_challenge_lives_from_creation_to_acceptance() {
     assert_eq!(
         engine
             .cancel_challenge("acme", "alice", cancelled.id)
+            .await
             .unwrap()
             .status,
         ChallengeStatus::Cancelled

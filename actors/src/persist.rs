@@ -1,0 +1,472 @@
+//! What the core writes to disk, and how it comes back.
+//!
+//! Every state change is journaled as one [`Change`]: the full new *images* of everything the
+//! change touched (an entry, a match with its game job, a challenge, an idempotency key). Images
+//! rather than deltas, because then replaying is "last image of each key wins", which makes a
+//! snapshot taken while the engine keeps running ("fuzzy") safe: the journal is rotated first,
+//! the state is captured after, and every change that the capture may have missed or half seen
+//! is in the new segment and replayed over it. One change carries all the images of one
+//! decision (a match and both its players), so a crash never leaves half of it on disk.
+//!
+//! Images name tenants and pools by their names, not by the process-local [`TenantId`] and
+//! [`PoolId`](crate::pools::PoolId), so a snapshot survives a restart with an edited pools file.
+
+use std::collections::{BTreeMap, HashMap};
+
+use compact_str::CompactString;
+use serde::{Deserialize, Serialize};
+
+use crate::challenges::{ChallengeRecord, ChallengeState};
+use crate::clock::UnixMillis;
+use crate::games::GameJob;
+use crate::ids::{ChallengeId, EntryId, MatchId};
+use crate::index::{
+    EntryRecord, EntryState, IdempotencyKey, MatchRecord, Settled, TenantId, UserKey,
+};
+use crate::model::{ColorChoice, GameStatus, MatchPlayer};
+use crate::pools::{PoolSpec, TimeControl};
+use crate::shared::Shared;
+
+/// One journal record: the images of everything one state change touched, applied together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// When the change was made; the newest one tells recovery when the engine stopped.
+    pub at_ms: UnixMillis,
+    /// The new images (none for a heartbeat).
+    pub images: Vec<Image>,
+}
+
+/// The full state of one keyed item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Image {
+    /// A queue entry.
+    Entry(EntryImage),
+    /// A match and its pending game job.
+    Match(MatchImage),
+    /// A challenge.
+    Challenge(ChallengeImage),
+    /// An idempotency key of an enqueue.
+    IdempotencyKey(IdempotencyImage),
+}
+
+/// A queue entry on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryImage {
+    id: EntryId,
+    tenant: CompactString,
+    user: CompactString,
+    pool: PoolSpec,
+    rating: u16,
+    joined_at_ms: UnixMillis,
+    state: EntryState,
+}
+
+/// A match on disk, with its game-creation job while the game is pending.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatchImage {
+    id: MatchId,
+    tenant: CompactString,
+    pool: PoolSpec,
+    players: [MatchPlayer; 2],
+    created_at_ms: UnixMillis,
+    game_status: GameStatus,
+    game_id: Option<CompactString>,
+    job: Option<GameJob>,
+}
+
+/// A challenge on disk. An accept in progress is stored as pending: after a restart the
+/// opponent accepts again, and the game request repeats under the same idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeImage {
+    id: ChallengeId,
+    tenant: CompactString,
+    challenger: CompactString,
+    opponent: CompactString,
+    time_control: TimeControl,
+    variant: CompactString,
+    rated: bool,
+    color: ColorChoice,
+    state: ChallengeState,
+    created_at_ms: UnixMillis,
+    expires_at_ms: UnixMillis,
+}
+
+/// An idempotency key on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyImage {
+    tenant: CompactString,
+    user: CompactString,
+    key: CompactString,
+    entry: EntryId,
+    at_ms: UnixMillis,
+}
+
+/// The body of a snapshot file: every live item, and where the id sequences stood.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotBody {
+    /// When the capture started.
+    pub taken_at_ms: UnixMillis,
+    /// Last entry, match and challenge sequence numbers handed out.
+    pub last_ids: [u64; 3],
+    /// Every item.
+    pub images: Vec<Image>,
+}
+
+impl SnapshotBody {
+    /// Counts of each kind of item, for snapshot headers and operators.
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        let mut counts = BTreeMap::new();
+        for image in &self.images {
+            let kind = match image {
+                Image::Entry(entry) if entry.state == EntryState::Searching => "searching",
+                Image::Entry(_) => "settled_entries",
+                Image::Match(found) if found.game_status == GameStatus::Pending => "pending_games",
+                Image::Match(_) => "matches",
+                Image::Challenge(_) => "challenges",
+                Image::IdempotencyKey(_) => "idempotency_keys",
+            };
+            *counts.entry(kind.to_owned()).or_default() += 1;
+        }
+        counts
+    }
+}
+
+impl Shared {
+    fn tenant_name(&self, tenant: TenantId) -> CompactString {
+        self.index.tenants.name(tenant)
+    }
+
+    /// The image of entry `id` as `record` describes it.
+    pub(crate) fn entry_image(&self, id: EntryId, record: &EntryRecord) -> Image {
+        Image::Entry(EntryImage {
+            id,
+            tenant: self.tenant_name(record.tenant),
+            user: record.user.clone(),
+            pool: self.catalog.get(record.pool).spec.clone(),
+            rating: record.rating,
+            joined_at_ms: record.joined_at_ms,
+            state: record.state,
+        })
+    }
+
+    /// The image of entry `id` as the index holds it now.
+    pub(crate) fn current_entry_image(&self, id: EntryId) -> Option<Image> {
+        let record = self.index.entries.get(&id)?.clone();
+        Some(self.entry_image(id, &record))
+    }
+
+    /// The image of match `id` as the index holds it now, with its job if one is pending.
+    pub(crate) fn match_image(&self, id: MatchId) -> Option<Image> {
+        let record = self.index.matches.get(&id)?.clone();
+        Some(Image::Match(MatchImage {
+            id,
+            tenant: self.tenant_name(record.tenant),
+            pool: self.catalog.get(record.pool).spec.clone(),
+            players: record.players,
+            created_at_ms: record.created_at_ms,
+            game_status: record.game_status,
+            game_id: record.game_id,
+            job: self.games.job(id),
+        }))
+    }
+
+    /// The image of challenge `id` as `record` describes it.
+    pub(crate) fn challenge_image(&self, id: ChallengeId, record: &ChallengeRecord) -> Image {
+        let state = match &record.state {
+            ChallengeState::Accepting => ChallengeState::Pending,
+            state => state.clone(),
+        };
+        Image::Challenge(ChallengeImage {
+            id,
+            tenant: self.tenant_name(record.tenant),
+            challenger: record.challenger.clone(),
+            opponent: record.opponent.clone(),
+            time_control: record.time_control,
+            variant: record.variant.clone(),
+            rated: record.rated,
+            color: record.color,
+            state,
+            created_at_ms: record.created_at_ms,
+            expires_at_ms: record.expires_at_ms,
+        })
+    }
+
+    /// The image of an idempotency key.
+    pub(crate) fn idempotency_image(
+        &self,
+        key: &IdempotencyKey,
+        entry: EntryId,
+        at_ms: UnixMillis,
+    ) -> Image {
+        Image::IdempotencyKey(IdempotencyImage {
+            tenant: self.tenant_name(key.user.tenant),
+            user: key.user.user.clone(),
+            key: key.key.clone(),
+            entry,
+            at_ms,
+        })
+    }
+
+    /// Everything live, for a snapshot. Safe while the engine runs, provided the journal was
+    /// rotated before the call (see the module documentation).
+    pub(crate) fn capture(&self) -> SnapshotBody {
+        let taken_at_ms = self.clock.now_ms();
+        let last_ids = [
+            self.ids.entries.last(),
+            self.ids.matches.last(),
+            self.ids.challenges.last(),
+        ];
+        let mut images = Vec::with_capacity(self.index.entries.len());
+        for item in &self.index.entries {
+            images.push(self.entry_image(*item.key(), item.value()));
+        }
+        let match_ids: Vec<MatchId> = self.index.matches.iter().map(|item| *item.key()).collect();
+        images.extend(match_ids.into_iter().filter_map(|id| self.match_image(id)));
+        for (id, record) in self.challenges.all() {
+            images.push(self.challenge_image(id, &record));
+        }
+        for item in &self.index.idempotency {
+            let (entry, at_ms) = *item.value();
+            images.push(self.idempotency_image(item.key(), entry, at_ms));
+        }
+        SnapshotBody {
+            taken_at_ms,
+            last_ids,
+            images,
+        }
+    }
+}
+
+/// State read back from disk: the snapshot with the journal replayed over it, last image of
+/// each key winning.
+#[derive(Debug, Default, Clone)]
+pub struct Restored {
+    entries: BTreeMap<EntryId, EntryImage>,
+    matches: BTreeMap<MatchId, MatchImage>,
+    challenges: BTreeMap<ChallengeId, ChallengeImage>,
+    idempotency: HashMap<(CompactString, CompactString, CompactString), IdempotencyImage>,
+    last_ids: [u64; 3],
+    last_seen_ms: UnixMillis,
+}
+
+/// What recovery installed, for logs and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Entries searching again.
+    pub searching: usize,
+    /// Matches whose game is still to be created.
+    pub pending_games: usize,
+    /// Pending challenges.
+    pub pending_challenges: usize,
+    /// How far waiting times were shifted, so that time spent down does not count.
+    pub downtime_ms: u64,
+    /// Items dropped because their pool is no longer served.
+    pub dropped_unknown_pool: usize,
+}
+
+impl Restored {
+    /// Starts from a snapshot's body (or nothing).
+    pub fn from_snapshot(body: Option<SnapshotBody>) -> Self {
+        let mut restored = Self::default();
+        if let Some(body) = body {
+            restored.last_ids = body.last_ids;
+            restored.last_seen_ms = body.taken_at_ms;
+            for image in body.images {
+                restored.apply_image(image);
+            }
+        }
+        restored
+    }
+
+    /// Replays one journaled change.
+    pub fn apply(&mut self, change: Change) {
+        self.last_seen_ms = self.last_seen_ms.max(change.at_ms);
+        for image in change.images {
+            self.apply_image(image);
+        }
+    }
+
+    fn apply_image(&mut self, image: Image) {
+        match image {
+            Image::Entry(entry) => {
+                self.last_ids[0] = self.last_ids[0].max(entry.id.get());
+                self.entries.insert(entry.id, entry);
+            }
+            Image::Match(found) => {
+                self.last_ids[1] = self.last_ids[1].max(found.id.get());
+                self.matches.insert(found.id, found);
+            }
+            Image::Challenge(challenge) => {
+                self.last_ids[2] = self.last_ids[2].max(challenge.id.get());
+                self.challenges.insert(challenge.id, challenge);
+            }
+            Image::IdempotencyKey(key) => {
+                self.idempotency
+                    .insert((key.tenant.clone(), key.user.clone(), key.key.clone()), key);
+            }
+        }
+    }
+
+    /// When the engine last wrote anything: the newest change or snapshot.
+    pub fn last_seen_ms(&self) -> UnixMillis {
+        self.last_seen_ms
+    }
+
+    /// Puts everything into the (empty) shared state, before the actors start; shifts the
+    /// waits of searching entries by the time the engine was down.
+    pub(crate) fn install(self, shared: &Shared) -> RestoreReport {
+        let now_ms = shared.clock.now_ms();
+        let mut report = RestoreReport {
+            downtime_ms: if self.last_seen_ms == 0 {
+                0
+            } else {
+                now_ms.saturating_sub(self.last_seen_ms)
+            },
+            ..RestoreReport::default()
+        };
+        let index = &shared.index;
+        shared.ids.entries.observe(self.last_ids[0]);
+        shared.ids.matches.observe(self.last_ids[1]);
+        shared.ids.challenges.observe(self.last_ids[2]);
+        let mut settled = Vec::new();
+
+        for (id, found) in &self.matches {
+            let Some(pool) = shared.catalog.resolve(&found.pool) else {
+                report.dropped_unknown_pool += 1;
+                continue;
+            };
+            let tenant = index.tenants.intern(&found.tenant);
+            for player in &found.players {
+                index.recent.insert(
+                    UserKey {
+                        tenant,
+                        user: player.user_id.clone(),
+                    },
+                    (*id, player.color),
+                );
+            }
+            index.matches.insert(
+                *id,
+                MatchRecord {
+                    tenant,
+                    pool,
+                    players: found.players.clone(),
+                    created_at_ms: found.created_at_ms,
+                    game_status: found.game_status,
+                    game_id: found.game_id.clone(),
+                },
+            );
+            if found.game_status == GameStatus::Pending {
+                report.pending_games += 1;
+                let job = found.job.unwrap_or(GameJob {
+                    failed_attempts: 0,
+                    next_attempt_ms: now_ms,
+                    in_flight: false,
+                });
+                shared.games.restore(*id, job);
+            } else {
+                settled.push((found.created_at_ms, Settled::Match(*id)));
+            }
+        }
+
+        for (id, entry) in self.entries {
+            let Some(pool) = shared.catalog.resolve(&entry.pool) else {
+                report.dropped_unknown_pool += 1;
+                continue;
+            };
+            let tenant = index.tenants.intern(&entry.tenant);
+            let mut state = entry.state;
+            // A failed game whose players were not all put back yet: finish putting them back.
+            if let EntryState::Matched(match_id) = state {
+                if index
+                    .matches
+                    .get(&match_id)
+                    .is_some_and(|found| found.game_status == GameStatus::Failed)
+                {
+                    state = EntryState::Searching;
+                }
+            }
+            let mut record = EntryRecord {
+                user: entry.user,
+                joined_at_ms: entry.joined_at_ms,
+                state,
+                tenant,
+                pool,
+                rating: entry.rating,
+            };
+            match state {
+                EntryState::Searching => {
+                    record.joined_at_ms = record.joined_at_ms.saturating_add(report.downtime_ms);
+                    let user = record.user_key();
+                    if index
+                        .searching
+                        .claim(&user, id, record.clone(), &index.entries)
+                        .is_ok()
+                    {
+                        report.searching += 1;
+                        shared.metrics.searching(pool).inc();
+                        continue;
+                    }
+                    // Two searching entries of one user cannot both stand; the older one wins.
+                    record.state = EntryState::Cancelled { at_ms: now_ms };
+                    settled.push((now_ms, Settled::Entry(id)));
+                }
+                EntryState::Cancelled { at_ms } | EntryState::Expired { at_ms } => {
+                    settled.push((at_ms, Settled::Entry(id)));
+                }
+                EntryState::Matched(_) => {}
+            }
+            index.entries.insert(id, record);
+        }
+
+        for (id, challenge) in self.challenges {
+            let tenant = index.tenants.intern(&challenge.tenant);
+            match &challenge.state {
+                ChallengeState::Pending | ChallengeState::Accepting => {
+                    report.pending_challenges += 1;
+                }
+                ChallengeState::Accepted { .. } => {
+                    settled.push((challenge.created_at_ms, Settled::Challenge(id)));
+                }
+                ChallengeState::Closed { at_ms, .. } => {
+                    settled.push((*at_ms, Settled::Challenge(id)));
+                }
+            }
+            shared.challenges.restore(
+                id,
+                ChallengeRecord {
+                    tenant,
+                    challenger: challenge.challenger,
+                    opponent: challenge.opponent,
+                    time_control: challenge.time_control,
+                    variant: challenge.variant,
+                    rated: challenge.rated,
+                    color: challenge.color,
+                    state: challenge.state,
+                    created_at_ms: challenge.created_at_ms,
+                    expires_at_ms: challenge.expires_at_ms,
+                },
+            );
+        }
+
+        for (_, image) in self.idempotency {
+            let key = IdempotencyKey {
+                user: UserKey {
+                    tenant: index.tenants.intern(&image.tenant),
+                    user: image.user,
+                },
+                key: image.key,
+            };
+            index
+                .idempotency
+                .insert(key.clone(), (image.entry, image.at_ms));
+            settled.push((image.at_ms, Settled::IdempotencyKey(key)));
+        }
+
+        settled.sort_by_key(|(at_ms, _)| *at_ms);
+        for (at_ms, what) in settled {
+            index.settle(at_ms, what);
+        }
+        report
+    }
+}
