@@ -153,3 +153,74 @@ async fn waiting_time_resumes_where_it_stopped() {
     assert_eq!(resumed.window, waited.window);
     engine.shutdown().await;
 }
+
+/// Where the committed version-1 data directory lives.
+fn data_v1() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data-v1")
+}
+
+/// What the version-1 fixture holds: alice matched with bob (in the snapshot), carol
+/// searching with key "k-carol" (in the snapshot), dave searching and erin's challenge to
+/// frank (only in the journal, after the snapshot).
+async fn write_version_1_operations(engine: &Engine, clock: &ManualClock) {
+    for (user, rating, key) in [("alice", 1500, None), ("bob", 1510, None), ("carol", 2400, Some("k-carol"))] {
+        engine.enqueue(enqueue(user, "5+3", rating, key)).await.unwrap();
+    }
+    clock.advance(Duration::from_millis(200));
+    engine.tick().await.unwrap();
+    engine.snapshot_now().await.unwrap();
+    engine.enqueue(enqueue("dave", "3+0", 1700, None)).await.unwrap();
+    engine
+        .create_challenge(ChallengeRequest {
+            tenant: "acme".into(),
+            challenger_id: "erin".into(),
+            opponent_id: "frank".into(),
+            time_control: "10+0".parse().unwrap(),
+            variant: "standard".into(),
+            rated: true,
+            color: ColorChoice::White,
+            expires_in: Some(Duration::from_secs(3_600)),
+        })
+        .await
+        .unwrap();
+}
+
+/// Regenerates `tests/fixtures/data-v1`; run by hand only when the format version changes
+/// (and then as a new `data-vN`, keeping the old fixture).
+#[tokio::test]
+#[ignore = "writes the committed fixture"]
+async fn write_data_v1_fixture() {
+    let dir = data_v1();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (engine, clock) = start(&dir, 1_000_000, FsyncMode::Always).await;
+    write_version_1_operations(&engine, &clock).await;
+    drop(engine);
+}
+
+#[tokio::test]
+async fn a_data_directory_written_by_version_1_still_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in std::fs::read_dir(data_v1()).unwrap() {
+        let file = file.unwrap();
+        std::fs::copy(file.path(), dir.path().join(file.file_name())).unwrap();
+    }
+    let (engine, _) = start(dir.path(), 2_000_000, FsyncMode::Always).await;
+    let recovery = engine.recovery().unwrap();
+    assert!(recovery.snapshot.is_some() && recovery.replayed > 0, "{recovery:?}");
+    let alice = engine.active("acme", "alice").recent_match.unwrap();
+    let bob = engine.active("acme", "bob").recent_match.unwrap();
+    assert_eq!(alice, bob);
+    let carol = engine.active("acme", "carol").searching.unwrap();
+    assert_eq!(carol.rating, 2400);
+    let again = engine
+        .enqueue(enqueue("carol", "5+3", 2400, Some("k-carol")))
+        .await
+        .unwrap();
+    assert_eq!(again.id, carol.id);
+    let dave = engine.active("acme", "dave").searching.unwrap();
+    assert_eq!(dave.pool, pool("3+0"));
+    let incoming = engine.incoming_challenges("acme", "frank");
+    assert_eq!(incoming.len(), 1);
+    assert_eq!(incoming[0].challenger_id, "erin");
+    engine.shutdown().await;
+}
