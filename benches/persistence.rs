@@ -49,7 +49,9 @@ fn persistence(c: &mut Criterion) {
         engine
     });
     let mut group = c.benchmark_group("persistence");
-    group.sample_size(10).measurement_time(Duration::from_secs(20));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
     group.bench_function("snapshot_1m_waiting", |b| {
         b.iter(|| runtime.block_on(engine.snapshot_now()).unwrap());
     });

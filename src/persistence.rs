@@ -19,10 +19,12 @@ use matchwell_snapshots::{
 use parking_lot::Mutex;
 
 /// Where and how the engine persists.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PersistenceConfig {
     /// The data directory (created if missing).
     pub data_dir: PathBuf,
+    /// Storage to use instead of the files in `data_dir` (tests use a fault-injecting one).
+    pub storage: Option<Arc<dyn Storage>>,
     /// When the journal syncs, and so what a crash can lose (see the README).
     pub fsync: FsyncMode,
     /// How many snapshots to keep.
@@ -34,6 +36,7 @@ impl PersistenceConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
+            storage: None,
             fsync: FsyncMode::Always,
             keep_snapshots: SnapshotOptions::default().keep,
         }
@@ -79,7 +82,10 @@ impl Persistence {
     pub(crate) fn open(
         config: &PersistenceConfig,
     ) -> Result<(Self, Restored, RecoveryReport), PersistenceError> {
-        let storage: Arc<dyn Storage> = Arc::new(FileStorage::open(&config.data_dir)?);
+        let storage: Arc<dyn Storage> = match &config.storage {
+            Some(storage) => Arc::clone(storage),
+            None => Arc::new(FileStorage::open(&config.data_dir)?),
+        };
         let snapshots = SnapshotStore::open(
             Arc::clone(&storage),
             SnapshotOptions {

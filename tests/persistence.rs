@@ -163,13 +163,23 @@ fn data_v1() -> std::path::PathBuf {
 /// searching with key "k-carol" (in the snapshot), dave searching and erin's challenge to
 /// frank (only in the journal, after the snapshot).
 async fn write_version_1_operations(engine: &Engine, clock: &ManualClock) {
-    for (user, rating, key) in [("alice", 1500, None), ("bob", 1510, None), ("carol", 2400, Some("k-carol"))] {
-        engine.enqueue(enqueue(user, "5+3", rating, key)).await.unwrap();
+    for (user, rating, key) in [
+        ("alice", 1500, None),
+        ("bob", 1510, None),
+        ("carol", 2400, Some("k-carol")),
+    ] {
+        engine
+            .enqueue(enqueue(user, "5+3", rating, key))
+            .await
+            .unwrap();
     }
     clock.advance(Duration::from_millis(200));
     engine.tick().await.unwrap();
     engine.snapshot_now().await.unwrap();
-    engine.enqueue(enqueue("dave", "3+0", 1700, None)).await.unwrap();
+    engine
+        .enqueue(enqueue("dave", "3+0", 1700, None))
+        .await
+        .unwrap();
     engine
         .create_challenge(ChallengeRequest {
             tenant: "acme".into(),
@@ -206,7 +216,10 @@ async fn a_data_directory_written_by_version_1_still_loads() {
     }
     let (engine, _) = start(dir.path(), 2_000_000, FsyncMode::Always).await;
     let recovery = engine.recovery().unwrap();
-    assert!(recovery.snapshot.is_some() && recovery.replayed > 0, "{recovery:?}");
+    assert!(
+        recovery.snapshot.is_some() && recovery.replayed > 0,
+        "{recovery:?}"
+    );
     let alice = engine.active("acme", "alice").recent_match.unwrap();
     let bob = engine.active("acme", "bob").recent_match.unwrap();
     assert_eq!(alice, bob);

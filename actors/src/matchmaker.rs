@@ -813,7 +813,10 @@ impl Matchmaker {
 
     /// Forgets what settled more than the retention period ago; returns how many records.
     pub fn prune(&self) -> usize {
-        let cutoff = self.now_ms().saturating_sub(self.retention_ms);
+        // Nothing can have settled a whole retention period ago yet.
+        let Some(cutoff) = self.now_ms().checked_sub(self.retention_ms) else {
+            return 0;
+        };
         let index = &self.shared.index;
         let settled = index.take_settled(cutoff);
         for item in &settled {
