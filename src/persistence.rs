@@ -170,3 +170,24 @@ impl Persistence {
         Ok(self.journal.close()?)
     }
 }
+
+/// A snapshot file's header and counts, as `matchwell snapshot inspect` prints them. Validates
+/// the whole file (both checksums) without decoding the body.
+pub fn describe_snapshot(path: &std::path::Path) -> Result<String, PersistenceError> {
+    use std::fmt::Write as _;
+
+    let header = matchwell_snapshots::inspect_snapshot(path)?;
+    let mut text = format!(
+        "file: {}\nformat version: {}\ncreated_at_ms: {}\nreplay journal from segment: {}\nbody: {} bytes, crc32c {:08x}\n",
+        path.display(),
+        matchwell_snapshots::snapshot::SNAPSHOT_VERSION,
+        header.created_at_ms,
+        header.replay_from,
+        header.body_len,
+        header.body_crc32c,
+    );
+    for (what, count) in &header.summary {
+        let _ = writeln!(text, "{what}: {count}");
+    }
+    Ok(text)
+}

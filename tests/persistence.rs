@@ -237,3 +237,18 @@ async fn a_data_directory_written_by_version_1_still_loads() {
     assert_eq!(incoming[0].challenger_id, "erin");
     engine.shutdown().await;
 }
+
+#[test]
+fn a_snapshot_is_described_with_its_counts() {
+    let snapshot = data_v1().join("snapshot-00000000000000000002.mws");
+    let text = matchwell::persistence::describe_snapshot(&snapshot).unwrap();
+    assert!(text.contains("format version: 1"), "{text}");
+    assert!(text.contains("searching: 1"), "{text}");
+    assert!(
+        text.contains("pending_games: 1") || text.contains("matches: 1"),
+        "{text}"
+    );
+    let damaged = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(damaged.path(), b"not a snapshot").unwrap();
+    assert!(matchwell::persistence::describe_snapshot(damaged.path()).is_err());
+}
