@@ -17,6 +17,7 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use matchwell_actors::ShardTimers;
@@ -177,6 +178,7 @@ impl EngineBuilder {
             matchmaker,
             background,
             registry: self.registry,
+            running: AtomicBool::new(true),
         })
     }
 }
@@ -231,6 +233,9 @@ pub struct Engine {
     matchmaker: Arc<Matchmaker>,
     background: Vec<JoinHandle<()>>,
     registry: Registry,
+    /// Cleared by [`Engine::shutdown`]; a flag rather than a consumed value because a server
+    /// shares the engine between its workers and still has to stop it once they are gone.
+    running: AtomicBool,
 }
 
 impl Engine {
@@ -249,8 +254,18 @@ impl Engine {
         Arc::clone(&self.matchmaker)
     }
 
-    /// Stops the background tasks and the actors.
-    pub async fn shutdown(self) {
+    /// Whether the engine can take traffic: the one readiness check of every front end, so
+    /// that whatever start-up work is added later (recovery) is reflected everywhere.
+    pub fn is_ready(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Stops the background tasks and the actors. Callable through a shared reference (a
+    /// server holds the engine in an `Arc`); later calls do nothing.
+    pub async fn shutdown(&self) {
+        if !self.running.swap(false, Ordering::AcqRel) {
+            return;
+        }
         for task in &self.background {
             task.abort();
         }
@@ -271,5 +286,21 @@ impl Drop for Engine {
         for task in &self.background {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ready_while_running_and_shutdown_is_idempotent() {
+        let (builder, _clock) = Engine::builder().manual(0);
+        let engine = builder.start().await.unwrap();
+        assert!(engine.is_ready());
+        engine.shutdown().await;
+        assert!(!engine.is_ready());
+        engine.shutdown().await;
+        assert!(!engine.is_ready());
     }
 }
