@@ -17,6 +17,7 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use matchwell_actors::ShardTimers;
@@ -228,6 +229,7 @@ impl EngineBuilder {
             registry: self.registry,
             persistence,
             recovery,
+            running: AtomicBool::new(true),
         })
     }
 }
@@ -328,6 +330,9 @@ pub struct Engine {
     registry: Registry,
     persistence: Option<Arc<Persistence>>,
     recovery: Option<RecoveryReport>,
+    /// Cleared by [`Engine::shutdown`]; a flag rather than a consumed value because a server
+    /// shares the engine between its workers and still has to stop it once they are gone.
+    running: AtomicBool,
 }
 
 impl Engine {
@@ -346,10 +351,12 @@ impl Engine {
         Arc::clone(&self.matchmaker)
     }
 
-    /// Whether the engine takes changes: its actors run and, when it persists, its journal
-    /// works (an fsync failure turns this off for good; it is never silently retried).
+    /// Whether the engine takes changes: it runs, its actors run and, when it persists, its
+    /// journal works (an fsync failure turns this off for good; it is never silently retried).
+    /// The one readiness check of every front end.
     pub fn is_ready(&self) -> bool {
-        self.matchmaker.is_writable()
+        self.running.load(Ordering::Acquire)
+            && self.matchmaker.is_writable()
             && self
                 .persistence
                 .as_ref()
@@ -374,8 +381,12 @@ impl Engine {
     }
 
     /// Stops the background tasks and the actors; when the engine persists, writes a final
-    /// snapshot and closes the journal.
-    pub async fn shutdown(self) {
+    /// snapshot and closes the journal. Callable through a shared reference (a server holds the
+    /// engine in an `Arc`); later calls do nothing.
+    pub async fn shutdown(&self) {
+        if !self.running.swap(false, Ordering::AcqRel) {
+            return;
+        }
         for task in &self.background {
             task.abort();
         }
@@ -409,5 +420,21 @@ impl Drop for Engine {
         for task in &self.background {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ready_while_running_and_shutdown_is_idempotent() {
+        let (builder, _clock) = Engine::builder().manual(0);
+        let engine = builder.start().await.unwrap();
+        assert!(engine.is_ready());
+        engine.shutdown().await;
+        assert!(!engine.is_ready());
+        engine.shutdown().await;
+        assert!(!engine.is_ready());
     }
 }

@@ -14,10 +14,22 @@
 //! - [`persistence`]: the data directory: recovery, journal, snapshots.
 //! - [`tasks`]: background task settings and the master switch.
 //! - [`replay`]: trace replay on a simulated clock (the `replay` example).
+//! - [`http`]: the HTTP API on actix-web (SPEC §4): routes, JWT auth, rate limits, request ids,
+//!   metrics, server-sent events, the generated OpenAPI document.
+//! - [`live_game`]: the live-game service client, a [`GameCreator`] over HTTP (SPEC §5).
+//! - [`jwt`]: the token secret (configured, or a development secret in the data directory),
+//!   claims and minting.
+//! - [`cli`] and [`config`]: the `matchwell` command line (`serve`, `token`, `pools
+//!   validate`) and the validated server configuration.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod cli;
+pub mod config;
 pub mod engine;
+pub mod http;
+pub mod jwt;
+pub mod live_game;
 pub mod persistence;
 pub mod replay;
 pub mod tasks;

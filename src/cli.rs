@@ -1,0 +1,385 @@
+//! The `matchwell` command line: `serve`, `token`, `pools validate`. Every flag also reads a
+//! `MATCHWELL_*` environment variable.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{ConfigError, ServeConfig};
+use crate::http::{self, HttpError};
+use crate::jwt::{self, Claims, JwtSecret, SecretError, SecretOrigin};
+use crate::live_game::{HttpGameCreator, LiveGameError};
+use crate::persistence::{PersistenceConfig, PersistenceError, describe_snapshot};
+use crate::{Engine, EngineError, PoolCatalog};
+use matchwell_actors::pools::PoolsFileError;
+use matchwell_snapshots::FsyncMode;
+use matchwell_snapshots::journal::ParseFsyncModeError;
+
+/// The matchwell matchmaking server and its tools.
+#[derive(Debug, Parser)]
+#[command(name = "matchwell", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, env = "MATCHWELL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter, in `tracing` directive syntax (e.g. `info,matchwell=debug`).
+    #[arg(long, env = "MATCHWELL_LOG", default_value = "info", global = true)]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the HTTP server.
+    Serve(ServeArgs),
+    /// Mints a JWT that a server with the same secret accepts.
+    Token(TokenArgs),
+    /// Pools files.
+    #[command(subcommand)]
+    Pools(PoolsCommand),
+    /// Snapshot files.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+/// `matchwell snapshot …`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Validates a snapshot file and prints its header and counts.
+    Inspect {
+        /// The snapshot file (`snapshot-….mws` in the data directory).
+        path: PathBuf,
+    },
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// An on/off setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    #[value(alias = "true", alias = "1")]
+    On,
+    /// Disabled.
+    #[value(alias = "false", alias = "0")]
+    Off,
+}
+
+/// Where the JWT secret comes from (shared by `serve` and `token`).
+#[derive(Debug, Args)]
+pub struct SecretArgs {
+    /// Data directory; holds the development JWT secret when no secret is configured.
+    #[arg(long, env = "MATCHWELL_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// HS256 secret (at least 32 bytes). When set, it is the only secret used.
+    #[arg(long, env = "MATCHWELL_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+}
+
+/// `matchwell serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// When the journal syncs: `always` (nothing acknowledged is ever lost), `batch` (sync
+    /// every 5 ms) or `none`; see the README for what each can lose.
+    #[arg(long, env = "MATCHWELL_FSYNC", default_value = "always", value_parser = parse_fsync)]
+    pub fsync: FsyncMode,
+    /// Address to listen on; port 0 picks a free port (the log says which).
+    #[arg(long, env = "MATCHWELL_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// JWT secret and data directory.
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// Pools file (TOML); the built-in chess pools when absent.
+    #[arg(long, env = "MATCHWELL_POOLS")]
+    pub pools: Option<PathBuf>,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "MATCHWELL_WORKERS")]
+    pub workers: Option<usize>,
+    /// Writes per second allowed to each user (0 turns the limit off).
+    #[arg(long, env = "MATCHWELL_RATE_LIMIT_PER_S", default_value_t = 20)]
+    pub rate_limit_per_s: u32,
+    /// Writes a user may make at once above the sustained rate.
+    #[arg(long, env = "MATCHWELL_RATE_LIMIT_BURST", default_value_t = 40)]
+    pub rate_limit_burst: u32,
+    /// Largest JSON body accepted, in bytes.
+    #[arg(long, env = "MATCHWELL_BODY_LIMIT_BYTES", default_value_t = 16 * 1024)]
+    pub body_limit_bytes: usize,
+    /// Base URL of the live-game service; without it the engine makes game ids itself.
+    #[arg(long, env = "MATCHWELL_LIVE_GAME_API_URL")]
+    pub live_game_api_url: Option<String>,
+    /// Bearer token sent to the live-game service.
+    #[arg(long, env = "MATCHWELL_LIVE_GAME_API_TOKEN", hide_env_values = true)]
+    pub live_game_api_token: Option<String>,
+    /// Timeout of one call to the live-game service, in milliseconds.
+    #[arg(long, env = "MATCHWELL_LIVE_GAME_TIMEOUT_MS", default_value_t = 5_000)]
+    pub live_game_timeout_ms: u64,
+    /// How long a graceful stop waits for open requests, in seconds.
+    #[arg(long, env = "MATCHWELL_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
+    pub shutdown_timeout_s: u64,
+    /// Background tasks.
+    #[command(flatten)]
+    pub tasks: TaskArgs,
+}
+
+/// Background task switches and intervals. The master switch sets every task; a task's own
+/// switch overrides it (`--tasks off --task-challenges on` runs only the challenge expirer).
+#[derive(Debug, Args)]
+pub struct TaskArgs {
+    /// Master switch of every background task.
+    #[arg(long = "tasks", env = "MATCHWELL_TASKS", value_enum, default_value_t = Switch::On)]
+    pub all: Switch,
+    /// Matching waves.
+    #[arg(long, env = "MATCHWELL_TASK_MATCHING", value_enum)]
+    pub task_matching: Option<Switch>,
+    /// Interval of the matching check, in ms (each pool has its own wave interval).
+    #[arg(long, env = "MATCHWELL_TASK_MATCHING_MS")]
+    pub task_matching_ms: Option<u64>,
+    /// Expiry of entries that waited too long.
+    #[arg(long, env = "MATCHWELL_TASK_EXPIRY", value_enum)]
+    pub task_expiry: Option<Switch>,
+    /// Interval of the expiry sweep, in ms.
+    #[arg(long, env = "MATCHWELL_TASK_EXPIRY_MS")]
+    pub task_expiry_ms: Option<u64>,
+    /// Game-creation job dispatch and retries.
+    #[arg(long, env = "MATCHWELL_TASK_GAMES", value_enum)]
+    pub task_games: Option<Switch>,
+    /// Interval of the game-job dispatcher, in ms.
+    #[arg(long, env = "MATCHWELL_TASK_GAMES_MS")]
+    pub task_games_ms: Option<u64>,
+    /// Expiry of pending challenges.
+    #[arg(long, env = "MATCHWELL_TASK_CHALLENGES", value_enum)]
+    pub task_challenges: Option<Switch>,
+    /// Interval of the challenge expirer, in ms.
+    #[arg(long, env = "MATCHWELL_TASK_CHALLENGES_MS")]
+    pub task_challenges_ms: Option<u64>,
+    /// Forgetting settled records after the retention period.
+    #[arg(long, env = "MATCHWELL_TASK_RETENTION", value_enum)]
+    pub task_retention: Option<Switch>,
+    /// Interval of the retention sweep, in ms.
+    #[arg(long, env = "MATCHWELL_TASK_RETENTION_MS")]
+    pub task_retention_ms: Option<u64>,
+    /// Snapshots.
+    #[arg(long, env = "MATCHWELL_TASK_SNAPSHOTS", value_enum)]
+    pub task_snapshots: Option<Switch>,
+    /// Interval between snapshots, in ms.
+    #[arg(long, env = "MATCHWELL_TASK_SNAPSHOTS_MS")]
+    pub task_snapshots_ms: Option<u64>,
+}
+
+impl TaskArgs {
+    /// Each task's name with its own switch and interval, if given.
+    pub fn overrides(&self) -> [(&'static str, Option<Switch>, Option<u64>); 6] {
+        [
+            ("matching", self.task_matching, self.task_matching_ms),
+            ("expiry", self.task_expiry, self.task_expiry_ms),
+            ("games", self.task_games, self.task_games_ms),
+            ("challenges", self.task_challenges, self.task_challenges_ms),
+            ("retention", self.task_retention, self.task_retention_ms),
+            ("snapshots", self.task_snapshots, self.task_snapshots_ms),
+        ]
+    }
+}
+
+/// `matchwell token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The user (`sub`).
+    #[arg(long, env = "MATCHWELL_TOKEN_USER")]
+    pub user: String,
+    /// `service` or `admin`.
+    #[arg(long, env = "MATCHWELL_TOKEN_ROLE")]
+    pub role: Option<String>,
+    /// The tenant (default "default").
+    #[arg(long, env = "MATCHWELL_TOKEN_TENANT")]
+    pub tenant: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, env = "MATCHWELL_TOKEN_TTL_S", default_value_t = 3_600)]
+    pub ttl_s: u64,
+    /// A rating for a time control, `TC=RATING` (e.g. `5+3=1800`); repeatable.
+    #[arg(long = "rating", env = "MATCHWELL_TOKEN_RATINGS", value_delimiter = ',', value_parser = parse_rating)]
+    pub ratings: Vec<(String, i64)>,
+    /// JWT secret and data directory.
+    #[command(flatten)]
+    pub secret: SecretArgs,
+}
+
+fn parse_rating(text: &str) -> Result<(String, i64), String> {
+    let (time_control, rating) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not TC=RATING"))?;
+    let rating = rating
+        .parse()
+        .map_err(|_| format!("`{rating}` is not a number"))?;
+    Ok((time_control.to_owned(), rating))
+}
+
+fn parse_fsync(value: &str) -> Result<FsyncMode, String> {
+    value
+        .parse()
+        .map_err(|error: ParseFsyncModeError| error.to_string())
+}
+
+/// `matchwell pools …`.
+#[derive(Debug, Subcommand)]
+pub enum PoolsCommand {
+    /// Checks a pools file and lists its pools.
+    Validate {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad flags or variables.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No usable JWT secret.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The engine did not start.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The HTTP server did not start.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The live-game client could not be built.
+    #[error(transparent)]
+    LiveGame(#[from] LiveGameError),
+    /// The pools file is invalid.
+    #[error(transparent)]
+    Pools(#[from] PoolsFileError),
+    /// A token could not be signed.
+    #[error("could not sign the token: {0}")]
+    Token(#[from] jsonwebtoken::errors::Error),
+    /// The snapshot file is unreadable or damaged.
+    #[error(transparent)]
+    Persistence(#[from] PersistenceError),
+    /// The server failed while running.
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the command.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = ServeConfig::from_args(&args)?;
+            actix_web::rt::System::new().block_on(serve(config))
+        }
+        Command::Token(args) => {
+            println!("{}", token(&args)?);
+            Ok(())
+        }
+        Command::Snapshot(SnapshotCommand::Inspect { path }) => {
+            print!("{}", describe_snapshot(&path)?);
+            Ok(())
+        }
+        Command::Pools(PoolsCommand::Validate { file }) => {
+            let catalog = PoolCatalog::load(&file)?;
+            println!("{}: {} pools", file.display(), catalog.len());
+            for pool in catalog.iter() {
+                println!("  {}", pool.spec);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn load_secret(args: &SecretArgs) -> Result<JwtSecret, SecretError> {
+    let secret = JwtSecret::resolve(args.jwt_secret.as_deref(), &args.data_dir)?;
+    match &secret.origin {
+        SecretOrigin::Configured => tracing::info!("JWT secret from MATCHWELL_JWT_SECRET"),
+        SecretOrigin::DevFile(path) => tracing::warn!(
+            path = %path.display(),
+            "using the development JWT secret; set MATCHWELL_JWT_SECRET in production"
+        ),
+        SecretOrigin::GeneratedDevFile(path) => tracing::warn!(
+            path = %path.display(),
+            "generated a development JWT secret (mode 0600); set MATCHWELL_JWT_SECRET in production"
+        ),
+    }
+    Ok(secret)
+}
+
+/// Mints the token `args` describe.
+fn token(args: &TokenArgs) -> Result<String, CliError> {
+    let secret = load_secret(&args.secret)?;
+    let mut claims = Claims::new(&args.user, Duration::from_secs(args.ttl_s));
+    claims.role = args.role.clone();
+    claims.tenant = args.tenant.clone();
+    if !args.ratings.is_empty() {
+        claims.ratings = Some(args.ratings.iter().cloned().collect::<BTreeMap<_, _>>());
+    }
+    Ok(jwt::mint(&secret, &claims)?)
+}
+
+/// Starts the engine and the server, and stops the engine once the server has stopped
+/// (SIGINT or SIGTERM stop the server gracefully).
+async fn serve(config: ServeConfig) -> Result<(), CliError> {
+    let secret = load_secret(&SecretArgs {
+        data_dir: config.data_dir.clone(),
+        jwt_secret: config.jwt_secret.clone(),
+    })?;
+    match &config.pools_file {
+        Some(path) => {
+            tracing::info!(path = %path.display(), pools = config.catalog.len(), "pools file")
+        }
+        None => tracing::info!(pools = config.catalog.len(), "built-in pools"),
+    }
+    let mut persistence = PersistenceConfig::new(&config.data_dir);
+    persistence.fsync = config.fsync;
+    let mut builder = Engine::builder()
+        .pools(config.catalog)
+        .tasks(config.tasks)
+        .persistence(persistence);
+    match &config.live_game {
+        Some(live_game) => {
+            tracing::info!(url = %live_game.url, timeout_ms = live_game.timeout.as_millis(), "live-game service");
+            builder = builder.game_creator(Arc::new(HttpGameCreator::new(live_game)?));
+        }
+        None => tracing::info!("no live-game service configured; game ids are made locally"),
+    }
+    let engine = Arc::new(builder.start().await?);
+    let server = http::start(Arc::clone(&engine), &secret, &config.http)?;
+    for addr in &server.addrs {
+        tracing::info!(
+            workers = config.http.workers,
+            "matchwell listening on http://{addr}"
+        );
+    }
+    let outcome = server.wait().await;
+    tracing::info!("server stopped; stopping the engine");
+    engine.shutdown().await;
+    Ok(outcome?)
+}
+
+/// Sets up logging to stderr.
+pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|error| format!("invalid --log / MATCHWELL_LOG `{filter}`: {error}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    result.map_err(|error| error.to_string())
+}

@@ -1,0 +1,182 @@
+//! The validated configuration of `matchwell serve`, built from its flags and environment.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::Url;
+
+use crate::PoolCatalog;
+use crate::cli::{ServeArgs, Switch, TaskArgs};
+use crate::http::{HttpSettings, RateLimit};
+use crate::live_game::LiveGameSettings;
+use crate::tasks::{BackgroundTasks, TaskSettingsError};
+use matchwell_actors::pools::PoolsFileError;
+use matchwell_snapshots::FsyncMode;
+
+/// Most worker threads accepted.
+const MAX_WORKERS: usize = 256;
+/// Largest body limit accepted.
+const MAX_BODY_LIMIT_BYTES: usize = 16 * 1024 * 1024;
+/// Longest live-game timeout accepted.
+const MAX_LIVE_GAME_TIMEOUT_MS: u64 = 120_000;
+
+/// A flag or variable with a value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A number out of range.
+    #[error("{name} must be from {min} to {max}, not {value}")]
+    OutOfRange {
+        /// The flag and variable.
+        name: &'static str,
+        /// Its value.
+        value: u64,
+        /// Smallest accepted.
+        min: u64,
+        /// Largest accepted.
+        max: u64,
+    },
+    /// A background task interval out of range.
+    #[error(transparent)]
+    Tasks(#[from] TaskSettingsError),
+    /// The pools file is unreadable or invalid.
+    #[error(transparent)]
+    Pools(#[from] PoolsFileError),
+    /// The live-game URL does not parse.
+    #[error("--live-game-api-url / MATCHWELL_LIVE_GAME_API_URL `{url}` is not a URL: {reason}")]
+    LiveGameUrl {
+        /// The value.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Everything `serve` needs, checked.
+#[derive(Debug)]
+pub struct ServeConfig {
+    /// The HTTP server.
+    pub http: HttpSettings,
+    /// Where the development JWT secret (and later, snapshots) live.
+    pub data_dir: PathBuf,
+    /// `MATCHWELL_JWT_SECRET`, which when set is the only secret used.
+    pub jwt_secret: Option<String>,
+    /// When the journal syncs.
+    pub fsync: FsyncMode,
+    /// The pools file, if one was given.
+    pub pools_file: Option<PathBuf>,
+    /// The pools served.
+    pub catalog: PoolCatalog,
+    /// The background tasks.
+    pub tasks: BackgroundTasks,
+    /// The live-game service; `None` lets the engine make game ids itself.
+    pub live_game: Option<LiveGameSettings>,
+}
+
+fn in_range(name: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::OutOfRange {
+            name,
+            value,
+            min,
+            max,
+        })
+    }
+}
+
+impl ServeConfig {
+    /// Checks `args`, loading the pools file if any.
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let workers = match args.workers {
+            Some(workers) => {
+                in_range(
+                    "--workers / MATCHWELL_WORKERS",
+                    workers as u64,
+                    1,
+                    MAX_WORKERS as u64,
+                )?;
+                workers
+            }
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        };
+        let body_limit_bytes = in_range(
+            "--body-limit-bytes / MATCHWELL_BODY_LIMIT_BYTES",
+            args.body_limit_bytes as u64,
+            1,
+            MAX_BODY_LIMIT_BYTES as u64,
+        )? as usize;
+        let rate_limit = match NonZeroU32::new(args.rate_limit_per_s) {
+            None => None,
+            Some(per_s) => Some(RateLimit {
+                per_s,
+                burst: NonZeroU32::new(args.rate_limit_burst).ok_or(ConfigError::OutOfRange {
+                    name: "--rate-limit-burst / MATCHWELL_RATE_LIMIT_BURST",
+                    value: 0,
+                    min: 1,
+                    max: u64::from(u32::MAX),
+                })?,
+            }),
+        };
+        let catalog = match &args.pools {
+            Some(path) => PoolCatalog::load(path)?,
+            None => PoolCatalog::builtin(),
+        };
+        let live_game = match &args.live_game_api_url {
+            None => None,
+            Some(url) => {
+                let timeout_ms = in_range(
+                    "--live-game-timeout-ms / MATCHWELL_LIVE_GAME_TIMEOUT_MS",
+                    args.live_game_timeout_ms,
+                    1,
+                    MAX_LIVE_GAME_TIMEOUT_MS,
+                )?;
+                Some(LiveGameSettings {
+                    url: Url::parse(url).map_err(|error| ConfigError::LiveGameUrl {
+                        url: url.clone(),
+                        reason: error.to_string(),
+                    })?,
+                    token: args.live_game_api_token.clone(),
+                    timeout: Duration::from_millis(timeout_ms),
+                })
+            }
+        };
+        Ok(Self {
+            http: HttpSettings {
+                listen: args.listen.clone(),
+                workers,
+                body_limit_bytes,
+                rate_limit,
+                shutdown_timeout: Duration::from_secs(args.shutdown_timeout_s),
+            },
+            data_dir: args.secret.data_dir.clone(),
+            jwt_secret: args.secret.jwt_secret.clone(),
+            fsync: args.fsync,
+            pools_file: args.pools.clone(),
+            catalog,
+            tasks: background_tasks(&args.tasks)?,
+            live_game,
+        })
+    }
+}
+
+/// The master switch sets every task; a task's own switch and interval override it.
+fn background_tasks(args: &TaskArgs) -> Result<BackgroundTasks, ConfigError> {
+    let mut tasks = match args.all {
+        Switch::On => BackgroundTasks::default(),
+        Switch::Off => BackgroundTasks::all_off(),
+    };
+    for (name, switch, interval_ms) in args.overrides() {
+        if let Some(settings) = tasks.get_mut(name) {
+            if let Some(switch) = switch {
+                settings.enabled = switch == Switch::On;
+            }
+            if let Some(interval_ms) = interval_ms {
+                settings.interval = Duration::from_millis(interval_ms);
+            }
+        }
+    }
+    tasks.validate()?;
+    Ok(tasks)
+}

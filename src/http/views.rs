@@ -1,0 +1,416 @@
+//! Request and response bodies of the HTTP API, with their OpenAPI schemas.
+//!
+//! The engine's values use milliseconds and internal shapes; these are the shapes pinned by the
+//! API (SPEC §4): RFC 3339 times, `wait_s`, flat pool fields, and the tenant of the caller.
+
+use std::collections::BTreeMap;
+
+use compact_str::CompactString;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::{
+    Challenge, ChallengeStatus, Color, ColorChoice, Entry, EntryStatus, GameStatus, Match,
+    MatchPlayer, PoolSpec, QueueSummary,
+};
+
+/// Body of `POST /v1/matchmaking/queue`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EnqueueBody {
+    /// `"M+S"`: base minutes + increment seconds, e.g. `"5+3"`.
+    #[schema(example = "5+3")]
+    pub(crate) time_control: String,
+    /// Short variant name.
+    #[schema(example = "standard")]
+    pub(crate) variant: String,
+    /// Whether the game is rated.
+    pub(crate) rated: bool,
+    /// Optional short region name.
+    #[serde(default)]
+    pub(crate) region: Option<String>,
+    /// Rating 0–4000. The token's `ratings` claim wins when it has this time control; 1500
+    /// when neither gives one.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 4000)]
+    pub(crate) rating: Option<i64>,
+    /// The player to queue; only tokens with role `service` may name another user.
+    #[serde(default)]
+    pub(crate) user_id: Option<String>,
+}
+
+/// Body of `POST /v1/matchmaking/challenges`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChallengeBody {
+    /// Who is challenged.
+    pub(crate) opponent_id: String,
+    /// `"M+S"`, e.g. `"5+3"`.
+    #[schema(example = "5+3")]
+    pub(crate) time_control: String,
+    /// Short variant name.
+    #[schema(example = "standard")]
+    pub(crate) variant: String,
+    /// Whether the game is rated.
+    pub(crate) rated: bool,
+    /// Color the challenger asks for: `white`, `black` or `random` (default).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "random")]
+    pub(crate) color: Option<ColorChoice>,
+    /// Lifetime in seconds (default 120).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub(crate) expires_in_s: Option<u64>,
+    /// The challenger; only tokens with role `service` may name another user.
+    #[serde(default)]
+    pub(crate) user_id: Option<String>,
+}
+
+/// Query of the read and delete routes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ActAs {
+    /// The user to act for; only tokens with role `service` may name another user than
+    /// their own `sub`.
+    pub(crate) user_id: Option<String>,
+}
+
+/// Query of `/internal/*`: none is accepted, so a misspelt parameter is an error.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoQuery {}
+
+/// One player of a match.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct PlayerView {
+    #[schema(value_type = String)]
+    user_id: CompactString,
+    rating: u16,
+    /// The queue entry that was paired.
+    entry_id: String,
+    #[schema(value_type = String, example = "white")]
+    color: Color,
+}
+
+impl From<&MatchPlayer> for PlayerView {
+    fn from(player: &MatchPlayer) -> Self {
+        Self {
+            user_id: player.user_id.clone(),
+            rating: player.rating,
+            entry_id: player.entry_id.to_string(),
+            color: player.color,
+        }
+    }
+}
+
+/// A match formed by the queue.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct MatchView {
+    match_id: String,
+    time_control: String,
+    #[schema(value_type = String)]
+    variant: CompactString,
+    rated: bool,
+    #[schema(value_type = Option<String>)]
+    region: Option<CompactString>,
+    /// Both players, white first.
+    players: Vec<PlayerView>,
+    /// The other player, seen from the user the match is shown to.
+    opponent: Option<PlayerView>,
+    /// RFC 3339.
+    created_at: String,
+    /// `pending`, `created` or `failed`.
+    #[schema(value_type = String, example = "created")]
+    game_status: GameStatus,
+    #[schema(value_type = Option<String>)]
+    game_id: Option<CompactString>,
+}
+
+impl MatchView {
+    /// `found` as shown to `viewer`.
+    pub(crate) fn new(found: &Match, viewer: &str) -> Self {
+        Self {
+            match_id: found.match_id.to_string(),
+            time_control: found.pool.time_control.to_string(),
+            variant: found.pool.variant.clone(),
+            rated: found.pool.rated,
+            region: found.pool.region.clone(),
+            players: found.players.iter().map(PlayerView::from).collect(),
+            opponent: found
+                .players
+                .iter()
+                .find(|player| player.user_id != viewer)
+                .map(PlayerView::from),
+            created_at: rfc3339(found.created_at_ms),
+            game_status: found.game_status,
+            game_id: found.game_id.clone(),
+        }
+    }
+}
+
+/// A queue entry.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct EntryView {
+    id: String,
+    #[schema(value_type = String)]
+    tenant: CompactString,
+    #[schema(value_type = String)]
+    user_id: CompactString,
+    time_control: String,
+    #[schema(value_type = String)]
+    variant: CompactString,
+    rated: bool,
+    #[schema(value_type = Option<String>)]
+    region: Option<CompactString>,
+    rating: u16,
+    /// RFC 3339.
+    joined_at: String,
+    /// RFC 3339; when the entry expires if still searching.
+    expires_at: String,
+    /// `searching`, `matched`, `cancelled` or `expired`.
+    #[schema(value_type = String, example = "searching")]
+    pub(crate) status: EntryStatus,
+    /// Acceptable rating gap now (or when the entry stopped searching).
+    window: u16,
+    /// Seconds spent searching (until the entry stopped searching).
+    wait_s: f64,
+    /// The match, once matched.
+    #[serde(rename = "match")]
+    found: Option<MatchView>,
+}
+
+impl EntryView {
+    /// `entry` of `tenant`.
+    pub(crate) fn new(entry: &Entry, tenant: &str) -> Self {
+        Self {
+            id: entry.id.to_string(),
+            tenant: tenant.into(),
+            user_id: entry.user_id.clone(),
+            time_control: entry.pool.time_control.to_string(),
+            variant: entry.pool.variant.clone(),
+            rated: entry.pool.rated,
+            region: entry.pool.region.clone(),
+            rating: entry.rating,
+            joined_at: rfc3339(entry.joined_at_ms),
+            expires_at: rfc3339(entry.expires_at_ms),
+            status: entry.status,
+            window: entry.window,
+            wait_s: entry.wait_ms as f64 / 1_000.0,
+            found: entry
+                .found
+                .as_ref()
+                .map(|found| MatchView::new(found, &entry.user_id)),
+        }
+    }
+
+    /// Whether nothing more will happen to the entry: cancelled, expired, or matched with the
+    /// game created. A matched entry whose game is still pending may go back to searching if
+    /// creation fails for good.
+    pub(crate) fn is_final(&self) -> bool {
+        match self.status {
+            EntryStatus::Searching => false,
+            EntryStatus::Cancelled | EntryStatus::Expired => true,
+            EntryStatus::Matched => self
+                .found
+                .as_ref()
+                .is_some_and(|found| found.game_status == GameStatus::Created),
+        }
+    }
+}
+
+/// A direct challenge.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ChallengeView {
+    id: String,
+    #[schema(value_type = String)]
+    tenant: CompactString,
+    #[schema(value_type = String)]
+    challenger_id: CompactString,
+    #[schema(value_type = String)]
+    opponent_id: CompactString,
+    time_control: String,
+    #[schema(value_type = String)]
+    variant: CompactString,
+    rated: bool,
+    /// Color the challenger asked for: `white`, `black` or `random`.
+    #[schema(value_type = String, example = "random")]
+    color: ColorChoice,
+    /// `pending`, `accepted`, `declined`, `cancelled` or `expired`.
+    #[schema(value_type = String, example = "pending")]
+    status: ChallengeStatus,
+    /// RFC 3339.
+    created_at: String,
+    /// RFC 3339; when the challenge expires if still pending.
+    expires_at: String,
+    /// The live game, once accepted.
+    #[schema(value_type = Option<String>)]
+    game_id: Option<CompactString>,
+    /// The challenger's color in the game, once accepted.
+    #[schema(value_type = Option<String>)]
+    challenger_color: Option<Color>,
+}
+
+impl ChallengeView {
+    /// `challenge` of `tenant`.
+    pub(crate) fn new(challenge: &Challenge, tenant: &str) -> Self {
+        Self {
+            id: challenge.id.to_string(),
+            tenant: tenant.into(),
+            challenger_id: challenge.challenger_id.clone(),
+            opponent_id: challenge.opponent_id.clone(),
+            time_control: challenge.time_control.to_string(),
+            variant: challenge.variant.clone(),
+            rated: challenge.rated,
+            color: challenge.color,
+            status: challenge.status,
+            created_at: rfc3339(challenge.created_at_ms),
+            expires_at: rfc3339(challenge.expires_at_ms),
+            game_id: challenge.game_id.clone(),
+            challenger_color: challenge.challenger_color,
+        }
+    }
+
+    /// `challenges` of `tenant`.
+    pub(crate) fn list(challenges: &[Challenge], tenant: &str) -> Vec<Self> {
+        challenges
+            .iter()
+            .map(|challenge| Self::new(challenge, tenant))
+            .collect()
+    }
+}
+
+/// Everything the caller has going on.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ActiveView {
+    /// The searching entry, or null.
+    pub(crate) searching: Option<EntryView>,
+    /// The most recent match still remembered, or null.
+    pub(crate) recent_match: Option<MatchView>,
+    /// Pending challenges addressed to the caller.
+    pub(crate) incoming: Vec<ChallengeView>,
+    /// Pending challenges the caller sent.
+    pub(crate) outgoing: Vec<ChallengeView>,
+}
+
+/// Figures of one pool.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PoolSummaryView {
+    time_control: String,
+    #[schema(value_type = String)]
+    variant: CompactString,
+    rated: bool,
+    #[schema(value_type = Option<String>)]
+    region: Option<CompactString>,
+    /// Entries searching now.
+    searching: usize,
+    /// Longest current wait, seconds.
+    oldest_wait_s: f64,
+    /// Median current wait, seconds.
+    wait_p50_s: f64,
+    /// 95th percentile of current waits, seconds.
+    wait_p95_s: f64,
+    /// Matches formed in the last minute.
+    matches_last_minute: u64,
+    /// Mean rating gap of those matches; null without matches.
+    mean_rating_gap: Option<f64>,
+}
+
+/// `/internal/queues/summary`: the pools of the caller's tenant that have players or recent
+/// matches.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SummaryView {
+    #[schema(value_type = String)]
+    tenant: CompactString,
+    pools: Vec<PoolSummaryView>,
+}
+
+impl SummaryView {
+    /// `summaries` of `tenant`.
+    pub(crate) fn new(summaries: &[QueueSummary], tenant: &str) -> Self {
+        let seconds = |ms: u64| ms as f64 / 1_000.0;
+        Self {
+            tenant: tenant.into(),
+            pools: summaries
+                .iter()
+                .map(|summary| {
+                    let PoolSpec {
+                        time_control,
+                        variant,
+                        rated,
+                        region,
+                    } = &summary.pool;
+                    PoolSummaryView {
+                        time_control: time_control.to_string(),
+                        variant: variant.clone(),
+                        rated: *rated,
+                        region: region.clone(),
+                        searching: summary.searching,
+                        oldest_wait_s: seconds(summary.oldest_wait_ms),
+                        wait_p50_s: seconds(summary.wait_p50_ms),
+                        wait_p95_s: seconds(summary.wait_p95_ms),
+                        matches_last_minute: summary.matches_last_minute,
+                        mean_rating_gap: summary.mean_rating_gap,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Body of the health routes.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct HealthView {
+    /// `live` or `ready`.
+    pub(crate) status: &'static str,
+}
+
+/// Every error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    pub(crate) error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Stable machine-readable code: `INVALID_REQUEST`, `UNKNOWN_POOL`, `UNAUTHORIZED`,
+    /// `FORBIDDEN`, `NOT_FOUND`, `METHOD_NOT_ALLOWED`, `ALREADY_QUEUED`, `NOT_CANCELLABLE`,
+    /// `CHALLENGE_NOT_PENDING`, `CHALLENGE_EXISTS`, `PAYLOAD_TOO_LARGE`,
+    /// `UNSUPPORTED_MEDIA_TYPE`, `RATE_LIMITED`, `UNAVAILABLE`.
+    #[schema(example = "INVALID_REQUEST")]
+    pub(crate) code: &'static str,
+    /// For people.
+    pub(crate) message: String,
+    /// The request field at fault (`INVALID_REQUEST`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) field: Option<&'static str>,
+    /// The existing searching entry (`ALREADY_QUEUED`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) entry: Option<Box<EntryView>>,
+}
+
+/// Ratings from a token's `ratings` claim.
+pub(crate) type RatingsClaim = BTreeMap<String, i64>;
+
+/// `ms` since the Unix epoch as RFC 3339 (UTC).
+fn rfc3339(ms: u64) -> String {
+    i128::from(ms)
+        .checked_mul(1_000_000)
+        .and_then(|nanos| OffsetDateTime::from_unix_timestamp_nanos(nanos).ok())
+        .and_then(|at| at.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_in_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+}
