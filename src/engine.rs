@@ -211,10 +211,6 @@ impl EngineBuilder {
             None => None,
         };
         let matchmaker = Arc::new(Matchmaker::start(config).map_err(EngineError::Actors)?);
-        if let Some(persistence) = &persistence {
-            // Waiting times were shifted by the downtime in memory; put that on disk at once.
-            persistence.snapshot(&matchmaker)?;
-        }
         let mut background = spawn_background_tasks(&matchmaker, &self.tasks);
         if let Some(persistence) = &persistence {
             background.extend(spawn_persistence_tasks(

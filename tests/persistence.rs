@@ -112,8 +112,7 @@ async fn journaled_changes_survive_without_a_final_snapshot() {
     engine.tick().await.unwrap();
     let matched = engine.entry("acme", alice.id).unwrap();
     assert_eq!(matched.status, EntryStatus::Matched);
-    // Dropped without `shutdown`: nothing but the journal records what happened after the
-    // snapshot taken at start.
+    // Dropped without `shutdown`: nothing but the journal records what happened.
     drop(engine);
 
     let (engine, _) = start(dir.path(), 10_000, FsyncMode::Always).await;
@@ -151,6 +150,18 @@ async fn waiting_time_resumes_where_it_stopped() {
     assert_eq!(resumed.status, EntryStatus::Searching);
     assert_eq!(resumed.wait_ms, 30_000);
     assert_eq!(resumed.window, waited.window);
+    // A change and then a crash, before any snapshot: the change tells the next start that the
+    // engine was up until then, so the first shift must be in the journal too.
+    engine
+        .enqueue(enqueue("bob", "3+0", 1500, None))
+        .await
+        .unwrap();
+    drop(engine);
+
+    let (engine, _) = start(dir.path(), 700_000, FsyncMode::Always).await;
+    let resumed = engine.entry("acme", alice.id).unwrap();
+    assert_eq!(resumed.status, EntryStatus::Searching);
+    assert_eq!(resumed.wait_ms, 30_000);
     engine.shutdown().await;
 }
 

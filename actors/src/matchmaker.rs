@@ -34,7 +34,7 @@ use crate::model::{
     ActiveState, Challenge, Color, ColorChoice, Entry, EntryStatus, GameStatus, MatchEvent,
     QueueSummary,
 };
-use crate::persist::{Change, Restored, SnapshotBody};
+use crate::persist::{Change, Image, Restored, SnapshotBody};
 use crate::pools::{MAX_RATING, PoolCatalog, PoolSpec, TimeControl};
 use crate::router::{ActorSystem, ActorsStopped, RouteCancel, RouteSummary, RouteTick};
 use crate::shard::{Cancel, DueWork, Enqueue, Requeue, RunDue, ShardTimers, Summarize, TickCounts};
@@ -221,6 +221,12 @@ impl Matchmaker {
                 dropped_unknown_pool = report.dropped_unknown_pool,
                 "state recovered"
             );
+            if report.downtime_ms > 0 {
+                // Before the actors start, so it precedes every change made from now on.
+                shared.record(vec![Image::Resumed {
+                    downtime_ms: report.downtime_ms,
+                }]);
+            }
         }
         let actors = ActorSystem::start(
             Arc::clone(&shared),

@@ -47,6 +47,15 @@ pub enum Image {
     Challenge(ChallengeImage),
     /// An idempotency key of an enqueue.
     IdempotencyKey(IdempotencyImage),
+    /// The engine came back after being down for `downtime_ms`: every entry searching at this
+    /// point of the journal had its waiting time shifted by that much, so that time spent down
+    /// does not widen windows. Journaled rather than snapshotted at start, because a snapshot
+    /// of a large state would delay readiness; only ever in the journal, never in a snapshot.
+    /// Appended last so that older files decode unchanged.
+    Resumed {
+        /// How long the engine was down.
+        downtime_ms: UnixMillis,
+    },
 }
 
 /// A queue entry on disk.
@@ -124,6 +133,7 @@ impl SnapshotBody {
                 Image::Match(_) => "matches",
                 Image::Challenge(_) => "challenges",
                 Image::IdempotencyKey(_) => "idempotency_keys",
+                Image::Resumed { .. } => continue,
             };
             *counts.entry(kind.to_owned()).or_default() += 1;
         }
@@ -304,6 +314,13 @@ impl Restored {
                 self.idempotency
                     .insert((key.tenant.clone(), key.user.clone(), key.key.clone()), key);
             }
+            Image::Resumed { downtime_ms } => {
+                for entry in self.entries.values_mut() {
+                    if searches(entry.state, &self.matches) {
+                        entry.joined_at_ms = entry.joined_at_ms.saturating_add(downtime_ms);
+                    }
+                }
+            }
         }
     }
 
@@ -375,17 +392,11 @@ impl Restored {
                 continue;
             };
             let tenant = index.tenants.intern(&entry.tenant);
-            let mut state = entry.state;
-            // A failed game whose players were not all put back yet: finish putting them back.
-            if let EntryState::Matched(match_id) = state {
-                if index
-                    .matches
-                    .get(&match_id)
-                    .is_some_and(|found| found.game_status == GameStatus::Failed)
-                {
-                    state = EntryState::Searching;
-                }
-            }
+            let state = if searches(entry.state, &self.matches) {
+                EntryState::Searching
+            } else {
+                entry.state
+            };
             let mut record = EntryRecord {
                 user: entry.user,
                 joined_at_ms: entry.joined_at_ms,
@@ -468,5 +479,177 @@ impl Restored {
             index.settle(at_ms, what);
         }
         report
+    }
+}
+
+/// Whether an entry in `state` searches once recovered: it does, or its game failed and not all
+/// of the match's players were put back yet (recovery finishes putting them back).
+fn searches(state: EntryState, matches: &BTreeMap<MatchId, MatchImage>) -> bool {
+    match state {
+        EntryState::Searching => true,
+        EntryState::Matched(match_id) => matches
+            .get(&match_id)
+            .is_some_and(|found| found.game_status == GameStatus::Failed),
+        EntryState::Cancelled { .. } | EntryState::Expired { .. } => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use matchwell_snapshots::{
+        FaultyStorage, FsyncMode, Journal, JournalOptions, SnapshotOptions, SnapshotStore,
+        read_segments,
+    };
+
+    use super::*;
+    use crate::model::{ChallengeStatus, Color};
+
+    fn one_of_each_image() -> Vec<Image> {
+        let pool = PoolSpec::new(TimeControl::new(5, 3).unwrap(), "standard", true, None).unwrap();
+        let entry = |id: u64, state: EntryState| {
+            Image::Entry(EntryImage {
+                id: EntryId::new(id).unwrap(),
+                tenant: "acme".into(),
+                user: format!("user-{id}").into(),
+                pool: pool.clone(),
+                rating: 1500,
+                joined_at_ms: 1_000,
+                state,
+            })
+        };
+        let match_id = MatchId::new(1).unwrap();
+        let player = |id: u64, color: Color| MatchPlayer {
+            user_id: format!("user-{id}").into(),
+            rating: 1500,
+            entry_id: EntryId::new(id).unwrap(),
+            color,
+        };
+        let challenge = |id: u64, state: ChallengeState| {
+            Image::Challenge(ChallengeImage {
+                id: ChallengeId::new(id).unwrap(),
+                tenant: "acme".into(),
+                challenger: "erin".into(),
+                opponent: "frank".into(),
+                time_control: TimeControl::new(3, 2).unwrap(),
+                variant: "chess960".into(),
+                rated: false,
+                color: ColorChoice::Black,
+                state,
+                created_at_ms: 2_000,
+                expires_at_ms: 62_000,
+            })
+        };
+        vec![
+            entry(1, EntryState::Searching),
+            entry(2, EntryState::Matched(match_id)),
+            entry(3, EntryState::Cancelled { at_ms: 3_000 }),
+            entry(4, EntryState::Expired { at_ms: 4_000 }),
+            Image::Match(MatchImage {
+                id: match_id,
+                tenant: "acme".into(),
+                pool: pool.clone(),
+                players: [player(2, Color::White), player(5, Color::Black)],
+                created_at_ms: 2_500,
+                game_status: GameStatus::Pending,
+                game_id: None,
+                job: Some(GameJob {
+                    failed_attempts: 2,
+                    next_attempt_ms: 9_000,
+                    in_flight: false,
+                }),
+            }),
+            challenge(1, ChallengeState::Pending),
+            challenge(2, ChallengeState::Accepting),
+            challenge(
+                3,
+                ChallengeState::Accepted {
+                    game_id: "game-7".into(),
+                    challenger_color: Color::White,
+                },
+            ),
+            challenge(
+                4,
+                ChallengeState::Closed {
+                    status: ChallengeStatus::Declined,
+                    at_ms: 5_000,
+                },
+            ),
+            Image::IdempotencyKey(IdempotencyImage {
+                tenant: "acme".into(),
+                user: "user-1".into(),
+                key: "k1".into(),
+                entry: EntryId::new(1).unwrap(),
+                at_ms: 1_000,
+            }),
+            Image::Resumed { downtime_ms: 600 },
+        ]
+    }
+
+    #[test]
+    fn every_image_round_trips_through_the_journal() {
+        let storage = Arc::new(FaultyStorage::new(7));
+        let journal = Journal::<Change>::open(
+            storage.clone(),
+            JournalOptions::with_fsync(FsyncMode::Always),
+        )
+        .unwrap();
+        let changes: Vec<Change> = one_of_each_image()
+            .into_iter()
+            .enumerate()
+            .map(|(n, image)| Change {
+                at_ms: n as u64,
+                images: vec![image],
+            })
+            .collect();
+        for change in &changes {
+            journal.append(change).unwrap();
+        }
+        journal.close().unwrap();
+        let read: Vec<Change> = read_segments::<Change>(&*storage, 0)
+            .unwrap()
+            .records
+            .into_iter()
+            .map(|record| record.record)
+            .collect();
+        assert_eq!(read, changes);
+    }
+
+    #[test]
+    fn a_snapshot_body_round_trips() {
+        let storage = Arc::new(FaultyStorage::new(7));
+        let store = SnapshotStore::open(storage, SnapshotOptions::default()).unwrap();
+        let mut images = one_of_each_image();
+        images.retain(|image| !matches!(image, Image::Resumed { .. }));
+        let body = SnapshotBody {
+            taken_at_ms: 6_000,
+            last_ids: [5, 1, 4],
+            images,
+        };
+        store.write(&body, 0, body.counts()).unwrap();
+        let loaded = store.load_latest::<SnapshotBody>().unwrap().unwrap();
+        assert_eq!(loaded.body, body);
+        assert_eq!(loaded.header.summary.get("searching"), Some(&1));
+        assert_eq!(loaded.header.summary.get("pending_games"), Some(&1));
+    }
+
+    #[test]
+    fn a_resumption_shifts_only_the_entries_searching_at_that_point() {
+        let mut restored = Restored::from_snapshot(None);
+        let mut images = one_of_each_image();
+        let resumed = images.pop().unwrap();
+        restored.apply(Change { at_ms: 10, images });
+        restored.apply(Change {
+            at_ms: 20,
+            images: vec![resumed],
+        });
+        let joined: Vec<(u64, UnixMillis)> = restored
+            .entries
+            .values()
+            .map(|entry| (entry.id.get(), entry.joined_at_ms))
+            .collect();
+        assert_eq!(joined, vec![(1, 1_600), (2, 1_000), (3, 1_000), (4, 1_000)]);
+        assert_eq!(restored.last_seen_ms(), 20);
     }
 }
