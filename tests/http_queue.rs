@@ -6,20 +6,20 @@ mod support;
 use std::io::{BufRead, BufReader};
 
 use serde_json::{Value, json};
-use support::{Api, FakeLiveGame, Server, blitz, token, token_with};
+use support::{Api, FakeLiveGame, Server, blitz, id_of, token, token_with};
 
 /// Enqueues `token`'s user in 5+3 at `rating`; the entry id.
 fn enqueue(api: &Api, token: &str, rating: u16) -> String {
     let entry = api.enqueue(token, &blitz(rating)).ok(201);
     assert_eq!(entry["status"], "searching");
-    entry["id"].as_str().unwrap().to_owned()
+    id_of(&entry)
 }
 
 #[test]
 fn two_players_polling_see_the_same_match_and_each_other() {
     let games = FakeLiveGame::start();
     let server = Server::options()
-        .env("MATCHWELL_LIVE_GAME_API_URL", &games.url)
+        .live_game(&games)
         .env("MATCHWELL_LIVE_GAME_API_TOKEN", "live-secret")
         .start();
     let api = server.api();
@@ -265,10 +265,7 @@ fn an_entry_that_waits_too_long_expires_and_cannot_be_cancelled() {
     let api = server.api();
     let gina = token("gina");
     let body = json!({"time_control": "1+0", "variant": "standard", "rated": true});
-    let id = api.enqueue(&gina, &body).ok(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = id_of(&api.enqueue(&gina, &body).ok(201));
     // Pools outside the file are unknown now.
     api.enqueue(&gina, &blitz(1500)).expect(400, "UNKNOWN_POOL");
     let expired = api.wait_for_status(&gina, &id, "expired");

@@ -77,6 +77,11 @@ impl ServerOptions {
         self
     }
 
+    /// Creates games through `games`.
+    pub fn live_game(self, games: &FakeLiveGame) -> Self {
+        self.env("MATCHWELL_LIVE_GAME_API_URL", games.url.clone())
+    }
+
     /// Leaves `MATCHWELL_JWT_SECRET` unset, so the server uses its development secret.
     pub fn without_secret(mut self) -> Self {
         self.secret = false;
@@ -282,6 +287,14 @@ pub struct Api {
     /// The HTTP client.
     pub client: Client,
     base: String,
+}
+
+/// The `id` of an entry or challenge.
+pub fn id_of(item: &Value) -> String {
+    item["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {item}"))
+        .to_owned()
 }
 
 /// The body of an enqueue in pool 5+3 standard rated.
