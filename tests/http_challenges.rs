@@ -99,12 +99,7 @@ fn a_challenge_is_listed_both_ways_and_accepted_into_a_game() {
     let duplicate = api
         .challenge(&alice, &challenge_of("bob"))
         .expect(409, "CHALLENGE_EXISTS");
-    assert!(
-        duplicate.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains(id)
-    );
+    assert!(duplicate.message().contains(id));
     assert!(games.calls().is_empty());
 
     let accepted = act(&api, &bob, id, "accept").ok(200);
@@ -148,13 +143,7 @@ fn a_declined_or_cancelled_challenge_is_settled() {
         assert!(ids(&outgoing(&api, &dan)).is_empty());
         assert_eq!(api.get(&path(&id, ""), &eve).ok(200)["status"], status);
         let refused = act(&api, &eve, &id, "accept").expect(409, "CHALLENGE_NOT_PENDING");
-        assert!(
-            refused.body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains(status),
-            "{refused:?}"
-        );
+        assert!(refused.message().contains(status), "{refused:?}");
         act(&api, actor, &id, action).expect(409, "CHALLENGE_NOT_PENDING");
     }
     assert!(games.calls().is_empty());
@@ -198,12 +187,7 @@ fn accepting_after_the_deadline_is_refused_before_the_expirer_runs() {
         (OffsetDateTime::from(SystemTime::now()) > deadline).then_some(())
     });
     let refused = act(&api, &ida, id, "accept").expect(409, "CHALLENGE_NOT_PENDING");
-    assert!(
-        refused.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("expired")
-    );
+    assert!(refused.message().contains("expired"));
     assert_eq!(api.get(&path(id, ""), &hal).ok(200)["status"], "expired");
     assert!(games.calls().is_empty());
 }
@@ -248,13 +232,7 @@ fn a_live_game_service_that_refuses_or_hangs_is_a_503() {
         let (lee, max) = (token("lee"), token("max"));
         let id = id_of(&api.challenge(&lee, &challenge_of("max")).ok(201));
         let refused = act(&api, &max, &id, "accept").expect(503, "UNAVAILABLE");
-        assert!(
-            refused.body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("still pending"),
-            "{refused:?}"
-        );
+        assert!(refused.message().contains("still pending"), "{refused:?}");
         assert_eq!(api.get(&path(&id, ""), &max).ok(200)["status"], "pending");
     }
 }

@@ -261,15 +261,18 @@ impl Reply {
         self.body["error"]["code"].as_str().unwrap_or_default()
     }
 
+    /// `error.message`, or "" when the body is no error.
+    pub fn message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap_or_default()
+    }
+
     /// Asserts the status and, for errors, the code of the one error shape.
     pub fn expect(self, status: u16, code: &str) -> Self {
         assert_eq!(self.status, status, "unexpected answer: {self:?}");
         if status >= 400 {
             assert_eq!(self.code(), code, "unexpected error: {self:?}");
             assert!(
-                self.body["error"]["message"]
-                    .as_str()
-                    .is_some_and(|message| !message.is_empty()),
+                !self.message().is_empty(),
                 "an error without a message: {self:?}"
             );
         }
