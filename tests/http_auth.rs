@@ -6,7 +6,7 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -240,35 +240,6 @@ fn the_summary_is_for_admins_and_their_own_tenant_only() {
     .expect(403, "FORBIDDEN");
 }
 
-/// Runs `matchwell serve` that must refuse to start; its log.
-fn refused_start(env: &[(&str, &str)]) -> String {
-    let mut command = support::matchwell();
-    command.arg("serve").env("MATCHWELL_LISTEN", "127.0.0.1:0");
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let mut child = command
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + support::PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the server started with {env:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert!(!status.success());
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
-    log
-}
-
 #[test]
 fn without_configuration_the_server_makes_a_private_development_secret() {
     let dir = tempfile::tempdir().unwrap();
@@ -361,7 +332,7 @@ fn a_short_secret_is_refused_with_a_clear_message() {
         ("MATCHWELL_JWT_SECRET", "too-short"),
         ("MATCHWELL_DATA_DIR", dir.path().to_str().unwrap()),
     ];
-    let log = refused_start(&env);
+    let log = support::refused_start(&env);
     assert!(log.contains("at least 32 bytes"), "{log}");
     let minted = mint(&["--user", "alice"], &env);
     assert!(!minted.status.success());
