@@ -181,13 +181,7 @@ fn an_idempotency_key_replays_the_first_entry() {
     let server = Server::start();
     let api = server.api();
     let dave = token("dave");
-    let keyed_as = |token: &str, key: &str| {
-        api.send(
-            api.request("POST", "/v1/matchmaking/queue", Some(token))
-                .header("Idempotency-Key", key)
-                .json(&blitz(1600)),
-        )
-    };
+    let keyed_as = |token: &str, key: &str| api.enqueue_keyed(token, key.as_bytes(), &blitz(1600));
     let keyed = |key: &str| keyed_as(&dave, key);
     let first = keyed("k-1").ok(201);
     let again = keyed("k-1").ok(201);

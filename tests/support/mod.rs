@@ -375,6 +375,16 @@ impl Api {
         self.post("/v1/matchmaking/queue", token, body)
     }
 
+    /// `POST /v1/matchmaking/queue` with `Idempotency-Key: key`.
+    pub fn enqueue_keyed(&self, token: &str, key: &[u8], body: &Value) -> Reply {
+        let key = reqwest::header::HeaderValue::from_bytes(key).unwrap();
+        self.send(
+            self.request("POST", "/v1/matchmaking/queue", Some(token))
+                .header("Idempotency-Key", key)
+                .json(body),
+        )
+    }
+
     /// `GET /v1/matchmaking/queue/{id}`.
     pub fn entry(&self, token: &str, id: &str) -> Reply {
         self.get(&format!("/v1/matchmaking/queue/{id}"), token)
