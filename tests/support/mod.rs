@@ -217,6 +217,11 @@ impl Server {
         }
     }
 
+    /// How the server ended, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
     /// Kills the server with SIGKILL and waits for it.
     pub fn kill(mut self) {
         self.stop();
