@@ -1,17 +1,10 @@
 //! Operations: the OpenAPI document, health, metrics, request ids, unknown routes and
-//! methods, the admin queue summary, start-up configuration checks, and writes refused while
-//! the engine is not ready.
+//! methods, the admin queue summary, and start-up configuration checks.
 
 mod support;
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use matchwell::Engine;
-use matchwell::http::HttpSettings;
-use matchwell::jwt::JwtSecret;
 use serde_json::{Value, json};
-use support::{SECRET, Server, blitz, id_of, token, token_with};
+use support::{SECRET, Server, blitz, token, token_with};
 
 #[test]
 fn the_openapi_document_describes_every_route() {
@@ -196,76 +189,4 @@ fn start_up_lists_the_tasks_and_refuses_bad_settings() {
         ]);
         assert!(log.contains(message), "{name}={value}: {log}");
     }
-}
-
-#[test]
-fn writes_answer_503_while_the_engine_is_not_ready() {
-    let (ann, ben) = (token("ann"), token("ben"));
-    actix_web::rt::System::new().block_on(async move {
-        let engine = Arc::new(Engine::builder().start().await.unwrap());
-        let secret = JwtSecret::resolve(Some(SECRET), std::path::Path::new("unused")).unwrap();
-        let settings = HttpSettings {
-            listen: "127.0.0.1:0".into(),
-            workers: 1,
-            body_limit_bytes: 16 * 1024,
-            rate_limit: None,
-            shutdown_timeout: Duration::from_secs(1),
-        };
-        let server = matchwell::http::start(Arc::clone(&engine), &secret, &settings).unwrap();
-        let base = format!("http://{}", server.addrs[0]);
-        let handle = server.handle();
-        actix_web::rt::spawn(server.wait());
-        let client = reqwest::Client::new();
-        let send = |request: reqwest::RequestBuilder| async move {
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            (status, response.json::<Value>().await.unwrap())
-        };
-        let enqueue = |token: &str| {
-            client
-                .post(format!("{base}/v1/matchmaking/queue"))
-                .bearer_auth(token)
-                .json(&blitz(1500))
-        };
-        let (status, entry) = send(enqueue(&ann)).await;
-        assert_eq!(status, 201);
-        let id = id_of(&entry);
-
-        engine.shutdown().await;
-        let (status, body) = send(client.get(format!("{base}/health/ready"))).await;
-        assert_eq!(
-            (status, body["error"]["code"].as_str()),
-            (503, Some("UNAVAILABLE"))
-        );
-        let (status, body) = send(enqueue(&ben)).await;
-        assert_eq!(
-            (status, body["error"]["code"].as_str()),
-            (503, Some("UNAVAILABLE"))
-        );
-        let cancel = client
-            .delete(format!("{base}/v1/matchmaking/queue/{id}"))
-            .bearer_auth(&ann);
-        assert_eq!(send(cancel).await.0, 503);
-        let challenge = client
-            .post(format!("{base}/v1/matchmaking/challenges"))
-            .bearer_auth(&ann)
-            .json(&support::challenge_of("ben"));
-        assert_eq!(send(challenge).await.0, 503);
-        // Reads still answer, and nothing was written.
-        let (status, active) = send(
-            client
-                .get(format!("{base}/v1/matchmaking/active"))
-                .bearer_auth(&ben),
-        )
-        .await;
-        assert_eq!((status, &active["searching"]), (200, &Value::Null));
-        let (status, entry) = send(
-            client
-                .get(format!("{base}/v1/matchmaking/queue/{id}"))
-                .bearer_auth(&ann),
-        )
-        .await;
-        assert_eq!((status, entry["status"].as_str()), (200, Some("searching")));
-        handle.stop(true).await;
-    });
 }

@@ -211,10 +211,7 @@ impl Server {
 
     /// An API client of this server.
     pub fn api(&self) -> Api {
-        Api {
-            client: Client::builder().timeout(PATIENCE).build().unwrap(),
-            base: self.base.clone(),
-        }
+        Api::new(&self.base)
     }
 
     /// How the server ended, if it has.
@@ -345,6 +342,14 @@ pub fn challenge_of(opponent: &str) -> Value {
 }
 
 impl Api {
+    /// A client of the server at `base` (`http://HOST:PORT`).
+    pub fn new(base: &str) -> Self {
+        Self {
+            client: Client::builder().timeout(PATIENCE).build().unwrap(),
+            base: base.to_owned(),
+        }
+    }
+
     /// A request of `method` to `path`, with `token` as bearer when given.
     pub fn request(&self, method: &str, path: &str, token: Option<&str>) -> RequestBuilder {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
