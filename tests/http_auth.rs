@@ -200,10 +200,14 @@ fn every_protected_route_refuses_bad_tokens_and_changes_nothing() {
 fn the_summary_is_for_admins_and_their_own_tenant_only() {
     let server = Server::start();
     let api = server.api();
-    for (user, tenant) in [("p1", "default"), ("p2", "acme"), ("p3", "acme")] {
+    // Ratings too far apart for a match.
+    for (user, tenant, rating) in [
+        ("p1", "default", 1000),
+        ("p2", "acme", 2000),
+        ("p3", "acme", 3000),
+    ] {
         let player = token_with(user, &["--tenant", tenant]);
-        api.enqueue(&player, &blitz(1000 + 1000 * u16::from(tenant == "acme")))
-            .ok(201);
+        api.enqueue(&player, &blitz(rating)).ok(201);
     }
     let summary = "/internal/queues/summary";
     for role in [None, Some("service"), Some("Admin"), Some("root")] {
