@@ -2,81 +2,30 @@
 //! data directory every acknowledged change is there and no player is in two matches.
 //! A failing seed is printed; rerun it alone with `MATCHWELL_TEST_SEED=<seed>`.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
+use support::Server;
 
 const RUNS: u64 = 20;
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(data_dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_matchwell"))
-            .arg("serve")
-            .env("MATCHWELL_LISTEN", "127.0.0.1:0")
-            .env("MATCHWELL_DATA_DIR", data_dir)
-            .env(
-                "MATCHWELL_JWT_SECRET",
-                "kill-test-secret-of-at-least-32-bytes!!",
-            )
-            .env("MATCHWELL_FSYNC", "always")
-            .env("MATCHWELL_LOG_FORMAT", "human")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (address, found) = std::sync::mpsc::channel();
-        // Keeps draining the log after the address, so the server never writes to a closed pipe.
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if let Some(at) = line.find("listening on http://") {
-                    let addr = line[at + "listening on ".len()..].split_whitespace().next();
-                    let _ = address.send(addr.unwrap_or_default().to_owned());
-                }
-            }
-        });
-        let base = found.recv_timeout(Duration::from_secs(30)).ok();
-        Self {
-            child,
-            base: base.expect("the server printed its address"),
-        }
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-fn token(user: &str) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_matchwell"))
-        .args(["token", "--user", user])
-        .env(
-            "MATCHWELL_JWT_SECRET",
-            "kill-test-secret-of-at-least-32-bytes!!",
-        )
-        .output()
-        .unwrap();
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+/// A server on `data_dir` that acknowledges only what is on disk.
+fn start(data_dir: &std::path::Path) -> Server {
+    Server::options()
+        .data_dir(data_dir)
+        .env("MATCHWELL_FSYNC", "always")
+        .start()
 }
 
 fn run(seed: u64, tokens: &[String]) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::blocking::Client::new();
-    let server = Server::start(dir.path());
+    let server = start(dir.path());
     // entry id → (user index, last status acknowledged or seen)
     let mut acknowledged: BTreeMap<String, (usize, Value)> = BTreeMap::new();
     let operations = rng.random_range(5..80);
@@ -118,7 +67,7 @@ fn run(seed: u64, tokens: &[String]) {
     }
     server.kill();
 
-    let server = Server::start(dir.path());
+    let server = start(dir.path());
     let mut match_of_user: BTreeMap<(usize, String), String> = BTreeMap::new();
     for (id, (user, before)) in &acknowledged {
         let entry: Value = client
@@ -160,10 +109,12 @@ fn run(seed: u64, tokens: &[String]) {
 
 #[test]
 fn acknowledged_changes_survive_kill_9() {
-    let tokens: Vec<String> = (0..8).map(|n| token(&format!("player-{n}"))).collect();
-    let seeds: Vec<u64> = match std::env::var("MATCHWELL_TEST_SEED") {
-        Ok(seed) => vec![seed.parse().unwrap()],
-        Err(_) => (0..RUNS).collect(),
+    let tokens: Vec<String> = (0..8)
+        .map(|n| support::token(&format!("player-{n}")))
+        .collect();
+    let seeds: Vec<u64> = match support::seed_from_env() {
+        Some(seed) => vec![seed],
+        None => (0..RUNS).collect(),
     };
     for seed in seeds {
         eprintln!("seed {seed}");

@@ -62,7 +62,11 @@ impl Authenticator {
                 ApiError::Unauthorized(match error.kind() {
                     ErrorKind::ExpiredSignature => "token expired",
                     ErrorKind::InvalidSignature => "bad token signature",
-                    ErrorKind::MissingRequiredClaim(_) => "token lacks `exp` or `sub`",
+                    // The header and the claims are deserialized before the claims are
+                    // validated, so a missing `exp` or `sub` shows up as a JSON error too.
+                    ErrorKind::MissingRequiredClaim(_) | ErrorKind::Json(_) => {
+                        "malformed token: header or claims do not parse (`sub` and `exp` are required)"
+                    }
                     _ => "malformed token",
                 })
             })?

@@ -37,6 +37,7 @@ fn challenge_answer(
         (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (stopping, or its journal failed)", body = ErrorBody),
     ),
 )]
 #[post("/v1/matchmaking/challenges")]
@@ -46,7 +47,7 @@ pub(crate) async fn create_challenge(
     body: web::Json<ChallengeBody>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(body.user_id.as_deref())?;
-    state.throttle(&acting)?;
+    state.admit_write(&acting)?;
     let pool = pool_spec(&body.time_control, &body.variant, body.rated, None)?;
     let challenge = state
         .engine
@@ -152,7 +153,7 @@ pub(crate) async fn get_challenge(
         (status = 404, description = "`NOT_FOUND`", body = ErrorBody),
         (status = 409, description = "`CHALLENGE_NOT_PENDING`: accepted, declined, cancelled, expired, or being accepted", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`; see `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the live-game service did not create the game; the challenge stays pending", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the live-game service did not create the game (the challenge stays pending), or the engine is not ready", body = ErrorBody),
     ),
 )]
 #[post("/v1/matchmaking/challenges/{id}/accept")]
@@ -163,7 +164,7 @@ pub(crate) async fn accept_challenge(
     query: web::Query<ActAs>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
-    state.throttle(&acting)?;
+    state.admit_write(&acting)?;
     let id = challenge_id(&id)?;
     let result = state
         .engine
@@ -185,6 +186,7 @@ pub(crate) async fn accept_challenge(
         (status = 404, description = "`NOT_FOUND`", body = ErrorBody),
         (status = 409, description = "`CHALLENGE_NOT_PENDING`", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (stopping, or its journal failed)", body = ErrorBody),
     ),
 )]
 #[post("/v1/matchmaking/challenges/{id}/decline")]
@@ -195,7 +197,7 @@ pub(crate) async fn decline_challenge(
     query: web::Query<ActAs>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
-    state.throttle(&acting)?;
+    state.admit_write(&acting)?;
     let result = state
         .engine
         .decline_challenge(acting.tenant, acting.user, challenge_id(&id)?)
@@ -216,6 +218,7 @@ pub(crate) async fn decline_challenge(
         (status = 404, description = "`NOT_FOUND`", body = ErrorBody),
         (status = 409, description = "`CHALLENGE_NOT_PENDING`", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (stopping, or its journal failed)", body = ErrorBody),
     ),
 )]
 #[delete("/v1/matchmaking/challenges/{id}")]
@@ -226,7 +229,7 @@ pub(crate) async fn cancel_challenge(
     query: web::Query<ActAs>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
-    state.throttle(&acting)?;
+    state.admit_write(&acting)?;
     let result = state
         .engine
         .cancel_challenge(acting.tenant, acting.user, challenge_id(&id)?)

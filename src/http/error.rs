@@ -7,7 +7,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 
 use crate::http::views::{EntryView, ErrorBody, ErrorDetail};
-use crate::{ChallengeStatus, EntryStatus, GameCreationError, MatchmakerError};
+use crate::{EntryStatus, GameCreationError, MatchmakerError};
 use matchwell_actors::ChallengeRefusal;
 
 /// Why a request was refused. A refused request changes nothing.
@@ -38,7 +38,7 @@ pub(crate) enum ApiError {
     #[error("already queued as {id}")]
     AlreadyQueued { id: String, entry: Box<EntryView> },
     /// The entry was matched or has expired.
-    #[error("entry is {0:?} and can no longer be cancelled")]
+    #[error("entry is {} and can no longer be cancelled", wire_name(.0))]
     NotCancellable(EntryStatus),
     /// The challenge is no longer pending (or is being accepted right now).
     #[error("{0}")]
@@ -113,7 +113,7 @@ impl ApiError {
                 })
             }
             MatchmakerError::Challenge(ChallengeRefusal::NotPending(status)) => {
-                Self::ChallengeNotPending(format!("challenge is {}", status_name(status)))
+                Self::ChallengeNotPending(format!("challenge is {}", wire_name(status)))
             }
             MatchmakerError::Challenge(ChallengeRefusal::BeingAccepted) => {
                 Self::ChallengeNotPending("challenge is being accepted".into())
@@ -149,13 +149,11 @@ impl ApiError {
     }
 }
 
-fn status_name(status: ChallengeStatus) -> &'static str {
-    match status {
-        ChallengeStatus::Pending => "pending",
-        ChallengeStatus::Accepted => "accepted",
-        ChallengeStatus::Declined => "declined",
-        ChallengeStatus::Cancelled => "cancelled",
-        ChallengeStatus::Expired => "expired",
+/// The name `value` has in JSON bodies (`"matched"`, `"expired"`, …).
+fn wire_name(value: impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => String::new(),
     }
 }
 

@@ -93,8 +93,14 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    /// Counts a write of `acting` against their budget.
-    pub(crate) fn throttle(&self, acting: &Acting<'_>) -> Result<(), ApiError> {
+    /// Admits a write of `acting`: refused while the engine is not ready (starting, stopping,
+    /// or its journal failed), then counted against the user's budget.
+    pub(crate) fn admit_write(&self, acting: &Acting<'_>) -> Result<(), ApiError> {
+        if !self.engine.is_ready() {
+            return Err(ApiError::Unavailable(
+                "the engine is not ready; retry later".into(),
+            ));
+        }
         match &self.limiter {
             Some(limiter) => limiter.check(acting),
             None => Ok(()),

@@ -82,7 +82,7 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<CompactString>, ApiEr
         (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body is not `application/json`", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`; see `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the engine is stopping", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (stopping, or its journal failed)", body = ErrorBody),
     ),
 )]
 #[post("/v1/matchmaking/queue")]
@@ -93,7 +93,7 @@ pub(crate) async fn enqueue(
     body: web::Json<EnqueueBody>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(body.user_id.as_deref())?;
-    state.throttle(&acting)?;
+    state.admit_write(&acting)?;
     let pool = pool_spec(
         &body.time_control,
         &body.variant,
@@ -160,7 +160,7 @@ pub(crate) async fn get_entry(
         (status = 404, description = "`NOT_FOUND`", body = ErrorBody),
         (status = 409, description = "`NOT_CANCELLABLE`: the entry was matched or has expired", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`; see `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the engine is stopping", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (stopping, or its journal failed)", body = ErrorBody),
     ),
 )]
 #[delete("/v1/matchmaking/queue/{id}")]
@@ -171,7 +171,7 @@ pub(crate) async fn cancel_entry(
     query: web::Query<ActAs>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
-    state.throttle(&acting)?;
+    state.admit_write(&acting)?;
     let entry = owned_entry(&state, &acting, &id)?;
     let entry = state
         .engine

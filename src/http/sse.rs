@@ -12,12 +12,12 @@ use actix_web::{HttpResponse, get, web};
 use compact_str::CompactString;
 use futures::stream;
 
-use crate::EntryWatch;
 use crate::http::AppState;
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::queue::owned_entry;
 use crate::http::views::{ActAs, EntryView, ErrorBody};
+use crate::{Entry, EntryWatch};
 
 /// A comment line sent when nothing happened for this long, so that idle proxies keep the
 /// connection open.
@@ -27,8 +27,18 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 struct Progress {
     watch: EntryWatch,
     tenant: CompactString,
-    /// The last event sent, to skip a notification that changed nothing visible.
-    last: Option<Bytes>,
+    /// The entry last sent, without what moves with the clock alone (see [`unclocked`]).
+    last: Option<Entry>,
+}
+
+/// `entry` without its wait and window, which grow with time and are no change of the entry:
+/// a stream polled again a millisecond after an event must not send the entry again.
+fn unclocked(entry: &Entry) -> Entry {
+    Entry {
+        wait_ms: 0,
+        window: 0,
+        ..entry.clone()
+    }
 }
 
 impl Progress {
@@ -36,13 +46,14 @@ impl Progress {
     async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Option<Self>)> {
         loop {
             let entry = self.watch.current()?;
-            let view = EntryView::new(&entry, &self.tenant);
-            let event = Bytes::from(format!(
-                "event: entry\ndata: {}\n\n",
-                serde_json::to_string(&view).unwrap_or_default()
-            ));
-            if self.last.as_ref() != Some(&event) {
-                self.last = Some(event.clone());
+            let unclocked = unclocked(&entry);
+            if self.last.as_ref() != Some(&unclocked) {
+                self.last = Some(unclocked);
+                let view = EntryView::new(&entry, &self.tenant);
+                let event = Bytes::from(format!(
+                    "event: entry\ndata: {}\n\n",
+                    serde_json::to_string(&view).unwrap_or_default()
+                ));
                 let next = (!view.is_final()).then_some(self);
                 return Some((Ok(event), next));
             }

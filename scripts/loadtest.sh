@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Load test of the HTTP API over loopback (not part of CI).
+#
+# Builds the release binary, mints tokens for many users with `matchwell token`, and for each
+# run starts a fresh server on a temporary data directory and drives it with wrk: every user
+# goes round enqueue → status → cancel → status (scripts/loadtest.lua). Prints each run's wrk
+# report, then the median throughput and p99 latency over the runs.
+#
+#   scripts/loadtest.sh                        # fsync always (the server's default)
+#   MATCHWELL_FSYNC=batch scripts/loadtest.sh  # or none: what persistence costs
+#
+# Settings (environment): MATCHWELL_FSYNC (always|batch|none), RUNS (3), DURATION (20s),
+# CONNECTIONS (64), THREADS (2), USERS (3000; each user writes at most 20 times a second, the
+# server's default per-user limit, so enough users keep 429s out of the figures).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fsync=${MATCHWELL_FSYNC:-always}
+runs=${RUNS:-3}
+duration=${DURATION:-20s}
+connections=${CONNECTIONS:-64}
+threads=${THREADS:-2}
+users=${USERS:-3000}
+
+if ! command -v wrk >/dev/null; then
+    apt-get update && apt-get install -y wrk
+fi
+cargo build --release --quiet
+bin=$PWD/target/release/matchwell
+
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+    if [[ -n $server_pid ]]; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Only these variables configure the server and the token command.
+for name in $(env | grep -o '^MATCHWELL_[A-Z_]*' || true); do
+    unset "$name"
+done
+export MATCHWELL_JWT_SECRET
+MATCHWELL_JWT_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+
+echo "minting tokens for $users users"
+seq 0 $((users - 1)) | xargs -P "$(nproc)" -I{} sh -c \
+    'echo "load-{} $("$1" token --user load-{} --ttl-s 86400 --log warn)"' _ "$bin" > "$work/tokens"
+
+start_server() {
+    local data_dir=$1 log=$2
+    MATCHWELL_LISTEN=127.0.0.1:0 MATCHWELL_DATA_DIR=$data_dir MATCHWELL_FSYNC=$fsync \
+        MATCHWELL_LOG='warn,matchwell::cli=info' "$bin" serve 2> "$log" &
+    server_pid=$!
+    for _ in $(seq 1 500); do
+        address=$(grep -o 'listening on http://[0-9.:]*' "$log" | head -n1 | cut -d/ -f3 || true)
+        if [[ -n $address ]]; then
+            return
+        fi
+        if ! kill -0 "$server_pid" 2>/dev/null; then
+            cat "$log" >&2
+            exit 1
+        fi
+        sleep 0.02
+    done
+    echo "the server did not start" >&2
+    exit 1
+}
+
+# "3.06ms" / "812.00us" / "1.20s" → milliseconds.
+to_ms() {
+    awk '{ v = $1 + 0; if ($1 ~ /us$/) v /= 1000; else if ($1 ~ /ms$/) v += 0; else if ($1 ~ /s$/) v *= 1000; printf "%.3f\n", v }'
+}
+
+median() {
+    sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+command=(wrk -t"$threads" -c"$connections" -d"$duration" --latency -s scripts/loadtest.lua)
+echo "fsync $fsync; ${command[*]} http://ADDRESS"
+: > "$work/rates"
+: > "$work/p99s"
+for run in $(seq 1 "$runs"); do
+    start_server "$work/data-$run" "$work/server-$run.log"
+    # Other work on the machine takes cores from both sides; the load says whether there was any.
+    echo "--- run $run of $runs: http://$address (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    WRK_THREADS=$threads MATCHWELL_TOKENS=$work/tokens "${command[@]}" "http://$address" \
+        | tee "$work/wrk-$run.txt"
+    kill "$server_pid"
+    wait "$server_pid" || true
+    server_pid=
+    awk '/^Requests\/sec:/ { print $2 }' "$work/wrk-$run.txt" >> "$work/rates"
+    awk '$1 == "99%" { print $2 }' "$work/wrk-$run.txt" | to_ms >> "$work/p99s"
+done
+
+echo "--- fsync $fsync, $runs runs of ${command[*]}"
+echo "requests/s per run: $(tr '\n' ' ' < "$work/rates")"
+echo "p99 ms per run:     $(tr '\n' ' ' < "$work/p99s")"
+echo "median: $(median < "$work/rates") requests/s, p99 $(median < "$work/p99s") ms"

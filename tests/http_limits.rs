@@ -1,0 +1,260 @@
+//! Limits against the real binary: body size, field lengths, rating range, malformed and
+//! unknown JSON, content type, and the per-user write rate. Every refusal names its cause and
+//! changes nothing.
+
+mod support;
+
+use std::io::Cursor;
+
+use reqwest::blocking::Body;
+use serde_json::{Value, json};
+use support::{Api, Reply, Server, blitz, id_of, token, token_with};
+
+/// `POST /v1/matchmaking/queue` with `body` sent as is, under `content_type` if any.
+fn raw_enqueue(api: &Api, token: &str, content_type: Option<&str>, body: impl Into<Body>) -> Reply {
+    let mut request = api
+        .request("POST", "/v1/matchmaking/queue", Some(token))
+        .body(body);
+    if let Some(content_type) = content_type {
+        request = request.header("Content-Type", content_type);
+    }
+    api.send(request)
+}
+
+fn nothing_searching(api: &Api, token: &str) {
+    let active = api.get("/v1/matchmaking/active", token).ok(200);
+    assert_eq!(active["searching"], Value::Null, "{active}");
+}
+
+#[test]
+fn oversize_bodies_are_413() {
+    let server = Server::start();
+    let api = server.api();
+    let uma = token("uma");
+    let mut body = blitz(1500);
+    body["region"] = json!("x".repeat(20 * 1024));
+    let reply = api.enqueue(&uma, &body).expect(413, "PAYLOAD_TOO_LARGE");
+    assert!(reply.message().contains("16384 bytes"), "{reply:?}");
+    // The same without a Content-Length: the limit holds while reading.
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let streamed = Body::new(Cursor::new(bytes));
+    raw_enqueue(&api, &uma, Some("application/json"), streamed).expect(413, "PAYLOAD_TOO_LARGE");
+    // A lower limit is configurable.
+    let small = Server::options()
+        .env("MATCHWELL_BODY_LIMIT_BYTES", "64")
+        .start();
+    let api_small = small.api();
+    let mut padded = blitz(1500);
+    padded["region"] = json!("eu");
+    padded["user_id"] = json!("uma");
+    api_small
+        .enqueue(&uma, &padded)
+        .expect(413, "PAYLOAD_TOO_LARGE");
+    nothing_searching(&api, &uma);
+    nothing_searching(&api_small, &uma);
+}
+
+#[test]
+fn fields_out_of_range_are_400_naming_the_field() {
+    let server = Server::start();
+    let api = server.api();
+    let vic = token("vic");
+    let service = token_with("backend", &["--role", "service"]);
+    let with = |field: &str, value: Value| {
+        let mut body = blitz(1500);
+        body[field] = value;
+        body
+    };
+    let cases = [
+        (with("rating", json!(4001)), "rating", "0 to 4000"),
+        (with("rating", json!(-1)), "rating", "0 to 4000"),
+        (with("rating", json!(i64::MAX)), "rating", "0 to 4000"),
+        (
+            with("time_control", json!("181+0")),
+            "time_control",
+            "0 to 180",
+        ),
+        (
+            with("time_control", json!("0+0")),
+            "time_control",
+            "not both 0",
+        ),
+        (with("time_control", json!("5 + 3")), "time_control", "M+S"),
+        (with("time_control", json!("")), "time_control", "M+S"),
+        (with("variant", json!("v".repeat(33))), "variant", "1 to 32"),
+        (with("variant", json!("")), "variant", "1 to 32"),
+        (with("variant", json!("std\u{0}")), "variant", "1 to 32"),
+        (with("region", json!("r".repeat(17))), "region", "1 to 16"),
+        (with("region", json!("EU")), "region", "a-z"),
+    ];
+    for (body, field, message) in cases {
+        let reply = api.enqueue(&vic, &body).expect(400, "INVALID_REQUEST");
+        assert_eq!(reply.body["error"]["field"], field, "{body}: {reply:?}");
+        assert!(reply.message().contains(message), "{body}: {reply:?}");
+    }
+    // A service names users of at most 64 bytes, without control characters.
+    for user in [
+        "u".repeat(65),
+        String::new(),
+        " padded".into(),
+        "tab\tbed".into(),
+    ] {
+        let reply = api
+            .enqueue(&service, &with("user_id", json!(user)))
+            .expect(400, "INVALID_REQUEST");
+        assert_eq!(reply.body["error"]["field"], "user_id", "{reply:?}");
+    }
+    // Idempotency keys: at most 128 visible bytes.
+    for key in ["k".repeat(129).as_bytes(), b"", "caf\u{e9}".as_bytes()] {
+        let reply = api
+            .enqueue_keyed(&vic, key, &blitz(1500))
+            .expect(400, "INVALID_REQUEST");
+        assert_eq!(reply.body["error"]["field"], "idempotency_key");
+    }
+    // An unknown pool is its own error.
+    api.enqueue(&vic, &with("time_control", json!("7+7")))
+        .expect(400, "UNKNOWN_POOL");
+    nothing_searching(&api, &vic);
+    nothing_searching(&api, &service);
+
+    // The bounds themselves are accepted.
+    for (user, rating) in [("low", 0), ("high", 4000)] {
+        let player = token(user);
+        let entry = api.enqueue(&player, &blitz(rating)).ok(201);
+        assert_eq!(entry["rating"], rating);
+        api.cancel(&player, &id_of(&entry)).ok(200);
+    }
+}
+
+#[test]
+fn malformed_json_is_400_with_a_clear_message() {
+    let server = Server::start();
+    let api = server.api();
+    let wes = token("wes");
+    let json_type = Some("application/json");
+    let cases: [(&str, &str); 9] = [
+        (r#"{"time_control": "#, "malformed JSON body"),
+        ("", "malformed JSON body"),
+        ("[]", "malformed JSON body"),
+        ("null", "malformed JSON body"),
+        (
+            r#"{"time_control": "5+3", "variant": "standard"}"#,
+            "missing field `rated`",
+        ),
+        (
+            r#"{"time_control": "5+3", "variant": "standard", "rated": "yes"}"#,
+            "invalid type",
+        ),
+        (
+            r#"{"time_control": "5+3", "variant": "standard", "rated": true, "rating": 1500.5}"#,
+            "invalid type",
+        ),
+        (
+            r#"{"time_control": "5+3", "variant": "standard", "rated": true, "rating": "1500"}"#,
+            "invalid type",
+        ),
+        (
+            r#"{"time_control": "5+3", "variant": "standard", "rated": true, "rated": true}"#,
+            "duplicate field `rated`",
+        ),
+    ];
+    for (body, message) in cases {
+        let reply = raw_enqueue(&api, &wes, json_type, body).expect(400, "INVALID_REQUEST");
+        assert!(reply.message().contains(message), "{body}: {reply:?}");
+    }
+    // Unknown fields are refused by name, on both bodies that take JSON.
+    let mut body = blitz(1500);
+    body["colour"] = json!("white");
+    let reply = api.enqueue(&wes, &body).expect(400, "INVALID_REQUEST");
+    assert!(
+        reply.message().contains("unknown field `colour`"),
+        "{reply:?}"
+    );
+    let mut body = support::challenge_of("xan");
+    body["rating"] = json!(1500);
+    let reply = api.challenge(&wes, &body).expect(400, "INVALID_REQUEST");
+    assert!(
+        reply.message().contains("unknown field `rating`"),
+        "{reply:?}"
+    );
+    nothing_searching(&api, &wes);
+    let outgoing = api.get("/v1/matchmaking/challenges/outgoing", &wes).ok(200);
+    assert_eq!(outgoing, json!([]));
+}
+
+#[test]
+fn bodies_that_are_not_json_are_415() {
+    let server = Server::start();
+    let api = server.api();
+    let yan = token("yan");
+    let body = serde_json::to_string(&blitz(1500)).unwrap();
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("garbage"),
+    ] {
+        let reply = raw_enqueue(&api, &yan, content_type, body.clone())
+            .expect(415, "UNSUPPORTED_MEDIA_TYPE");
+        assert!(reply.message().contains("application/json"), "{reply:?}");
+    }
+    nothing_searching(&api, &yan);
+    raw_enqueue(&api, &yan, Some("application/json; charset=utf-8"), body).ok(201);
+}
+
+#[test]
+fn writes_over_the_per_user_rate_are_429_with_retry_after() {
+    let server = Server::options()
+        .env("MATCHWELL_RATE_LIMIT_PER_S", "1")
+        .env("MATCHWELL_RATE_LIMIT_BURST", "3")
+        .start();
+    let api = server.api();
+    let (zed, service) = (token("zed"), token_with("backend", &["--role", "service"]));
+    let started = std::time::Instant::now();
+    let id = id_of(&api.enqueue(&zed, &blitz(1500)).ok(201));
+    // Cancelling a cancelled entry is a write that changes nothing: spend the budget on it.
+    let mut allowed = 1;
+    let refused = loop {
+        let reply = api.cancel(&zed, &id);
+        if reply.status != 200 {
+            break reply.expect(429, "RATE_LIMITED");
+        }
+        allowed += 1;
+        assert!(allowed < 20, "no write was refused");
+    };
+    // A service acting for zed spends zed's budget.
+    let mut for_zed = blitz(1500);
+    for_zed["user_id"] = json!("zed");
+    api.enqueue(&service, &for_zed).expect(429, "RATE_LIMITED");
+    let refilled = started.elapsed().as_secs();
+    assert!(
+        (3..=4 + refilled).contains(&allowed),
+        "{allowed} writes allowed in {refilled} s"
+    );
+    let retry_after: u64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{refused:?}");
+    // The refused writes changed nothing; reads are not limited.
+    for _ in 0..10 {
+        assert_eq!(api.entry(&zed, &id).ok(200)["status"], "cancelled");
+    }
+    nothing_searching(&api, &zed);
+    // Other users have their own budget, also when a service acts for them.
+    api.enqueue(&token("amy"), &blitz(1500)).ok(201);
+    let mut for_bob = blitz(1500);
+    for_bob["user_id"] = json!("bob");
+    api.enqueue(&service, &for_bob).ok(201);
+    // The same user id in another tenant is another budget.
+    api.enqueue(&token_with("zed", &["--tenant", "acme"]), &blitz(1500))
+        .ok(201);
+    // The budget refills.
+    let entry = support::poll("zed's budget to refill", || {
+        let reply = api.enqueue(&zed, &blitz(1500));
+        (reply.status == 201).then_some(reply.body)
+    });
+    assert_eq!(entry["status"], "searching");
+}

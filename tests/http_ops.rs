@@ -1,0 +1,192 @@
+//! Operations: the OpenAPI document, health, metrics, request ids, unknown routes and
+//! methods, the admin queue summary, and start-up configuration checks.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{SECRET, Server, blitz, token, token_with};
+
+#[test]
+fn the_openapi_document_describes_every_route() {
+    let server = Server::start();
+    let api = server.api();
+    let reply = api.send(api.request("GET", "/openapi.json", None));
+    assert_eq!(reply.headers["content-type"], "application/json");
+    let document = reply.ok(200);
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    let expected = [
+        ("/v1/matchmaking/queue", "post"),
+        ("/v1/matchmaking/queue/{id}", "get"),
+        ("/v1/matchmaking/queue/{id}", "delete"),
+        ("/v1/matchmaking/queue/{id}/events", "get"),
+        ("/v1/matchmaking/active", "get"),
+        ("/v1/matchmaking/challenges", "post"),
+        ("/v1/matchmaking/challenges/{id}/accept", "post"),
+        ("/v1/matchmaking/challenges/{id}/decline", "post"),
+        ("/v1/matchmaking/challenges/{id}", "delete"),
+        ("/v1/matchmaking/challenges/incoming", "get"),
+        ("/v1/matchmaking/challenges/outgoing", "get"),
+        ("/internal/queues/summary", "get"),
+        ("/metrics", "get"),
+        ("/health/live", "get"),
+        ("/health/ready", "get"),
+        ("/openapi.json", "get"),
+    ];
+    for (path, method) in expected {
+        let operation = &document["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is not described");
+        assert!(operation["responses"].is_object());
+    }
+    let enqueue = &document["paths"]["/v1/matchmaking/queue"]["post"];
+    for status in ["201", "400", "401", "409", "413", "415", "429", "503"] {
+        assert!(
+            enqueue["responses"][status].is_object(),
+            "enqueue lacks {status}"
+        );
+    }
+    assert_eq!(
+        document["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+}
+
+#[test]
+fn health_metrics_and_request_ids() {
+    let server = Server::start();
+    let api = server.api();
+    let plain = |path: &str| api.send(api.request("GET", path, None));
+    assert_eq!(plain("/health/live").ok(200), json!({"status": "live"}));
+    assert_eq!(plain("/health/ready").ok(200), json!({"status": "ready"}));
+
+    // An incoming id is echoed once sanitized, also on errors; otherwise one is made.
+    let with_id = |id: &str| {
+        api.send(
+            api.request("GET", "/v1/matchmaking/active", None)
+                .header("X-Request-Id", id),
+        )
+    };
+    let reply = with_id("trace-42.a:b_c");
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.headers["x-request-id"], "trace-42.a:b_c");
+    assert_eq!(with_id("a b<c>").headers["x-request-id"], "abc");
+    assert_eq!(
+        with_id(&"x".repeat(300)).headers["x-request-id"],
+        "x".repeat(64).as_str()
+    );
+    let made = [plain("/health/live"), plain("/health/live")]
+        .map(|reply| reply.headers["x-request-id"].to_str().unwrap().to_owned());
+    assert!(!made[0].is_empty());
+    assert_ne!(made[0], made[1]);
+
+    // Unknown routes are 404, known routes with another method 405 naming the allowed ones.
+    plain("/nope/../etc/passwd").expect(404, "NOT_FOUND");
+    let reply = api
+        .send(api.request("PUT", "/v1/matchmaking/queue/q_1", None))
+        .expect(405, "METHOD_NOT_ALLOWED");
+    assert_eq!(reply.headers["allow"], "DELETE, GET");
+
+    let reply = api.client.get(server.url("/metrics")).send().unwrap();
+    assert_eq!(reply.status(), 200);
+    assert!(
+        reply.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = reply.text().unwrap();
+    for needle in [
+        r#"matchwell_http_requests_total{method="GET",route="/health/live",status="200"} 3"#,
+        r#"route="unmatched",status="404""#,
+        r#"route="/v1/matchmaking/queue/{id}",status="405""#,
+        "matchwell_http_request_duration_seconds_bucket",
+    ] {
+        assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
+    }
+    assert!(!text.contains("passwd"), "a raw path became a label");
+}
+
+#[test]
+fn the_summary_shows_the_pools_of_the_admins_tenant() {
+    let server = Server::start();
+    let api = server.api();
+    api.enqueue(&token("ann"), &blitz(1500)).ok(201);
+    api.enqueue(&token("ben"), &blitz(1560)).ok(201);
+    let casual = json!({"time_control": "10+0", "variant": "chess960", "rated": false,
+                        "rating": 900});
+    api.enqueue(&token("cat"), &casual).ok(201);
+    let admin = token_with("ops", &["--role", "admin"]);
+    let summary = support::poll("the match to be counted", || {
+        let view = api.get("/internal/queues/summary", &admin).ok(200);
+        let matched = view["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|pool| pool["matches_last_minute"] == 1);
+        matched.then_some(view)
+    });
+    assert_eq!(summary["tenant"], "default");
+    let pool = |time_control: &str| -> &Value {
+        summary["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|pool| pool["time_control"] == time_control)
+            .unwrap_or_else(|| panic!("no {time_control} pool in {summary}"))
+    };
+    let blitz_pool = pool("5+3");
+    assert_eq!(blitz_pool["variant"], "standard");
+    assert_eq!(blitz_pool["searching"], 0);
+    assert_eq!(blitz_pool["mean_rating_gap"], 60.0);
+    let casual_pool = pool("10+0");
+    assert_eq!(casual_pool["rated"], false);
+    assert_eq!(casual_pool["searching"], 1);
+    assert_eq!(casual_pool["matches_last_minute"], 0);
+    assert_eq!(casual_pool["mean_rating_gap"], Value::Null);
+    for figure in ["oldest_wait_s", "wait_p50_s", "wait_p95_s"] {
+        assert!(casual_pool[figure].as_f64().unwrap() >= 0.0);
+    }
+    api.get("/internal/queues/summary?tenant=acme", &admin)
+        .expect(400, "INVALID_REQUEST");
+}
+
+#[test]
+fn start_up_lists_the_tasks_and_refuses_bad_settings() {
+    let server = Server::options()
+        .env("MATCHWELL_TASK_SNAPSHOTS", "off")
+        .start();
+    assert!(
+        server
+            .log()
+            .iter()
+            .any(|line| line.contains("snapshots=off") && line.contains("5/6 tasks enabled")),
+        "{:#?}",
+        server.log()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    for (name, value, message) in [
+        ("MATCHWELL_TASK_MATCHING_MS", "0", "task `matching`"),
+        ("MATCHWELL_FSYNC", "sometimes", "sometimes"),
+        ("MATCHWELL_WORKERS", "0", "MATCHWELL_WORKERS"),
+        (
+            "MATCHWELL_BODY_LIMIT_BYTES",
+            "0",
+            "MATCHWELL_BODY_LIMIT_BYTES",
+        ),
+        (
+            "MATCHWELL_RATE_LIMIT_BURST",
+            "0",
+            "MATCHWELL_RATE_LIMIT_BURST",
+        ),
+        ("MATCHWELL_LIVE_GAME_API_URL", "not a url", "is not a URL"),
+        ("MATCHWELL_POOLS", "/nonexistent/pools.toml", "pools.toml"),
+        ("MATCHWELL_LISTEN", "127.0.0.1:99999", "127.0.0.1:99999"),
+    ] {
+        let log = support::refused_start(&[
+            (name, value),
+            ("MATCHWELL_JWT_SECRET", SECRET),
+            ("MATCHWELL_DATA_DIR", data_dir),
+        ]);
+        assert!(log.contains(message), "{name}={value}: {log}");
+    }
+}

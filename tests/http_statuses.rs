@@ -1,0 +1,319 @@
+//! Every status code the OpenAPI document promises, provoked on every route: against the
+//! real binary, and for 503 (the engine not ready) against a server whose engine is stopped
+//! under it. The document and these tests cannot drift apart: a documented status no test
+//! provokes fails, and so does a provoked one the document does not list.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use matchwell::Engine;
+use matchwell::http::HttpSettings;
+use matchwell::jwt::JwtSecret;
+use serde_json::{Value, json};
+use support::{Api, Reply, SECRET, Server, blitz, challenge_of, id_of, token, token_with};
+
+/// Routes answering 503 while the engine is not ready, besides `/health/ready`.
+const NOT_READY: [(&str, &str); 7] = [
+    ("POST", "/v1/matchmaking/queue"),
+    ("DELETE", "/v1/matchmaking/queue/{id}"),
+    ("POST", "/v1/matchmaking/challenges"),
+    ("POST", "/v1/matchmaking/challenges/{id}/accept"),
+    ("POST", "/v1/matchmaking/challenges/{id}/decline"),
+    ("DELETE", "/v1/matchmaking/challenges/{id}"),
+    ("GET", "/internal/queues/summary"),
+];
+
+/// Fresh users, so that no provocation disturbs another, and an admin.
+struct Users {
+    count: AtomicUsize,
+    admin: String,
+}
+
+impl Users {
+    fn next(&self) -> (String, String) {
+        let name = format!("user-{}", self.count.fetch_add(1, Ordering::Relaxed));
+        let token = token(&name);
+        (name, token)
+    }
+}
+
+/// Provokes `status` on `method path` of the real server; the answer.
+fn provoke(api: &Api, users: &Users, method: &str, path: &str, status: u16) -> Reply {
+    let (me, mine) = users.next();
+    let (other, theirs) = users.next();
+    let admin = &users.admin;
+    // The route's path with a real id of the caller's, or a junk one for 404.
+    let real_path = |id: &str| path.replace("{id}", id);
+    let my_entry = || id_of(&api.enqueue(&mine, &blitz(1500)).ok(201));
+    let challenge_to_me = || id_of(&api.challenge(&theirs, &challenge_of(&me)).ok(201));
+    let my_challenge = || id_of(&api.challenge(&mine, &challenge_of(&other)).ok(201));
+    let call = |path: &str, token: Option<&str>| {
+        let request = api.request(method, path, token);
+        let request = match (method, path) {
+            ("POST", "/v1/matchmaking/queue") => request.json(&blitz(1500)),
+            ("POST", "/v1/matchmaking/challenges") => request.json(&challenge_of(&other)),
+            _ => request,
+        };
+        api.send(request)
+    };
+    // A path the caller may use: their entry, or a challenge in which they have the right part.
+    let usable_path = || match path {
+        "/v1/matchmaking/queue/{id}" | "/v1/matchmaking/queue/{id}/events" => {
+            let id = my_entry();
+            if path.ends_with("/events") {
+                // A settled entry: its stream sends it once and ends.
+                api.cancel(&mine, &id).ok(200);
+            }
+            real_path(&id)
+        }
+        "/v1/matchmaking/challenges/{id}" if method == "DELETE" => real_path(&my_challenge()),
+        p if p.contains("{id}") => real_path(&challenge_to_me()),
+        _ => path.to_owned(),
+    };
+    match status {
+        200 | 201 if path == "/internal/queues/summary" => call(path, Some(admin)),
+        200 | 201 => call(&usable_path(), Some(&mine)),
+        400 => match (method, path) {
+            ("POST", "/v1/matchmaking/queue") => api.enqueue(&mine, &json!({"rated": 1})),
+            ("POST", "/v1/matchmaking/challenges") => api.challenge(&mine, &challenge_of(&me)),
+            _ => {
+                let token = if path.starts_with("/internal") {
+                    admin
+                } else {
+                    &mine
+                };
+                call(&format!("{}?bogus=1", usable_path()), Some(token))
+            }
+        },
+        401 => call(&usable_path(), None),
+        403 => match (method, path) {
+            ("GET", "/internal/queues/summary") => call(path, Some(&mine)),
+            ("POST", "/v1/matchmaking/queue") => {
+                let mut body = blitz(1500);
+                body["user_id"] = json!(other);
+                api.enqueue(&mine, &body)
+            }
+            ("POST", "/v1/matchmaking/challenges") => {
+                let mut body = challenge_of(&me);
+                body["user_id"] = json!(other);
+                api.challenge(&mine, &body)
+            }
+            _ => {
+                let path = usable_path();
+                let separator = if path.contains('?') { '&' } else { '?' };
+                call(&format!("{path}{separator}user_id={other}"), Some(&mine))
+            }
+        },
+        404 => call(&real_path("x_1"), Some(&mine)),
+        409 => match (method, path) {
+            ("POST", "/v1/matchmaking/queue") => {
+                my_entry();
+                call(path, Some(&mine))
+            }
+            ("POST", "/v1/matchmaking/challenges") => {
+                my_challenge();
+                call(path, Some(&mine))
+            }
+            ("DELETE", "/v1/matchmaking/queue/{id}") => {
+                // Expired entries can no longer be cancelled.
+                let body = json!({"time_control": "1+0", "variant": "standard", "rated": true});
+                let id = id_of(&api.enqueue(&mine, &body).ok(201));
+                api.wait_for_status(&mine, &id, "expired");
+                call(&real_path(&id), Some(&mine))
+            }
+            _ => {
+                // A challenge that is settled already.
+                let path = usable_path();
+                let id = path.split('/').nth(4).unwrap();
+                let closer = if method == "DELETE" { &mine } else { &theirs };
+                api.delete(&format!("/v1/matchmaking/challenges/{id}"), closer)
+                    .ok(200);
+                call(&path, Some(&mine))
+            }
+        },
+        413 => {
+            let mut body = if path.ends_with("/queue") {
+                blitz(1500)
+            } else {
+                challenge_of(&other)
+            };
+            body["variant"] = json!("v".repeat(20_000));
+            api.send(api.request(method, path, Some(&mine)).json(&body))
+        }
+        415 => api.send(
+            api.request(method, path, Some(&mine))
+                .header("Content-Type", "text/plain")
+                .body("{}"),
+        ),
+        429 => {
+            let path = usable_path();
+            // Spend the budget on writes that change nothing.
+            support::poll("the budget to run out", || {
+                let spent = api.cancel(&mine, "q_ffffffff").status;
+                (spent == 429).then_some(())
+            });
+            call(&path, Some(&mine))
+        }
+        _ => panic!("no way to provoke {status} on {method} {path}"),
+    }
+}
+
+/// The error code `status` carries on `method path`.
+fn code_of(status: u16, method: &str, path: &str) -> &'static str {
+    match status {
+        200 | 201 => "",
+        400 => "INVALID_REQUEST",
+        401 => "UNAUTHORIZED",
+        403 => "FORBIDDEN",
+        404 => "NOT_FOUND",
+        409 => match (method, path) {
+            ("POST", "/v1/matchmaking/queue") => "ALREADY_QUEUED",
+            ("DELETE", "/v1/matchmaking/queue/{id}") => "NOT_CANCELLABLE",
+            ("POST", "/v1/matchmaking/challenges") => "CHALLENGE_EXISTS",
+            _ => "CHALLENGE_NOT_PENDING",
+        },
+        413 => "PAYLOAD_TOO_LARGE",
+        415 => "UNSUPPORTED_MEDIA_TYPE",
+        429 => "RATE_LIMITED",
+        _ => "UNAVAILABLE",
+    }
+}
+
+/// Every (method, path, status) the document lists.
+fn documented(document: &Value) -> BTreeSet<(String, String, u16)> {
+    let mut listed = BTreeSet::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for status in operation["responses"].as_object().unwrap().keys() {
+                listed.insert((method.to_uppercase(), path.clone(), status.parse().unwrap()));
+            }
+        }
+    }
+    listed
+}
+
+#[test]
+fn every_documented_status_is_provoked_on_every_route() {
+    // No matching, so that queued players stay queued; a pool whose entries expire at once;
+    // a budget that refills slowly, so that a spent one stays spent for the next request.
+    let dir = tempfile::tempdir().unwrap();
+    let pools = dir.path().join("pools.toml");
+    std::fs::write(
+        &pools,
+        "[[pool]]\ntime_control = \"5+3\"\nvariant = \"standard\"\nrated = true\n\n\
+         [[pool]]\ntime_control = \"1+0\"\nvariant = \"standard\"\nrated = true\nmax_wait_s = 1\n",
+    )
+    .unwrap();
+    let server = Server::options()
+        .env("MATCHWELL_POOLS", pools.to_str().unwrap())
+        .env("MATCHWELL_TASK_MATCHING", "off")
+        .env("MATCHWELL_TASK_EXPIRY_MS", "50")
+        .env("MATCHWELL_RATE_LIMIT_PER_S", "1")
+        .env("MATCHWELL_RATE_LIMIT_BURST", "10")
+        .start();
+    let api = server.api();
+    let document = api.send(api.request("GET", "/openapi.json", None)).ok(200);
+    let users = Users {
+        count: AtomicUsize::new(0),
+        admin: token_with("ops", &["--role", "admin"]),
+    };
+    let mut provoked = BTreeSet::new();
+    for (method, path, status) in documented(&document) {
+        let not_ready = status == 503
+            && (path == "/health/ready" || NOT_READY.contains(&(method.as_str(), path.as_str())));
+        if not_ready {
+            // Provoked by the test below.
+            provoked.insert((method, path, status));
+            continue;
+        }
+        let reply = provoke(&api, &users, &method, &path, status);
+        let what = format!("{method} {path} → {status}");
+        assert_eq!(reply.status, status, "{what}: {reply:?}");
+        let code = code_of(status, &method, &path);
+        if status >= 400 {
+            assert_eq!(reply.code(), code, "{what}: {reply:?}");
+            assert!(!reply.message().is_empty(), "{what}");
+        }
+        provoked.insert((method, path, status));
+    }
+    assert_eq!(provoked, documented(&document));
+    assert!(provoked.len() >= 87, "only {} statuses", provoked.len());
+}
+
+/// A server in this process whose engine can be stopped under it.
+fn in_process_server() -> (String, Arc<Engine>, mpsc::Sender<()>) {
+    let (started, handed) = mpsc::channel();
+    let (stop, stopped) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let engine = Arc::new(Engine::builder().start().await.unwrap());
+            let secret = JwtSecret::resolve(Some(SECRET), std::path::Path::new("unused")).unwrap();
+            let settings = HttpSettings {
+                listen: "127.0.0.1:0".into(),
+                workers: 1,
+                body_limit_bytes: 16 * 1024,
+                rate_limit: None,
+                shutdown_timeout: Duration::from_secs(1),
+            };
+            let server = matchwell::http::start(Arc::clone(&engine), &secret, &settings).unwrap();
+            let base = format!("http://{}", server.addrs[0]);
+            let handle = server.handle();
+            actix_web::rt::spawn(server.wait());
+            started.send((base, engine)).unwrap();
+            // Serves until the test drops its end.
+            let _ = actix_web::rt::task::spawn_blocking(move || stopped.recv()).await;
+            handle.stop(true).await;
+        });
+    });
+    let (base, engine) = handed.recv_timeout(support::PATIENCE).unwrap();
+    (base, engine, stop)
+}
+
+#[test]
+fn writes_and_the_summary_answer_503_while_the_engine_is_not_ready() {
+    let (base, engine, _stop) = in_process_server();
+    let api = Api::new(&base);
+    let (ann, ben) = (token("ann"), token("ben"));
+    let admin = token_with("ops", &["--role", "admin"]);
+    let entry = id_of(&api.enqueue(&ann, &blitz(1500)).ok(201));
+    let challenge = id_of(&api.challenge(&ann, &challenge_of("ben")).ok(201));
+    api.get("/health/ready", &ann).ok(200);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(engine.shutdown());
+    api.send(api.request("GET", "/health/ready", None))
+        .expect(503, "UNAVAILABLE");
+    for (method, path) in NOT_READY {
+        let id = if path.contains("challenges") {
+            &challenge
+        } else {
+            &entry
+        };
+        let path = path.replace("{id}", id);
+        let (token, body) = match (method, path.as_str()) {
+            ("POST", "/v1/matchmaking/queue") => (&ben, Some(blitz(1500))),
+            ("POST", "/v1/matchmaking/challenges") => (&ben, Some(challenge_of("ann"))),
+            (_, "/internal/queues/summary") => (&admin, None),
+            ("POST", _) => (&ben, None),
+            _ => (&ann, None),
+        };
+        let mut request = api.request(method, &path, Some(token));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        api.send(request).expect(503, "UNAVAILABLE");
+    }
+    // Reads still answer, and nothing was written.
+    assert_eq!(api.entry(&ann, &entry).ok(200)["status"], "searching");
+    let path = format!("/v1/matchmaking/challenges/{challenge}");
+    assert_eq!(api.get(&path, &ben).ok(200)["status"], "pending");
+    let active = api.get("/v1/matchmaking/active", &ben).ok(200);
+    assert_eq!(active["searching"], Value::Null);
+    assert_eq!(active["outgoing"], json!([]));
+}

@@ -1,0 +1,523 @@
+//! What the tests against the real `matchwell` binary share: starting a server on a free
+//! port, minting tokens with `matchwell token`, calling the API, polling for a condition, and
+//! a fake live-game service listening on loopback.
+//!
+//! Each test binary uses a part of this module only.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// The JWT secret of test servers.
+pub const SECRET: &str = "test-secret-of-at-least-thirty-two-bytes";
+
+/// How long a test waits for something that should happen at once.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The seed in `MATCHWELL_TEST_SEED`, if set.
+pub fn seed_from_env() -> Option<u64> {
+    std::env::var("MATCHWELL_TEST_SEED").ok().map(|seed| {
+        seed.parse()
+            .unwrap_or_else(|_| panic!("MATCHWELL_TEST_SEED `{seed}` is not a number"))
+    })
+}
+
+/// The `matchwell` binary with none of the caller's `MATCHWELL_*` variables, so that a
+/// developer's environment cannot change what a test sees.
+pub fn matchwell() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_matchwell"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("MATCHWELL_") {
+            command.env_remove(name);
+        }
+    }
+    command.env("NO_COLOR", "1");
+    command
+}
+
+/// Waits until `probe` yields a value, for at most [`PATIENCE`]; panics naming `what`.
+pub fn poll<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `matchwell serve` that must refuse to start; its log.
+pub fn refused_start(env: &[(&str, &str)]) -> String {
+    let mut command = matchwell();
+    command.arg("serve").env("MATCHWELL_LISTEN", "127.0.0.1:0");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server started with {env:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(!status.success());
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    log
+}
+
+/// How to start a server.
+pub struct ServerOptions {
+    data_dir: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    secret: bool,
+}
+
+impl ServerOptions {
+    /// Sets a variable of the server's environment.
+    pub fn env(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.env.push((name.to_owned(), value.into()));
+        self
+    }
+
+    /// Uses `dir` as the data directory (default: a fresh temporary one).
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// Creates games through `games`.
+    pub fn live_game(self, games: &FakeLiveGame) -> Self {
+        self.env("MATCHWELL_LIVE_GAME_API_URL", games.url.clone())
+    }
+
+    /// Leaves `MATCHWELL_JWT_SECRET` unset, so the server uses its development secret.
+    pub fn without_secret(mut self) -> Self {
+        self.secret = false;
+        self
+    }
+
+    /// Starts the server and waits until it listens.
+    pub fn start(self) -> Server {
+        let temp = match self.data_dir {
+            Some(_) => None,
+            None => Some(tempfile::tempdir().unwrap()),
+        };
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| temp.as_ref().unwrap().path().to_owned());
+        let mut command = matchwell();
+        command
+            .arg("serve")
+            .env("MATCHWELL_LISTEN", "127.0.0.1:0")
+            .env("MATCHWELL_DATA_DIR", &data_dir)
+            .env("MATCHWELL_LOG_FORMAT", "human")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if self.secret {
+            command.env("MATCHWELL_JWT_SECRET", SECRET);
+        }
+        for (name, value) in &self.env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (address, found) = mpsc::channel();
+        let lines = Arc::clone(&log);
+        // Keeps draining the log after the address, so the server never writes to a closed
+        // pipe; the lines stay readable through `Server::log`.
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if let Some(at) = line.find("listening on http://") {
+                    let addr = line[at + "listening on ".len()..].split_whitespace().next();
+                    let _ = address.send(addr.unwrap_or_default().to_owned());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let base = found.recv_timeout(PATIENCE).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!(
+                "the server printed no address; its log:\n{}",
+                log.lock().unwrap().join("\n")
+            )
+        });
+        Server {
+            child,
+            base,
+            data_dir,
+            log,
+            _temp: temp,
+        }
+    }
+}
+
+/// A running `matchwell serve`, killed when dropped.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+    _temp: Option<TempDir>,
+}
+
+impl Server {
+    /// Options with working defaults: a temporary data directory and [`SECRET`].
+    pub fn options() -> ServerOptions {
+        ServerOptions {
+            data_dir: None,
+            env: Vec::new(),
+            secret: true,
+        }
+    }
+
+    /// A server with the default options.
+    pub fn start() -> Self {
+        Self::options().start()
+    }
+
+    /// `path` on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The log lines written so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// An API client of this server.
+    pub fn api(&self) -> Api {
+        Api::new(&self.base)
+    }
+
+    /// How the server ended, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Kills the server with SIGKILL and waits for it.
+    pub fn kill(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs `matchwell token ARGS` with `env`; the command's output.
+pub fn mint(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = matchwell();
+    command.arg("token").args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+/// A token signed with [`SECRET`], minted by `matchwell token --user USER ARGS`.
+pub fn token_with(user: &str, args: &[&str]) -> String {
+    let mut all = vec!["--user", user];
+    all.extend_from_slice(args);
+    let output = mint(&all, &[("MATCHWELL_JWT_SECRET", SECRET)]);
+    assert!(
+        output.status.success(),
+        "matchwell token failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// A plain user's token of the default tenant.
+pub fn token(user: &str) -> String {
+    token_with(user, &[])
+}
+
+/// An answer of the API.
+#[derive(Debug)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body as JSON (`Value::Null` when it is not JSON).
+    pub body: Value,
+}
+
+impl Reply {
+    fn from(response: Response) -> Self {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().unwrap_or_default();
+        Self {
+            status,
+            headers,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        }
+    }
+
+    /// `error.code`, or "" when the body is no error.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or_default()
+    }
+
+    /// `error.message`, or "" when the body is no error.
+    pub fn message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap_or_default()
+    }
+
+    /// Asserts the status and, for errors, the code of the one error shape.
+    pub fn expect(self, status: u16, code: &str) -> Self {
+        assert_eq!(self.status, status, "unexpected answer: {self:?}");
+        if status >= 400 {
+            assert_eq!(self.code(), code, "unexpected error: {self:?}");
+            assert!(
+                !self.message().is_empty(),
+                "an error without a message: {self:?}"
+            );
+        }
+        self
+    }
+
+    /// Asserts a success status; the body.
+    pub fn ok(self, status: u16) -> Value {
+        self.expect(status, "").body
+    }
+}
+
+/// A blocking API client of one server.
+pub struct Api {
+    /// The HTTP client.
+    pub client: Client,
+    base: String,
+}
+
+/// The `id` of an entry or challenge.
+pub fn id_of(item: &Value) -> String {
+    item["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {item}"))
+        .to_owned()
+}
+
+/// The body of an enqueue in pool 5+3 standard rated.
+pub fn blitz(rating: u16) -> Value {
+    json!({"time_control": "5+3", "variant": "standard", "rated": true, "rating": rating})
+}
+
+/// The body of a 5+3 standard rated challenge of `opponent`.
+pub fn challenge_of(opponent: &str) -> Value {
+    json!({"opponent_id": opponent, "time_control": "5+3", "variant": "standard", "rated": true})
+}
+
+impl Api {
+    /// A client of the server at `base` (`http://HOST:PORT`).
+    pub fn new(base: &str) -> Self {
+        Self {
+            client: Client::builder().timeout(PATIENCE).build().unwrap(),
+            base: base.to_owned(),
+        }
+    }
+
+    /// A request of `method` to `path`, with `token` as bearer when given.
+    pub fn request(&self, method: &str, path: &str, token: Option<&str>) -> RequestBuilder {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let request = self.client.request(method, format!("{}{path}", self.base));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Sends `request`.
+    pub fn send(&self, request: RequestBuilder) -> Reply {
+        Reply::from(request.send().unwrap())
+    }
+
+    /// `GET path`.
+    pub fn get(&self, path: &str, token: &str) -> Reply {
+        self.send(self.request("GET", path, Some(token)))
+    }
+
+    /// `DELETE path`.
+    pub fn delete(&self, path: &str, token: &str) -> Reply {
+        self.send(self.request("DELETE", path, Some(token)))
+    }
+
+    /// `POST path` with a JSON body.
+    pub fn post(&self, path: &str, token: &str, body: &Value) -> Reply {
+        self.send(self.request("POST", path, Some(token)).json(body))
+    }
+
+    /// `POST /v1/matchmaking/queue`.
+    pub fn enqueue(&self, token: &str, body: &Value) -> Reply {
+        self.post("/v1/matchmaking/queue", token, body)
+    }
+
+    /// `POST /v1/matchmaking/queue` with `Idempotency-Key: key`.
+    pub fn enqueue_keyed(&self, token: &str, key: &[u8], body: &Value) -> Reply {
+        let key = reqwest::header::HeaderValue::from_bytes(key).unwrap();
+        self.send(
+            self.request("POST", "/v1/matchmaking/queue", Some(token))
+                .header("Idempotency-Key", key)
+                .json(body),
+        )
+    }
+
+    /// `GET /v1/matchmaking/queue/{id}`.
+    pub fn entry(&self, token: &str, id: &str) -> Reply {
+        self.get(&format!("/v1/matchmaking/queue/{id}"), token)
+    }
+
+    /// `DELETE /v1/matchmaking/queue/{id}`.
+    pub fn cancel(&self, token: &str, id: &str) -> Reply {
+        self.delete(&format!("/v1/matchmaking/queue/{id}"), token)
+    }
+
+    /// `POST /v1/matchmaking/challenges`.
+    pub fn challenge(&self, token: &str, body: &Value) -> Reply {
+        self.post("/v1/matchmaking/challenges", token, body)
+    }
+
+    /// Polls entry `id` until its status is `status`; the entry.
+    pub fn wait_for_status(&self, token: &str, id: &str, status: &str) -> Value {
+        poll(&format!("entry {id} to be {status}"), || {
+            let entry = self.entry(token, id).ok(200);
+            (entry["status"] == status).then_some(entry)
+        })
+    }
+}
+
+/// One call the fake live-game service received.
+#[derive(Debug, Clone)]
+pub struct GameCall {
+    /// The `Idempotency-Key` header.
+    pub idempotency_key: Option<String>,
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
+    /// The JSON body.
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct LiveGameState {
+    down: bool,
+    calls: Vec<GameCall>,
+    games: HashMap<String, String>,
+}
+
+/// A live-game service on loopback: `POST /v1/games` answers `{"game_id"}` (the same id for
+/// the same idempotency key), or 503 while it is down.
+pub struct FakeLiveGame {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    state: Arc<Mutex<LiveGameState>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+async fn create_game(
+    request: actix_web::HttpRequest,
+    body: actix_web::web::Json<Value>,
+    state: actix_web::web::Data<Arc<Mutex<LiveGameState>>>,
+) -> actix_web::HttpResponse {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let call = GameCall {
+        idempotency_key: header("idempotency-key"),
+        authorization: header("authorization"),
+        body: body.into_inner(),
+    };
+    let mut state = state.lock().unwrap();
+    state.calls.push(call.clone());
+    if state.down {
+        return actix_web::HttpResponse::ServiceUnavailable().finish();
+    }
+    let key = call.idempotency_key.unwrap_or_default();
+    let next = format!("game-{}", state.games.len() + 1);
+    let game_id = state.games.entry(key).or_insert(next).clone();
+    actix_web::HttpResponse::Created().json(json!({ "game_id": game_id }))
+}
+
+impl FakeLiveGame {
+    /// Starts the service on a free port of 127.0.0.1.
+    pub fn start() -> Self {
+        let state = Arc::new(Mutex::new(LiveGameState::default()));
+        let shared = state.clone();
+        let (started, handed) = mpsc::channel();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let server = actix_web::HttpServer::new(move || {
+                    actix_web::App::new()
+                        .app_data(actix_web::web::Data::new(shared.clone()))
+                        .route("/v1/games", actix_web::web::post().to(create_game))
+                })
+                .workers(1)
+                .bind(("127.0.0.1", 0))
+                .unwrap();
+                let addr = server.addrs()[0];
+                let server = server.run();
+                started.send((addr, server.handle())).unwrap();
+                server.await
+            })
+        });
+        let (addr, handle) = handed.recv_timeout(PATIENCE).unwrap();
+        Self {
+            url: format!("http://{addr}"),
+            state,
+            handle,
+        }
+    }
+
+    /// Makes the service answer 503 (`true`) or create games (`false`).
+    pub fn set_down(&self, down: bool) {
+        self.state.lock().unwrap().down = down;
+    }
+
+    /// Every call received so far.
+    pub fn calls(&self) -> Vec<GameCall> {
+        self.state.lock().unwrap().calls.clone()
+    }
+}
+
+impl Drop for FakeLiveGame {
+    fn drop(&mut self) {
+        // Stopping is asynchronous; the service's thread ends once it has stopped.
+        drop(self.handle.stop(false));
+    }
+}
