@@ -12,7 +12,7 @@
 //! no code holds two guards of the same map.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -35,6 +35,17 @@ pub(crate) type FastHasher = foldhash::fast::RandomState;
 
 /// A concurrent map with [`FastHasher`].
 pub(crate) type FastMap<K, V> = DashMap<K, V, FastHasher>;
+
+/// Shards of the maps that every enqueue and every paired player writes: `entries` and the
+/// searching users. Many more than the threads writing them (callers, shards), so that two
+/// writers seldom wait on one shard lock, and each shard's table is small, so that growing one
+/// rehashes little at a time instead of stalling a writer on a large table.
+const HOT_MAP_SHARDS: usize = 128;
+
+/// An empty map sharded for heavy concurrent writes (see [`HOT_MAP_SHARDS`]).
+fn hot_map<K: Eq + Hash, V>() -> FastMap<K, V> {
+    DashMap::with_capacity_and_hasher_and_shard_amount(0, FastHasher::default(), HOT_MAP_SHARDS)
+}
 
 /// An interned tenant name: four bytes in every record instead of a string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -247,7 +258,7 @@ pub(crate) struct AlreadySearching(pub(crate) EntryId);
 impl<S: BuildHasher> SearchingUsers<S> {
     pub(crate) fn with_user_hasher(user_hasher: S) -> Self {
         Self {
-            primary: FastMap::default(),
+            primary: hot_map(),
             overflow: FastMap::default(),
             overflow_used: AtomicBool::new(false),
             user_hasher,
@@ -382,7 +393,7 @@ impl<S: BuildHasher> SearchingUsers<S> {
 }
 
 /// The index itself.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Index {
     pub(crate) tenants: Tenants,
     pub(crate) entries: FastMap<EntryId, EntryRecord>,
@@ -400,6 +411,22 @@ pub(crate) struct Index {
     watched: AtomicUsize,
     /// What settled when, oldest first, for the retention sweep.
     settled: Mutex<VecDeque<(UnixMillis, Settled)>>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Self {
+            tenants: Tenants::default(),
+            entries: hot_map(),
+            searching: SearchingUsers::default(),
+            matches: FastMap::default(),
+            recent: FastMap::default(),
+            idempotency: FastMap::default(),
+            watchers: FastMap::default(),
+            watched: AtomicUsize::new(0),
+            settled: Mutex::default(),
+        }
+    }
 }
 
 impl Index {
