@@ -18,6 +18,9 @@ pub const TENANT: &str = "bench";
 /// Concurrent callers queueing a population: far more than the cores, as on a busy server.
 pub const CALLERS: usize = 64;
 
+/// Where the benches' manual clocks start, in milliseconds.
+pub const START_MS: u64 = 1_000;
+
 /// A tokio runtime with one worker per core, where the callers run.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -29,7 +32,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// An engine on a manual clock with no background tasks, the default shard count and the
 /// built-in pools.
 pub async fn engine() -> (Engine, Arc<ManualClock>) {
-    let (builder, clock) = Engine::builder().manual(1_000);
+    let (builder, clock) = Engine::builder().manual(START_MS);
     let engine = builder.start().await.expect("the engine starts");
     (engine, clock)
 }
@@ -55,16 +58,20 @@ pub fn request(n: usize, pool: &PoolSpec, rating: u16) -> EnqueueRequest {
     }
 }
 
-/// `players` distinct players spread round-robin over `pools`, ratings drawn around 1500 as on
-/// a real site, dealt out to [`CALLERS`] callers. Built before timing starts.
-pub fn population(players: usize, pools: &[PoolSpec], seed: u64) -> Vec<Vec<EnqueueRequest>> {
+/// `players` ratings drawn around 1500, as on a real site.
+pub fn ratings(players: usize, seed: u64) -> impl Iterator<Item = u16> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let ratings = Normal::<f64>::new(1_500.0, 350.0).expect("a valid distribution");
+    (0..players).map(move |_| ratings.sample(&mut rng).clamp(0.0, 4_000.0) as u16)
+}
+
+/// `players` distinct players with [`ratings`], spread round-robin over `pools` and dealt out
+/// to [`CALLERS`] callers. Built before timing starts.
+pub fn population(players: usize, pools: &[PoolSpec], seed: u64) -> Vec<Vec<EnqueueRequest>> {
     let mut callers: Vec<Vec<EnqueueRequest>> = (0..CALLERS)
         .map(|_| Vec::with_capacity(players / CALLERS + 1))
         .collect();
-    for n in 0..players {
-        let rating = ratings.sample(&mut rng).clamp(0.0, 4_000.0) as u16;
+    for (n, rating) in ratings(players, seed).enumerate() {
         callers[n % CALLERS].push(request(n, &pools[n % pools.len()], rating));
     }
     callers
