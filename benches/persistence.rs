@@ -2,10 +2,12 @@
 //!
 //! `cargo bench --bench persistence`
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use matchwell::{Engine, EnqueueRequest, FsyncMode, PersistenceConfig, PoolSpec};
+use matchwell::{Engine, FsyncMode, PersistenceConfig};
 
 const ENTRIES: usize = 1_000_000;
 
@@ -21,20 +23,14 @@ async fn start(dir: &std::path::Path) -> Engine {
 }
 
 async fn fill(engine: &Engine) {
-    let pools: Vec<PoolSpec> = engine
-        .catalog()
-        .iter()
-        .map(|pool| pool.spec.clone())
-        .collect();
+    let pools = support::pools(engine, engine.catalog().len());
     for n in 0..ENTRIES {
         engine
-            .enqueue(EnqueueRequest {
-                tenant: "bench".into(),
-                user_id: compact_str::format_compact!("player-{n}"),
-                pool: pools[n % pools.len()].clone(),
-                rating: (n % 4_000) as u16,
-                idempotency_key: None,
-            })
+            .enqueue(support::request(
+                n,
+                &pools[n % pools.len()],
+                (n % 4_000) as u16,
+            ))
             .await
             .unwrap();
     }

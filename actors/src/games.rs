@@ -154,16 +154,21 @@ pub(crate) struct GameJobs {
 }
 
 impl GameJobs {
-    /// Schedules a job for `match_id`, due at `due_ms`.
-    pub(crate) fn schedule(&self, match_id: MatchId, due_ms: UnixMillis) {
-        self.jobs.lock().insert(
-            match_id,
-            GameJob {
-                failed_attempts: 0,
-                next_attempt_ms: due_ms,
-                in_flight: false,
-            },
-        );
+    /// Schedules a job for each of `match_ids`, due at `due_ms`: a wave's matches under one
+    /// lock.
+    pub(crate) fn schedule(
+        &self,
+        match_ids: impl IntoIterator<Item = MatchId>,
+        due_ms: UnixMillis,
+    ) {
+        let job = GameJob {
+            failed_attempts: 0,
+            next_attempt_ms: due_ms,
+            in_flight: false,
+        };
+        self.jobs
+            .lock()
+            .extend(match_ids.into_iter().map(|match_id| (match_id, job)));
     }
 
     /// Puts back a job read from disk.
@@ -277,7 +282,7 @@ mod tests {
             max_backoff: Duration::from_secs(1),
             max_attempts: 3,
         };
-        jobs.schedule(id(1), 0);
+        jobs.schedule([id(1)], 0);
         assert_eq!(jobs.start_due(0), vec![id(1)]);
         assert_eq!(
             jobs.start_due(0),
@@ -314,8 +319,7 @@ mod tests {
     fn success_and_permanent_failure_end_the_job() {
         let jobs = GameJobs::default();
         let policy = RetryPolicy::default();
-        jobs.schedule(id(1), 0);
-        jobs.schedule(id(2), 0);
+        jobs.schedule([id(1), id(2)], 0);
         assert_eq!(jobs.start_due(0), vec![id(1), id(2)]);
         assert_eq!(
             jobs.finish(id(1), Ok("g".into()), 0, &policy),

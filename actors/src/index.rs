@@ -11,14 +11,16 @@
 //! No code holds a guard of one map while taking a guard of a map earlier in that order, and
 //! no code holds two guards of the same map.
 
-use std::collections::VecDeque;
-use std::hash::BuildHasher;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use arc_swap::ArcSwap;
 use compact_str::CompactString;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -34,37 +36,66 @@ pub(crate) type FastHasher = foldhash::fast::RandomState;
 /// A concurrent map with [`FastHasher`].
 pub(crate) type FastMap<K, V> = DashMap<K, V, FastHasher>;
 
+/// Shards of the maps that every enqueue and every paired player writes: `entries` and the
+/// searching users. Many more than the threads writing them (callers, shards), so that two
+/// writers seldom wait on one shard lock, and each shard's table is small, so that growing one
+/// rehashes little at a time instead of stalling a writer on a large table.
+const HOT_MAP_SHARDS: usize = 128;
+
+/// An empty map sharded for heavy concurrent writes (see [`HOT_MAP_SHARDS`]).
+fn hot_map<K: Eq + Hash, V>() -> FastMap<K, V> {
+    DashMap::with_capacity_and_hasher_and_shard_amount(0, FastHasher::default(), HOT_MAP_SHARDS)
+}
+
 /// An interned tenant name: four bytes in every record instead of a string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TenantId(pub u32);
 
 /// Interns tenant names.
 ///
-/// A map for name → id and a vector for id → name; tenants are few and never forgotten, so
-/// the vector only grows and ids stay valid for the life of the process.
+/// Every lookup resolves its tenant's name and every journaled change writes it, while a new
+/// tenant appears rarely and is never forgotten. So the table is immutable behind an
+/// [`ArcSwap`] and replaced whole (a copy) when a tenant is added: readers on different cores
+/// take no lock and write no shared counter, so they never contend, and ids stay valid for
+/// the life of the process. `adding` serialises the writers, so that two first uses of one
+/// name get one id.
 #[derive(Debug, Default)]
 pub(crate) struct Tenants {
-    by_name: FastMap<CompactString, TenantId>,
-    names: RwLock<Vec<CompactString>>,
+    table: ArcSwap<TenantTable>,
+    adding: Mutex<()>,
+}
+
+/// Name → id and id → name; see [`Tenants`].
+#[derive(Debug, Default, Clone)]
+struct TenantTable {
+    by_name: HashMap<CompactString, TenantId, FastHasher>,
+    names: Vec<CompactString>,
 }
 
 impl Tenants {
     /// The id of `name`, creating it on first use.
     pub(crate) fn intern(&self, name: &str) -> TenantId {
-        if let Some(id) = self.by_name.get(name) {
-            return *id;
+        if let Some(id) = self.find(name) {
+            return id;
         }
-        *self.by_name.entry(name.into()).or_insert_with(|| {
-            let mut names = self.names.write();
-            names.push(name.into());
-            TenantId(u32::try_from(names.len() - 1).expect("fewer than 2^32 tenants"))
-        })
+        let _adding = self.adding.lock();
+        let current = self.table.load();
+        if let Some(&id) = current.by_name.get(name) {
+            return id;
+        }
+        let mut table = TenantTable::clone(&current);
+        let id = TenantId(u32::try_from(table.names.len()).expect("fewer than 2^32 tenants"));
+        table.names.push(name.into());
+        table.by_name.insert(name.into(), id);
+        self.table.store(Arc::new(table));
+        id
     }
 
     /// The name of `id` (empty for an id this process never handed out).
     pub(crate) fn name(&self, id: TenantId) -> CompactString {
-        self.names
-            .read()
+        self.table
+            .load()
+            .names
             .get(id.0 as usize)
             .cloned()
             .unwrap_or_default()
@@ -72,7 +103,7 @@ impl Tenants {
 
     /// The id of `name` if any entry, match or challenge ever used it.
     pub(crate) fn find(&self, name: &str) -> Option<TenantId> {
-        self.by_name.get(name).map(|id| *id)
+        self.table.load().by_name.get(name).copied()
     }
 }
 
@@ -227,7 +258,7 @@ pub(crate) struct AlreadySearching(pub(crate) EntryId);
 impl<S: BuildHasher> SearchingUsers<S> {
     pub(crate) fn with_user_hasher(user_hasher: S) -> Self {
         Self {
-            primary: FastMap::default(),
+            primary: hot_map(),
             overflow: FastMap::default(),
             overflow_used: AtomicBool::new(false),
             user_hasher,
@@ -362,7 +393,7 @@ impl<S: BuildHasher> SearchingUsers<S> {
 }
 
 /// The index itself.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Index {
     pub(crate) tenants: Tenants,
     pub(crate) entries: FastMap<EntryId, EntryRecord>,
@@ -380,6 +411,22 @@ pub(crate) struct Index {
     watched: AtomicUsize,
     /// What settled when, oldest first, for the retention sweep.
     settled: Mutex<VecDeque<(UnixMillis, Settled)>>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Self {
+            tenants: Tenants::default(),
+            entries: hot_map(),
+            searching: SearchingUsers::default(),
+            matches: FastMap::default(),
+            recent: FastMap::default(),
+            idempotency: FastMap::default(),
+            watchers: FastMap::default(),
+            watched: AtomicUsize::new(0),
+            settled: Mutex::default(),
+        }
+    }
 }
 
 impl Index {

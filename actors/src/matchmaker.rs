@@ -345,11 +345,13 @@ impl Matchmaker {
             .claim(user, id, record.clone(), &index.entries)
         {
             Ok(()) => {
-                let mut images = vec![self.shared.entry_image(id, &record)];
-                if let Some(key) = idempotency_key {
-                    images.push(self.shared.idempotency_image(key, id, record.joined_at_ms));
-                }
-                self.shared.record(images);
+                self.shared.record(|| {
+                    let mut images = vec![self.shared.entry_image(id, &record)];
+                    if let Some(key) = idempotency_key {
+                        images.push(self.shared.idempotency_image(key, id, record.joined_at_ms));
+                    }
+                    images
+                });
                 Ok((id, record))
             }
             Err(existing) => match self.shared.entry_view(existing.0) {
@@ -525,7 +527,7 @@ impl Matchmaker {
         let challenge = record.view(id);
         let image = self.shared.challenge_image(id, &record);
         self.shared.challenges.create(id, record)?;
-        self.shared.record(vec![image]);
+        self.shared.record(|| vec![image]);
         self.shared.durable().await?;
         self.shared
             .metrics
@@ -621,7 +623,7 @@ impl Matchmaker {
         match outcome {
             Ok(_) => {
                 self.shared
-                    .record(vec![self.shared.challenge_image(id, &after)]);
+                    .record(|| vec![self.shared.challenge_image(id, &after)]);
                 self.shared.durable().await?;
                 self.shared
                     .index
@@ -674,7 +676,7 @@ impl Matchmaker {
             .challenges
             .close(id, tenant, user, party, now_ms)?;
         self.shared
-            .record(vec![self.shared.challenge_image(id, &record)]);
+            .record(|| vec![self.shared.challenge_image(id, &record)]);
         self.shared.durable().await?;
         self.shared.index.settle(now_ms, Settled::Challenge(id));
         let status = if party == Party::Opponent {
@@ -774,12 +776,12 @@ impl Matchmaker {
     pub fn expire_challenges(&self) -> usize {
         let expired = self.shared.challenges.expire_due(self.now_ms());
         if !expired.is_empty() {
-            self.shared.record(
+            self.shared.record(|| {
                 expired
                     .iter()
                     .map(|(id, record)| self.shared.challenge_image(*id, record))
-                    .collect(),
-            );
+                    .collect()
+            });
         }
         for (id, record) in &expired {
             if let ChallengeState::Closed { at_ms, .. } = record.state {
@@ -918,9 +920,7 @@ async fn attempt_game(
             failed_attempts, ..
         } => {
             tracing::warn!(%match_id, failed_attempts, "game creation failed; will retry");
-            if let Some(image) = shared.match_image(match_id) {
-                shared.record(vec![image]);
-            }
+            shared.record(|| shared.match_image(match_id).into_iter().collect());
             shared.metrics.game_jobs.with_label_values(&["retry"]).inc();
             return;
         }
@@ -938,9 +938,7 @@ async fn attempt_game(
     }) else {
         return;
     };
-    if let Some(image) = shared.match_image(match_id) {
-        shared.record(vec![image]);
-    }
+    shared.record(|| shared.match_image(match_id).into_iter().collect());
     shared.index.settle(now_ms, Settled::Match(match_id));
     for player in &record.players {
         shared.index.notify(player.entry_id);

@@ -151,37 +151,29 @@ impl PoolShard {
 
     fn publish_expired(&self, key: QueueKey, expired: &[Expired]) {
         let params = self.shared.catalog.get(key.pool).params;
-        let mut images = Vec::new();
+        let listeners = self.shared.event_listeners();
+        let mut settled = Vec::new();
         for gone in expired {
+            let id = gone.waiting.id;
             let at_ms = gone.waiting.joined_at_ms.saturating_add(params.max_wait_ms);
-            if let Some(before) = self
-                .shared
-                .index
-                .leave_searching(gone.waiting.id, EntryState::Expired { at_ms })
-            {
-                let after = EntryRecord {
-                    state: EntryState::Expired { at_ms },
-                    ..before
-                };
-                images.push(self.shared.entry_image(gone.waiting.id, &after));
-                self.shared
-                    .index
-                    .settle(at_ms, Settled::Entry(gone.waiting.id));
-                self.shared.metrics.expired.inc();
-                self.shared.metrics.searching(key.pool).dec();
-                if let Some(entry) = self
-                    .shared
-                    .event_listeners()
-                    .then(|| self.shared.entry_view(gone.waiting.id))
-                    .flatten()
-                {
+            let state = EntryState::Expired { at_ms };
+            if let Some(before) = self.shared.index.leave_searching(id, state) {
+                self.shared.index.settle(at_ms, Settled::Entry(id));
+                if let Some(entry) = listeners.then(|| self.shared.entry_view(id)).flatten() {
                     self.shared.emit(MatchEvent::Expired { entry });
                 }
+                settled.push((id, EntryRecord { state, ..before }));
             }
         }
-        if !images.is_empty() {
-            self.shared.record(images);
-        }
+        self.shared.record(|| {
+            settled
+                .iter()
+                .map(|(id, after)| self.shared.entry_image(*id, after))
+                .collect()
+        });
+        let metrics = &self.shared.metrics;
+        metrics.expired.inc_by(settled.len() as u64);
+        metrics.searching(key.pool).sub(settled.len() as i64);
     }
 
     /// Colors for `(low, high)`: whoever had white in their last game gets black; a tie is
@@ -211,37 +203,47 @@ impl PoolShard {
         (low_color, low_color.opposite())
     }
 
+    /// Publishes a wave's pairs. Each match and its players' new states reach the index, then
+    /// the journal as one record; only then are the game jobs scheduled, so no game is
+    /// attempted for a match that is not journaled. Metrics and the queue's recent figures
+    /// are updated once per wave rather than once per pair.
     fn publish_pairs(&mut self, key: QueueKey, pairs: &[Pairing], now_ms: UnixMillis) {
+        let listeners = self.shared.event_listeners();
+        let rating_gap = self.shared.metrics.rating_gap.local();
+        let wait_seconds = self.shared.metrics.wait_seconds.local();
+        let mut matched = Vec::with_capacity(pairs.len());
         for pairing in pairs {
             let Some(match_id) = self.publish_pair(key, pairing, now_ms) else {
                 continue;
             };
-            let queue = self.queue(key);
-            queue.recent_matches.push_back((now_ms, pairing.gap()));
-            self.shared.games.schedule(match_id, now_ms);
-            let images = std::iter::once(self.shared.match_image(match_id))
-                .chain(
-                    [&pairing.low, &pairing.high]
-                        .map(|player| self.shared.current_entry_image(player.id)),
-                )
-                .flatten()
-                .collect();
-            self.shared.record(images);
-            let metrics = &self.shared.metrics;
-            metrics.matches.inc();
-            metrics.searching(key.pool).sub(2);
-            metrics.rating_gap.observe(f64::from(pairing.gap()));
+            let shared = &self.shared;
+            shared.record(|| {
+                std::iter::once(shared.match_image(match_id))
+                    .chain(
+                        [&pairing.low, &pairing.high]
+                            .map(|player| shared.current_entry_image(player.id)),
+                    )
+                    .flatten()
+                    .collect()
+            });
+            rating_gap.observe(f64::from(pairing.gap()));
             for player in [&pairing.low, &pairing.high] {
-                metrics
-                    .wait_seconds
-                    .observe(now_ms.saturating_sub(player.joined_at_ms) as f64 / 1_000.0);
+                wait_seconds.observe(now_ms.saturating_sub(player.joined_at_ms) as f64 / 1_000.0);
             }
-            if self.shared.event_listeners() {
-                if let Some(found) = self.shared.match_view(match_id) {
-                    self.shared.emit(MatchEvent::Matched { found });
-                }
+            if let Some(found) = listeners.then(|| shared.match_view(match_id)).flatten() {
+                shared.emit(MatchEvent::Matched { found });
             }
+            matched.push((match_id, pairing.gap()));
         }
+        let metrics = &self.shared.metrics;
+        metrics.matches.inc_by(matched.len() as u64);
+        metrics.searching(key.pool).sub(2 * matched.len() as i64);
+        self.shared
+            .games
+            .schedule(matched.iter().map(|&(match_id, _)| match_id), now_ms);
+        self.queue(key)
+            .recent_matches
+            .extend(matched.iter().map(|&(_, gap)| (now_ms, gap)));
     }
 
     fn publish_pair(
@@ -396,13 +398,15 @@ impl Handler<Cancel> for PoolShard {
         let Some(before) = self.shared.index.leave_searching(msg.id, cancelled) else {
             return CancelOutcome::NotSearching;
         };
-        self.shared.record(vec![self.shared.entry_image(
-            msg.id,
-            &EntryRecord {
-                state: cancelled,
-                ..before
-            },
-        )]);
+        self.shared.record(|| {
+            vec![self.shared.entry_image(
+                msg.id,
+                &EntryRecord {
+                    state: cancelled,
+                    ..before
+                },
+            )]
+        });
         if in_pool {
             self.shared.metrics.searching(msg.queue.pool).dec();
         } else {
@@ -430,7 +434,7 @@ impl Handler<Requeue> for PoolShard {
     fn handle(&mut self, msg: Requeue, _: &mut Self::Context) {
         if let Some(record) = self.shared.index.return_to_searching(msg.id, msg.match_id) {
             self.shared
-                .record(vec![self.shared.entry_image(msg.id, &record)]);
+                .record(|| vec![self.shared.entry_image(msg.id, &record)]);
             let waiting = Waiting {
                 id: msg.id,
                 joined_at_ms: record.joined_at_ms,

@@ -69,12 +69,18 @@ impl Shared {
         }
     }
 
-    /// Journals one change made of `images`. A failed append poisons the journal, which
-    /// [`Self::writable`] then reports; it is logged here and never retried.
-    pub(crate) fn record(&self, images: Vec<Image>) {
+    /// Journals one change made of the images `images` builds. They are built only when there
+    /// is a journal: an engine that keeps everything in memory pays nothing for them on its
+    /// hot paths. A failed append poisons the journal, which [`Self::writable`] then reports;
+    /// it is logged here and never retried. No images, no change.
+    pub(crate) fn record(&self, images: impl FnOnce() -> Vec<Image>) {
         let Some(journal) = &self.journal else {
             return;
         };
+        let images = images();
+        if images.is_empty() {
+            return;
+        }
         let change = Change {
             at_ms: self.clock.now_ms(),
             images,
