@@ -223,9 +223,11 @@ impl Matchmaker {
             );
             if report.downtime_ms > 0 {
                 // Before the actors start, so it precedes every change made from now on.
-                shared.record(vec![Image::Resumed {
-                    downtime_ms: report.downtime_ms,
-                }]);
+                shared.record(|| {
+                    vec![Image::Resumed {
+                        downtime_ms: report.downtime_ms,
+                    }]
+                });
             }
         }
         let actors = ActorSystem::start(
