@@ -144,6 +144,14 @@ impl Party {
     }
 }
 
+/// Who acts on a challenge: a user of a tenant, as one of its two parties.
+#[derive(Debug, Clone, Copy)]
+struct Acting<'a> {
+    tenant: TenantId,
+    user: &'a str,
+    party: Party,
+}
+
 /// Every challenge, plus per-user lists of pending ones.
 ///
 /// The per-user lists make `incoming` and `outgoing` cheap; they may briefly hold ids of
@@ -159,10 +167,15 @@ pub(crate) struct ChallengeBook {
 impl ChallengeBook {
     /// Adds a pending challenge unless the challenger already has one pending to the same
     /// opponent.
+    ///
+    /// Every change calls `journal` with the new record before anyone else can change the
+    /// challenge again (under the map's guard, or before the record is visible), so the journal
+    /// holds a challenge's images in the order of its changes.
     pub(crate) fn create(
         &self,
         id: ChallengeId,
         record: ChallengeRecord,
+        journal: impl FnOnce(&ChallengeRecord),
     ) -> Result<(), ChallengeRefusal> {
         let challenger = UserKey {
             tenant: record.tenant,
@@ -188,6 +201,7 @@ impl ChallengeBook {
             if let Some(existing) = duplicate {
                 return Err(ChallengeRefusal::Duplicate(existing));
             }
+            journal(&record);
             self.challenges.insert(id, record);
             mine.push(id);
         }
@@ -209,17 +223,20 @@ impl ChallengeBook {
             .map(|record| record.clone())
     }
 
-    /// Runs `change` on a pending challenge `id` that `party` of it, `user` of `tenant`, may
-    /// act on, and returns the record after the change. Closing transitions also clear the
-    /// challenge from the per-user lists.
+    /// Moves a pending challenge `id` that `acting` may act on to `next`, and returns the
+    /// record after the change. Closing transitions also clear the challenge from the per-user
+    /// lists.
     fn transition(
         &self,
         id: ChallengeId,
-        tenant: TenantId,
-        user: &str,
-        party: Party,
+        Acting {
+            tenant,
+            user,
+            party,
+        }: Acting<'_>,
         now_ms: UnixMillis,
         next: ChallengeState,
+        journal: impl FnOnce(&ChallengeRecord),
     ) -> Result<ChallengeRecord, ChallengeRefusal> {
         let after = {
             let mut record = self
@@ -240,6 +257,7 @@ impl ChallengeBook {
                         status: ChallengeStatus::Expired,
                         at_ms: record.expires_at_ms,
                     };
+                    journal(&record);
                     drop(record);
                     self.forget_pending(id);
                     return Err(ChallengeRefusal::NotPending(ChallengeStatus::Expired));
@@ -249,6 +267,7 @@ impl ChallengeBook {
                 _ => return Err(ChallengeRefusal::NotPending(record.status())),
             }
             record.state = next;
+            journal(&record);
             record.clone()
         };
         if after.state != ChallengeState::Accepting {
@@ -264,14 +283,18 @@ impl ChallengeBook {
         tenant: TenantId,
         user: &str,
         now_ms: UnixMillis,
+        journal: impl FnOnce(&ChallengeRecord),
     ) -> Result<ChallengeRecord, ChallengeRefusal> {
         self.transition(
             id,
-            tenant,
-            user,
-            Party::Opponent,
+            Acting {
+                tenant,
+                user,
+                party: Party::Opponent,
+            },
             now_ms,
             ChallengeState::Accepting,
+            journal,
         )
     }
 
@@ -281,6 +304,7 @@ impl ChallengeBook {
         &self,
         id: ChallengeId,
         game: Option<(CompactString, Color)>,
+        journal: impl FnOnce(&ChallengeRecord),
     ) -> Option<ChallengeRecord> {
         let after = {
             let mut record = self.challenges.get_mut(&id)?;
@@ -294,6 +318,7 @@ impl ChallengeBook {
                 },
                 None => ChallengeState::Pending,
             };
+            journal(&record);
             record.clone()
         };
         if after.state != ChallengeState::Pending {
@@ -310,6 +335,7 @@ impl ChallengeBook {
         user: &str,
         party: Party,
         now_ms: UnixMillis,
+        journal: impl FnOnce(&ChallengeRecord),
     ) -> Result<ChallengeRecord, ChallengeRefusal> {
         let status = match party {
             Party::Opponent => ChallengeStatus::Declined,
@@ -317,19 +343,26 @@ impl ChallengeBook {
         };
         self.transition(
             id,
-            tenant,
-            user,
-            party,
+            Acting {
+                tenant,
+                user,
+                party,
+            },
             now_ms,
             ChallengeState::Closed {
                 status,
                 at_ms: now_ms,
             },
+            journal,
         )
     }
 
     /// Expires every pending challenge whose deadline is at or before `now_ms`; returns them.
-    pub(crate) fn expire_due(&self, now_ms: UnixMillis) -> Vec<(ChallengeId, ChallengeRecord)> {
+    pub(crate) fn expire_due(
+        &self,
+        now_ms: UnixMillis,
+        mut journal: impl FnMut(ChallengeId, &ChallengeRecord),
+    ) -> Vec<(ChallengeId, ChallengeRecord)> {
         let mut due = Vec::new();
         {
             let mut deadlines = self.deadlines.lock();
@@ -349,6 +382,7 @@ impl ChallengeBook {
                         status: ChallengeStatus::Expired,
                         at_ms: record.expires_at_ms,
                     };
+                    journal(id, &record);
                     record.clone()
                 })
             });
@@ -488,13 +522,16 @@ mod tests {
     #[test]
     fn pending_challenges_are_listed_both_ways_and_duplicates_refused() {
         let book = ChallengeBook::default();
-        book.create(id(1), challenge("alice", "bob", 100)).unwrap();
-        book.create(id(2), challenge("carol", "bob", 100)).unwrap();
+        book.create(id(1), challenge("alice", "bob", 100), |_| {})
+            .unwrap();
+        book.create(id(2), challenge("carol", "bob", 100), |_| {})
+            .unwrap();
         assert_eq!(
-            book.create(id(3), challenge("alice", "bob", 100)),
+            book.create(id(3), challenge("alice", "bob", 100), |_| {}),
             Err(ChallengeRefusal::Duplicate(id(1)))
         );
-        book.create(id(4), challenge("bob", "alice", 100)).unwrap();
+        book.create(id(4), challenge("bob", "alice", 100), |_| {})
+            .unwrap();
         assert_eq!(listed(&book, "bob", Party::Opponent), vec![id(1), id(2)]);
         assert_eq!(listed(&book, "bob", Party::Challenger), vec![id(4)]);
         assert_eq!(listed(&book, "alice", Party::Challenger), vec![id(1)]);
@@ -509,21 +546,22 @@ mod tests {
     #[test]
     fn only_the_right_party_may_act() {
         let book = ChallengeBook::default();
-        book.create(id(1), challenge("alice", "bob", 100)).unwrap();
+        book.create(id(1), challenge("alice", "bob", 100), |_| {})
+            .unwrap();
         assert_eq!(
-            book.begin_accept(id(1), TENANT, "alice", 0),
+            book.begin_accept(id(1), TENANT, "alice", 0, |_| {}),
             Err(ChallengeRefusal::WrongParty("opponent"))
         );
         assert_eq!(
-            book.close(id(1), TENANT, "bob", Party::Challenger, 0),
+            book.close(id(1), TENANT, "bob", Party::Challenger, 0, |_| {}),
             Err(ChallengeRefusal::WrongParty("challenger"))
         );
         assert_eq!(
-            book.begin_accept(id(1), TENANT, "mallory", 0),
+            book.begin_accept(id(1), TENANT, "mallory", 0, |_| {}),
             Err(ChallengeRefusal::NotFound)
         );
         assert_eq!(
-            book.begin_accept(id(1), TenantId(1), "bob", 0),
+            book.begin_accept(id(1), TenantId(1), "bob", 0, |_| {}),
             Err(ChallengeRefusal::NotFound)
         );
         assert_eq!(
@@ -535,30 +573,31 @@ mod tests {
     #[test]
     fn accept_records_the_game_and_a_failed_accept_stays_pending() {
         let book = ChallengeBook::default();
-        book.create(id(1), challenge("alice", "bob", 100)).unwrap();
-        book.begin_accept(id(1), TENANT, "bob", 10).unwrap();
+        book.create(id(1), challenge("alice", "bob", 100), |_| {})
+            .unwrap();
+        book.begin_accept(id(1), TENANT, "bob", 10, |_| {}).unwrap();
         assert_eq!(
-            book.begin_accept(id(1), TENANT, "bob", 10),
+            book.begin_accept(id(1), TENANT, "bob", 10, |_| {}),
             Err(ChallengeRefusal::BeingAccepted)
         );
         assert_eq!(
-            book.close(id(1), TENANT, "alice", Party::Challenger, 10),
+            book.close(id(1), TENANT, "alice", Party::Challenger, 10, |_| {}),
             Err(ChallengeRefusal::BeingAccepted)
         );
         assert_eq!(
-            book.finish_accept(id(1), None).unwrap().state,
+            book.finish_accept(id(1), None, |_| {}).unwrap().state,
             ChallengeState::Pending
         );
         assert_eq!(listed(&book, "bob", Party::Opponent), vec![id(1)]);
-        book.begin_accept(id(1), TENANT, "bob", 20).unwrap();
+        book.begin_accept(id(1), TENANT, "bob", 20, |_| {}).unwrap();
         let accepted = book
-            .finish_accept(id(1), Some(("g_1".into(), Color::Black)))
+            .finish_accept(id(1), Some(("g_1".into(), Color::Black)), |_| {})
             .unwrap();
         assert_eq!(accepted.view(id(1)).game_id.as_deref(), Some("g_1"));
         assert_eq!(accepted.status(), ChallengeStatus::Accepted);
         assert!(listed(&book, "bob", Party::Opponent).is_empty());
         assert_eq!(
-            book.close(id(1), TENANT, "bob", Party::Opponent, 30),
+            book.close(id(1), TENANT, "bob", Party::Opponent, 30, |_| {}),
             Err(ChallengeRefusal::NotPending(ChallengeStatus::Accepted))
         );
     }
@@ -566,46 +605,49 @@ mod tests {
     #[test]
     fn decline_and_cancel_close_the_challenge() {
         let book = ChallengeBook::default();
-        book.create(id(1), challenge("alice", "bob", 100)).unwrap();
-        book.create(id(2), challenge("alice", "carol", 100))
+        book.create(id(1), challenge("alice", "bob", 100), |_| {})
+            .unwrap();
+        book.create(id(2), challenge("alice", "carol", 100), |_| {})
             .unwrap();
         assert_eq!(
-            book.close(id(1), TENANT, "bob", Party::Opponent, 5)
+            book.close(id(1), TENANT, "bob", Party::Opponent, 5, |_| {})
                 .unwrap()
                 .status(),
             ChallengeStatus::Declined
         );
         assert_eq!(
-            book.close(id(2), TENANT, "alice", Party::Challenger, 5)
+            book.close(id(2), TENANT, "alice", Party::Challenger, 5, |_| {})
                 .unwrap()
                 .status(),
             ChallengeStatus::Cancelled
         );
         assert!(listed(&book, "alice", Party::Challenger).is_empty());
         assert_eq!(
-            book.close(id(2), TENANT, "alice", Party::Challenger, 6),
+            book.close(id(2), TENANT, "alice", Party::Challenger, 6, |_| {}),
             Err(ChallengeRefusal::NotPending(ChallengeStatus::Cancelled))
         );
-        book.create(id(3), challenge("alice", "bob", 100)).unwrap();
+        book.create(id(3), challenge("alice", "bob", 100), |_| {})
+            .unwrap();
     }
 
     #[test]
     fn challenges_expire_at_their_deadline_and_cannot_be_accepted_after() {
         let book = ChallengeBook::default();
-        book.create(id(1), challenge("alice", "bob", 100)).unwrap();
-        book.create(id(2), challenge("alice", "carol", 200))
+        book.create(id(1), challenge("alice", "bob", 100), |_| {})
             .unwrap();
-        assert!(book.expire_due(99).is_empty());
-        let expired = book.expire_due(100);
+        book.create(id(2), challenge("alice", "carol", 200), |_| {})
+            .unwrap();
+        assert!(book.expire_due(99, |_, _| {}).is_empty());
+        let expired = book.expire_due(100, |_, _| {});
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].0, id(1));
         assert_eq!(
-            book.begin_accept(id(1), TENANT, "bob", 100),
+            book.begin_accept(id(1), TENANT, "bob", 100, |_| {}),
             Err(ChallengeRefusal::NotPending(ChallengeStatus::Expired))
         );
         // Past its deadline but before the expirer ran: refused and expired on the spot.
         assert_eq!(
-            book.begin_accept(id(2), TENANT, "carol", 250),
+            book.begin_accept(id(2), TENANT, "carol", 250, |_| {}),
             Err(ChallengeRefusal::NotPending(ChallengeStatus::Expired))
         );
         assert_eq!(
@@ -613,8 +655,53 @@ mod tests {
             ChallengeStatus::Expired
         );
         assert!(
-            book.expire_due(300).is_empty(),
+            book.expire_due(300, |_, _| {}).is_empty(),
             "already expired challenges are not reported twice"
+        );
+    }
+
+    #[test]
+    fn every_change_is_handed_to_the_journal_in_order() {
+        let book = ChallengeBook::default();
+        let journaled = std::cell::RefCell::new(Vec::new());
+        let journal = |id: ChallengeId| {
+            let journaled = &journaled;
+            move |record: &ChallengeRecord| journaled.borrow_mut().push((id, record.status()))
+        };
+        book.create(id(1), challenge("alice", "bob", 100), journal(id(1)))
+            .unwrap();
+        book.create(id(2), challenge("alice", "carol", 100), journal(id(2)))
+            .unwrap();
+        book.create(id(3), challenge("alice", "dave", 100), journal(id(3)))
+            .unwrap();
+        // A refused duplicate journals nothing.
+        assert!(
+            book.create(id(4), challenge("alice", "bob", 100), journal(id(4)))
+                .is_err()
+        );
+        book.begin_accept(id(1), TENANT, "bob", 10, journal(id(1)))
+            .unwrap();
+        book.finish_accept(id(1), Some(("g_1".into(), Color::White)), journal(id(1)))
+            .unwrap();
+        book.close(id(2), TENANT, "carol", Party::Opponent, 20, journal(id(2)))
+            .unwrap();
+        // Expired by a late accept: journaled too, not only the expirer's expiries.
+        assert!(
+            book.begin_accept(id(3), TENANT, "dave", 150, journal(id(3)))
+                .is_err()
+        );
+        use ChallengeStatus::{Accepted, Declined, Expired, Pending};
+        assert_eq!(
+            journaled.into_inner(),
+            vec![
+                (id(1), Pending),
+                (id(2), Pending),
+                (id(3), Pending),
+                (id(1), Pending),
+                (id(1), Accepted),
+                (id(2), Declined),
+                (id(3), Expired),
+            ]
         );
     }
 }

@@ -527,9 +527,9 @@ impl Matchmaker {
                 .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
         };
         let challenge = record.view(id);
-        let image = self.shared.challenge_image(id, &record);
-        self.shared.challenges.create(id, record)?;
-        self.shared.record(|| vec![image]);
+        self.shared
+            .challenges
+            .create(id, record, self.journal_challenge(id))?;
         self.shared.durable().await?;
         self.shared
             .metrics
@@ -580,10 +580,13 @@ impl Matchmaker {
     ) -> Result<Challenge, MatchmakerError> {
         let tenant = self.tenant(tenant)?;
         self.shared.writable()?;
-        let record = self
-            .shared
-            .challenges
-            .begin_accept(id, tenant, user, self.now_ms())?;
+        let record = self.shared.challenges.begin_accept(
+            id,
+            tenant,
+            user,
+            self.now_ms(),
+            self.journal_challenge(id),
+        )?;
         let challenger_color = match record.color {
             ColorChoice::White => Color::White,
             ColorChoice::Black => Color::Black,
@@ -620,12 +623,10 @@ impl Matchmaker {
         let after = self
             .shared
             .challenges
-            .finish_accept(id, game)
+            .finish_accept(id, game, self.journal_challenge(id))
             .ok_or(MatchmakerError::NotFound)?;
         match outcome {
             Ok(_) => {
-                self.shared
-                    .record(|| vec![self.shared.challenge_image(id, &after)]);
                 self.shared.durable().await?;
                 self.shared
                     .index
@@ -673,12 +674,14 @@ impl Matchmaker {
         let tenant = self.tenant(tenant)?;
         self.shared.writable()?;
         let now_ms = self.now_ms();
-        let record = self
-            .shared
-            .challenges
-            .close(id, tenant, user, party, now_ms)?;
-        self.shared
-            .record(|| vec![self.shared.challenge_image(id, &record)]);
+        let record = self.shared.challenges.close(
+            id,
+            tenant,
+            user,
+            party,
+            now_ms,
+            self.journal_challenge(id),
+        )?;
         self.shared.durable().await?;
         self.shared.index.settle(now_ms, Settled::Challenge(id));
         let status = if party == Party::Opponent {
@@ -774,17 +777,23 @@ impl Matchmaker {
             .map_err(ActorsStopped::from)??)
     }
 
+    /// Journals a challenge's new image. Handed to the [`ChallengeBook`], which calls it before
+    /// the challenge can change again, so its images reach the journal in order.
+    fn journal_challenge(&self, id: ChallengeId) -> impl FnOnce(&ChallengeRecord) + '_ {
+        move |record| {
+            self.shared
+                .record(|| vec![self.shared.challenge_image(id, record)]);
+        }
+    }
+
     /// Expires the challenges that are due; returns how many.
     pub fn expire_challenges(&self) -> usize {
-        let expired = self.shared.challenges.expire_due(self.now_ms());
-        if !expired.is_empty() {
-            self.shared.record(|| {
-                expired
-                    .iter()
-                    .map(|(id, record)| self.shared.challenge_image(*id, record))
-                    .collect()
+        let expired = self
+            .shared
+            .challenges
+            .expire_due(self.now_ms(), |id, record| {
+                self.journal_challenge(id)(record)
             });
-        }
         for (id, record) in &expired {
             if let ChallengeState::Closed { at_ms, .. } = record.state {
                 self.shared.index.settle(at_ms, Settled::Challenge(*id));
