@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{SECRET, Server, blitz, token, token_with};
+use support::{SECRET, Server, blitz, id_of, token, token_with};
 
 #[test]
 fn the_openapi_document_describes_every_route() {
@@ -109,21 +109,16 @@ fn health_metrics_and_request_ids() {
 fn the_summary_shows_the_pools_of_the_admins_tenant() {
     let server = Server::start();
     let api = server.api();
-    api.enqueue(&token("ann"), &blitz(1500)).ok(201);
+    let ann = token("ann");
+    let ann_entry = id_of(&api.enqueue(&ann, &blitz(1500)).ok(201));
     api.enqueue(&token("ben"), &blitz(1560)).ok(201);
     let casual = json!({"time_control": "10+0", "variant": "chess960", "rated": false,
                         "rating": 900});
     api.enqueue(&token("cat"), &casual).ok(201);
     let admin = token_with("ops", &["--role", "admin"]);
-    let summary = support::poll("the match to be counted", || {
-        let view = api.get("/internal/queues/summary", &admin).ok(200);
-        let matched = view["pools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|pool| pool["matches_last_minute"] == 1);
-        matched.then_some(view)
-    });
+    // The shard records the match before it handles the summary asked for after it.
+    api.wait_for_status(&ann, &ann_entry, "matched");
+    let summary = api.get("/internal/queues/summary", &admin).ok(200);
     assert_eq!(summary["tenant"], "default");
     let pool = |time_control: &str| -> &Value {
         summary["pools"]
@@ -136,6 +131,7 @@ fn the_summary_shows_the_pools_of_the_admins_tenant() {
     let blitz_pool = pool("5+3");
     assert_eq!(blitz_pool["variant"], "standard");
     assert_eq!(blitz_pool["searching"], 0);
+    assert_eq!(blitz_pool["matches_last_minute"], 1);
     assert_eq!(blitz_pool["mean_rating_gap"], 60.0);
     let casual_pool = pool("10+0");
     assert_eq!(casual_pool["rated"], false);

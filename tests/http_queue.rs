@@ -3,10 +3,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-
 use serde_json::{Value, json};
-use support::{Api, FakeLiveGame, Server, blitz, id_of, token, token_with};
+use support::{Api, EventStream, FakeLiveGame, Server, blitz, id_of, token, token_with};
 
 /// Enqueues `token`'s user in 5+3 at `rating`; the entry id.
 fn enqueue(api: &Api, token: &str, rating: u16) -> String {
@@ -28,9 +26,8 @@ fn two_players_polling_see_the_same_match_and_each_other() {
     let bob_entry = enqueue(&api, &bob, 1540);
 
     let created = |token: &str, id: &str| {
-        support::poll("the game to be created", || {
-            let entry = api.entry(token, id).ok(200);
-            (entry["match"]["game_status"] == "created").then_some(entry)
+        api.watch(token, id, "matched with a game", |entry| {
+            entry["match"]["game_status"] == "created"
         })
     };
     let seen_by_alice = created(&alice, &alice_entry);
@@ -90,46 +87,6 @@ fn two_players_polling_see_the_same_match_and_each_other() {
         refused.message().contains("entry is matched"),
         "{refused:?}"
     );
-}
-
-/// An open event stream of one entry.
-struct EventStream {
-    lines: std::io::Lines<BufReader<reqwest::blocking::Response>>,
-}
-
-impl EventStream {
-    fn open(api: &Api, token: &str, id: &str) -> Self {
-        let path = format!("/v1/matchmaking/queue/{id}/events");
-        let response = api.request("GET", &path, Some(token)).send().unwrap();
-        assert_eq!(response.status(), 200);
-        assert_eq!(
-            response.headers()["content-type"].to_str().unwrap(),
-            "text/event-stream"
-        );
-        Self {
-            lines: BufReader::new(response).lines(),
-        }
-    }
-
-    /// The `data` of the next `entry` event; `None` once the server has ended the stream.
-    fn next_entry(&mut self) -> Option<Value> {
-        let mut kind = None;
-        for line in &mut self.lines {
-            let line = line.unwrap();
-            if let Some(name) = line.strip_prefix("event: ") {
-                kind = Some(name.to_owned());
-            } else if let Some(data) = line.strip_prefix("data: ") {
-                assert_eq!(kind.as_deref(), Some("entry"), "event without its name");
-                return Some(serde_json::from_str(data).unwrap());
-            }
-        }
-        None
-    }
-
-    /// Every remaining event, until the server ends the stream.
-    fn until_end(mut self) -> Vec<Value> {
-        std::iter::from_fn(|| self.next_entry()).collect()
-    }
 }
 
 #[test]

@@ -45,7 +45,13 @@ pub fn matchwell() -> Command {
     command
 }
 
-/// Waits until `probe` yields a value, for at most [`PATIENCE`]; panics naming `what`.
+/// Probes until `probe` yields a value, for at most [`PATIENCE`]; panics naming `what`.
+///
+/// For conditions that only the server's own clock brings about (a deadline, an expirer's
+/// period, a rate limit's refill), which a test of the real binary cannot drive. The probes
+/// follow each other without a pause; each is normally a round trip to the server, and the
+/// thread yields in between so the server gets the cores. Changes of an entry are awaited on
+/// its event stream instead ([`Api::watch`]).
 pub fn poll<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -53,7 +59,7 @@ pub fn poll<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
             return value;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::yield_now();
     }
 }
 
@@ -69,16 +75,9 @@ pub fn refused_start(env: &[(&str, &str)]) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the server started with {env:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    let Some(status) = wait_timeout::ChildExt::wait_timeout(&mut child, PATIENCE).unwrap() else {
+        let _ = child.kill();
+        panic!("the server started with {env:?}");
     };
     assert!(!status.success());
     let mut log = String::new();
@@ -410,12 +409,61 @@ impl Api {
         self.post("/v1/matchmaking/challenges", token, body)
     }
 
-    /// Polls entry `id` until its status is `status`; the entry.
+    /// Waits on the event stream of entry `id` until its status is `status`; the entry.
     pub fn wait_for_status(&self, token: &str, id: &str, status: &str) -> Value {
-        poll(&format!("entry {id} to be {status}"), || {
-            let entry = self.entry(token, id).ok(200);
-            (entry["status"] == status).then_some(entry)
+        self.watch(token, id, &format!("to be {status}"), |entry| {
+            entry["status"] == status
         })
+    }
+
+    /// Reads the event stream of entry `id` until an entry satisfies `done`; that entry.
+    /// Panics naming `what` if the stream ends first (the client's timeout bounds the wait).
+    pub fn watch(&self, token: &str, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let mut events = EventStream::open(self, token, id);
+        std::iter::from_fn(|| events.next_entry())
+            .find(|entry| done(entry))
+            .unwrap_or_else(|| panic!("entry {id}'s stream ended before it came {what}"))
+    }
+}
+
+/// An open event stream of one entry.
+pub struct EventStream {
+    lines: std::io::Lines<BufReader<Response>>,
+}
+
+impl EventStream {
+    /// Opens the stream of entry `id`, checking it is one.
+    pub fn open(api: &Api, token: &str, id: &str) -> Self {
+        let path = format!("/v1/matchmaking/queue/{id}/events");
+        let response = api.request("GET", &path, Some(token)).send().unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        Self {
+            lines: BufReader::new(response).lines(),
+        }
+    }
+
+    /// The `data` of the next `entry` event; `None` once the server has ended the stream.
+    pub fn next_entry(&mut self) -> Option<Value> {
+        let mut kind = None;
+        for line in &mut self.lines {
+            let line = line.unwrap();
+            if let Some(name) = line.strip_prefix("event: ") {
+                kind = Some(name.to_owned());
+            } else if let Some(data) = line.strip_prefix("data: ") {
+                assert_eq!(kind.as_deref(), Some("entry"), "event without its name");
+                return Some(serde_json::from_str(data).unwrap());
+            }
+        }
+        None
+    }
+
+    /// Every remaining event, until the server ends the stream.
+    pub fn until_end(mut self) -> Vec<Value> {
+        std::iter::from_fn(|| self.next_entry()).collect()
     }
 }
 
