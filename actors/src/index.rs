@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::clock::UnixMillis;
+use crate::entry_table::EntryTable;
 use crate::ids::{ChallengeId, EntryId, MatchId};
 use crate::model::{Color, EntryStatus, GameStatus, MatchPlayer};
 use crate::pools::PoolId;
@@ -36,8 +37,7 @@ pub(crate) type FastHasher = foldhash::fast::RandomState;
 /// A concurrent map with [`FastHasher`].
 pub(crate) type FastMap<K, V> = DashMap<K, V, FastHasher>;
 
-/// Shards of the maps that every enqueue and every paired player writes: `entries` and the
-/// searching users. Many more than the threads writing them (callers, shards), so that two
+/// Shards of the map that every enqueue writes: the searching users. Many more than the threads writing them (callers, shards), so that two
 /// writers seldom wait on one shard lock, and each shard's table is small, so that growing one
 /// rehashes little at a time instead of stalling a writer on a large table.
 const HOT_MAP_SHARDS: usize = 128;
@@ -276,10 +276,10 @@ impl<S: BuildHasher> SearchingUsers<S> {
         user: &UserKey,
         id: EntryId,
         record: EntryRecord,
-        entries: &FastMap<EntryId, EntryRecord>,
+        entries: &EntryTable,
     ) -> Result<(), AlreadySearching> {
         let searching_entry_of = |occupant: EntryId| {
-            entries.get(&occupant).map(|record| {
+            entries.read(occupant, |record| {
                 (
                     record.user == user.user,
                     record.state == EntryState::Searching,
@@ -314,7 +314,7 @@ impl<S: BuildHasher> SearchingUsers<S> {
     fn claim_overflow_free(
         &self,
         user: &UserKey,
-        entries: &FastMap<EntryId, EntryRecord>,
+        entries: &EntryTable,
     ) -> Result<(), AlreadySearching> {
         if !self.overflow_used.load(Ordering::Acquire) {
             return Ok(());
@@ -323,8 +323,8 @@ impl<S: BuildHasher> SearchingUsers<S> {
             MapEntry::Occupied(slot) => {
                 let occupant = *slot.get();
                 if entries
-                    .get(&occupant)
-                    .is_some_and(|record| record.state == EntryState::Searching)
+                    .read(occupant, |record| record.state == EntryState::Searching)
+                    .unwrap_or(false)
                 {
                     return Err(AlreadySearching(occupant));
                 }
@@ -340,15 +340,15 @@ impl<S: BuildHasher> SearchingUsers<S> {
         user: &UserKey,
         id: EntryId,
         record: EntryRecord,
-        entries: &FastMap<EntryId, EntryRecord>,
+        entries: &EntryTable,
     ) -> Result<(), AlreadySearching> {
         self.overflow_used.store(true, Ordering::Release);
         let slot = self.overflow.entry(user.clone());
         if let MapEntry::Occupied(occupied) = &slot {
             let occupant = *occupied.get();
             if entries
-                .get(&occupant)
-                .is_some_and(|record| record.state == EntryState::Searching)
+                .read(occupant, |record| record.state == EntryState::Searching)
+                .unwrap_or(false)
             {
                 return Err(AlreadySearching(occupant));
             }
@@ -359,16 +359,12 @@ impl<S: BuildHasher> SearchingUsers<S> {
     }
 
     /// The entry `user` has searching, as far as these maps know (callers check its state).
-    pub(crate) fn find(
-        &self,
-        user: &UserKey,
-        entries: &FastMap<EntryId, EntryRecord>,
-    ) -> Option<EntryId> {
+    pub(crate) fn find(&self, user: &UserKey, entries: &EntryTable) -> Option<EntryId> {
         let primary = self.primary.get(&self.slot(user)).map(|id| *id);
         if let Some(id) = primary {
             if entries
-                .get(&id)
-                .is_some_and(|record| record.user == user.user)
+                .read(id, |record| record.user == user.user)
+                .unwrap_or(false)
             {
                 return Some(id);
             }
@@ -396,7 +392,7 @@ impl<S: BuildHasher> SearchingUsers<S> {
 #[derive(Debug)]
 pub(crate) struct Index {
     pub(crate) tenants: Tenants,
-    pub(crate) entries: FastMap<EntryId, EntryRecord>,
+    pub(crate) entries: EntryTable,
     pub(crate) searching: SearchingUsers,
     pub(crate) matches: FastMap<MatchId, MatchRecord>,
     /// Each user's latest match and the color they had, for the `active` view and for fair
@@ -417,7 +413,7 @@ impl Default for Index {
     fn default() -> Self {
         Self {
             tenants: Tenants::default(),
-            entries: hot_map(),
+            entries: EntryTable::default(),
             searching: SearchingUsers::default(),
             matches: FastMap::default(),
             recent: FastMap::default(),
@@ -433,15 +429,13 @@ impl Index {
     /// Moves a searching entry to `state`, releasing the user's searching slot. Returns the
     /// record as it was, or `None` if the entry was not searching.
     pub(crate) fn leave_searching(&self, id: EntryId, state: EntryState) -> Option<EntryRecord> {
-        let before = {
-            let mut record = self.entries.get_mut(&id)?;
-            if record.state != EntryState::Searching {
-                return None;
-            }
-            let before = record.clone();
-            record.state = state;
-            before
-        };
+        let before = self.entries.update(id, |record| {
+            (record.state == EntryState::Searching).then(|| {
+                let before = record.clone();
+                record.state = state;
+                before
+            })
+        })??;
         self.searching.release(&before.user_key(), id);
         self.notify(id);
         Some(before)
@@ -454,7 +448,7 @@ impl Index {
         id: EntryId,
         match_id: MatchId,
     ) -> Option<EntryRecord> {
-        let record = self.entries.get(&id).map(|record| record.clone())?;
+        let record = self.entries.get(id)?;
         if record.state != EntryState::Matched(match_id) {
             return None;
         }
@@ -567,7 +561,7 @@ mod tests {
     }
 
     fn exercise<S: BuildHasher>(users: SearchingUsers<S>) {
-        let entries = FastMap::default();
+        let entries = EntryTable::default();
         assert_eq!(
             users.claim(&key("alice"), id(1), record("alice"), &entries),
             Ok(())
@@ -585,7 +579,7 @@ mod tests {
             Err(AlreadySearching(id(2)))
         );
         assert!(
-            !entries.contains_key(&id(3)) && !entries.contains_key(&id(4)),
+            entries.get(id(3)).is_none() && entries.get(id(4)).is_none(),
             "a refused claim inserts nothing"
         );
         assert_eq!(users.find(&key("alice"), &entries), Some(id(1)));
@@ -593,7 +587,9 @@ mod tests {
         assert_eq!(users.find(&key("carol"), &entries), None);
 
         // Alice stops searching; Bob must still be found and still be refused a second entry.
-        entries.get_mut(&id(1)).unwrap().state = EntryState::Cancelled { at_ms: 1 };
+        entries.update(id(1), |record| {
+            record.state = EntryState::Cancelled { at_ms: 1 }
+        });
         users.release(&key("alice"), id(1));
         assert_eq!(users.find(&key("bob"), &entries), Some(id(2)));
         assert_eq!(
@@ -607,7 +603,9 @@ mod tests {
         assert_eq!(users.find(&key("alice"), &entries), Some(id(6)));
 
         // A slot whose entry left searching without being released yet is free to claim.
-        entries.get_mut(&id(2)).unwrap().state = EntryState::Expired { at_ms: 2 };
+        entries.update(id(2), |record| {
+            record.state = EntryState::Expired { at_ms: 2 }
+        });
         assert_eq!(
             users.claim(&key("bob"), id(7), record("bob"), &entries),
             Ok(())

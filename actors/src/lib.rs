@@ -9,7 +9,8 @@
 //! - [`matching`]: the pure pairing algorithm over sorted rating buckets.
 //! - [`model`]: the values the engine hands out (entries, matches, challenges, events).
 //! - [`matchmaker`]: the facade: validates requests, writes the index, talks to the actors.
-//! - `index`: the concurrent maps that answer lookups without an actor round trip.
+//! - `index`: the concurrent maps that answer lookups without an actor round trip, and
+//!   `entry_table`, the dense table of entries among them.
 //! - `shard` / `router`: the pool-shard actors that own the waiting players and run the waves,
 //!   and the router actor that dispatches to them, on a dedicated actix system.
 //! - `challenges`: the challenge state machine and book.
@@ -32,6 +33,7 @@
 
 mod challenges;
 pub mod clock;
+mod entry_table;
 pub mod error;
 pub mod games;
 pub mod ids;

@@ -375,9 +375,8 @@ impl Matchmaker {
         self.shared
             .index
             .entries
-            .get(&id)
+            .get(id)
             .filter(|record| record.tenant == tenant)
-            .map(|record| record.clone())
             .ok_or(MatchmakerError::NotFound)
     }
 
@@ -843,12 +842,12 @@ impl Matchmaker {
                 Settled::Entry(id) => {
                     index
                         .entries
-                        .remove_if(id, |_, record| record.state != EntryState::Searching);
+                        .remove_if(*id, |record| record.state != EntryState::Searching);
                 }
                 Settled::Match(id) => {
                     if let Some((_, record)) = index.matches.remove(id) {
                         for player in &record.players {
-                            index.entries.remove_if(&player.entry_id, |_, entry| {
+                            index.entries.remove_if(player.entry_id, |entry| {
                                 entry.state == EntryState::Matched(*id)
                             });
                             let user = UserKey {

@@ -161,7 +161,7 @@ impl Shared {
 
     /// The image of entry `id` as the index holds it now.
     pub(crate) fn current_entry_image(&self, id: EntryId) -> Option<Image> {
-        let record = self.index.entries.get(&id)?.clone();
+        let record = self.index.entries.get(id)?;
         Some(self.entry_image(id, &record))
     }
 
@@ -227,9 +227,9 @@ impl Shared {
             self.ids.challenges.last(),
         ];
         let mut images = Vec::with_capacity(self.index.entries.len());
-        for item in &self.index.entries {
-            images.push(self.entry_image(*item.key(), item.value()));
-        }
+        self.index
+            .entries
+            .for_each(|id, record| images.push(self.entry_image(id, record)));
         let match_ids: Vec<MatchId> = self.index.matches.iter().map(|item| *item.key()).collect();
         images.extend(match_ids.into_iter().filter_map(|id| self.match_image(id)));
         for (id, record) in self.challenges.all() {

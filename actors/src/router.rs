@@ -232,16 +232,15 @@ impl Drop for ActorSystem {
 /// Splits the index's searching entries by the shard that owns their queue.
 fn shard_contents(shared: &Shared, shards: usize) -> ShardContents {
     let mut contents: ShardContents = vec![Vec::new(); shards];
-    for item in shared.index.entries.iter() {
-        let record = item.value();
+    shared.index.entries.for_each(|id, record| {
         if record.state == crate::index::EntryState::Searching {
             let queue = record.queue();
             let waiting = Waiting {
-                id: *item.key(),
+                id,
                 joined_at_ms: record.joined_at_ms,
             };
             contents[shard_index(queue, shards)].push((queue, record.rating, waiting));
         }
-    }
+    });
     contents
 }

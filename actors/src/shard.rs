@@ -256,9 +256,10 @@ impl PoolShard {
         let user_of = |candidate: &Candidate| {
             index
                 .entries
-                .get(&candidate.id)
-                .filter(|record| record.state == EntryState::Searching)
-                .map(|record| record.user.clone())
+                .read(candidate.id, |record| {
+                    (record.state == EntryState::Searching).then(|| record.user.clone())
+                })
+                .flatten()
         };
         // Only this shard moves these entries out of `searching`, so what it reads here still
         // holds when it writes below.

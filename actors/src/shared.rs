@@ -113,7 +113,7 @@ impl Shared {
 
     /// The public view of entry `id` now.
     pub(crate) fn entry_view(&self, id: EntryId) -> Option<Entry> {
-        let record = self.index.entries.get(&id)?.clone();
+        let record = self.index.entries.get(id)?;
         Some(self.entry_view_of(id, &record, self.clock.now_ms()))
     }
 

@@ -1,0 +1,388 @@
+//! The index's entries, stored densely by sequence number.
+//!
+//! Entry ids are issued in sequence and forgotten roughly in the order they were issued (a
+//! retention period after they settle), so the table is a directory of fixed-size segments,
+//! each holding the records of a run of consecutive ids. Compared with a hash map this is what
+//! the hottest paths need:
+//!
+//! - a lookup is one directory step and one slot, which is one cache line (a slot is exactly
+//!   64 bytes, lock included), instead of a control-byte probe and a slot in a large table;
+//! - each slot has its own lock, so readers on different cores never write a shared lock word
+//!   (a sharded map's shard lock is written by every read of any key in that shard);
+//! - enqueues write slots in id order, near each other, and nothing is ever rehashed.
+//!
+//! The directory is immutable behind an [`ArcSwap`] and replaced whole (a copy of a few
+//! hundred pointers) when a segment is added or retired, so finding a segment takes no lock.
+//! A segment is retired once it holds no record; an insert that finds its segment retired
+//! (an id issued long ago and inserted late, or a quiet table emptied between two enqueues)
+//! simply gets a fresh one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
+use parking_lot::{Mutex, RwLock};
+
+use crate::ids::EntryId;
+use crate::index::EntryRecord;
+
+/// Consecutive ids per segment: 256 KiB of slots, so a million entries need ~250 segments
+/// and growing the directory copies little.
+const SEGMENT_LEN: usize = 4_096;
+
+/// `live` of a retired segment: no insert may count itself in any more.
+const RETIRED: usize = usize::MAX;
+
+/// One entry's place, aligned to a cache line so that two cores writing neighbouring ids (two
+/// enqueues at once) never share one.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Slot(RwLock<Option<EntryRecord>>);
+
+#[derive(Debug)]
+struct Segment {
+    slots: Box<[Slot]>,
+    /// Records held, or [`RETIRED`].
+    live: AtomicUsize,
+}
+
+impl Segment {
+    fn new() -> Self {
+        Self {
+            slots: std::iter::repeat_with(Slot::default)
+                .take(SEGMENT_LEN)
+                .collect(),
+            live: AtomicUsize::new(0),
+        }
+    }
+
+    /// Counts one more record in, unless the segment is retired.
+    fn enter(&self) -> bool {
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
+                (live != RETIRED).then_some(live + 1)
+            })
+            .is_ok()
+    }
+
+    /// Counts one record out; whether it was the last.
+    fn leave(&self) -> bool {
+        self.live.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+}
+
+/// Which segments exist: `segments[i]` holds segment number `first + i`.
+#[derive(Debug, Default, Clone)]
+struct Directory {
+    first: usize,
+    segments: Vec<Option<Arc<Segment>>>,
+}
+
+impl Directory {
+    fn segment(&self, number: usize) -> Option<&Arc<Segment>> {
+        self.segments.get(number.checked_sub(self.first)?)?.as_ref()
+    }
+}
+
+/// Where id `id` lives: segment number and slot.
+fn locate(id: EntryId) -> (usize, usize) {
+    // Sequence numbers start at 1; ids beyond the address space cannot have been issued.
+    let sequence = usize::try_from(id.get() - 1).unwrap_or(usize::MAX);
+    (sequence / SEGMENT_LEN, sequence % SEGMENT_LEN)
+}
+
+/// Every entry record the index holds, by id; see the module documentation.
+#[derive(Debug, Default)]
+pub(crate) struct EntryTable {
+    directory: ArcSwap<Directory>,
+    /// Serialises replacing the directory (adding and retiring segments).
+    reshaping: Mutex<()>,
+}
+
+impl EntryTable {
+    /// Reads entry `id`, if held.
+    pub(crate) fn read<R>(&self, id: EntryId, read: impl FnOnce(&EntryRecord) -> R) -> Option<R> {
+        let (number, slot) = locate(id);
+        let directory = self.directory.load();
+        let record = directory.segment(number)?.slots[slot].0.read();
+        record.as_ref().map(read)
+    }
+
+    /// A copy of entry `id`, if held.
+    pub(crate) fn get(&self, id: EntryId) -> Option<EntryRecord> {
+        self.read(id, EntryRecord::clone)
+    }
+
+    /// Changes entry `id` in place, if held.
+    pub(crate) fn update<R>(
+        &self,
+        id: EntryId,
+        update: impl FnOnce(&mut EntryRecord) -> R,
+    ) -> Option<R> {
+        let (number, slot) = locate(id);
+        let directory = self.directory.load();
+        let mut record = directory.segment(number)?.slots[slot].0.write();
+        record.as_mut().map(update)
+    }
+
+    /// Stores `record` as entry `id`, replacing any record it had.
+    pub(crate) fn insert(&self, id: EntryId, record: EntryRecord) {
+        let (number, slot) = locate(id);
+        loop {
+            let directory = self.directory.load();
+            if let Some(segment) = directory.segment(number) {
+                if segment.enter() {
+                    let replaced = segment.slots[slot].0.write().replace(record);
+                    if replaced.is_some() {
+                        // It was already counted in.
+                        segment.leave();
+                    }
+                    return;
+                }
+            }
+            drop(directory);
+            self.add_segment(number);
+        }
+    }
+
+    /// Removes entry `id` if `condition` holds for it; returns the record removed.
+    pub(crate) fn remove_if(
+        &self,
+        id: EntryId,
+        condition: impl FnOnce(&EntryRecord) -> bool,
+    ) -> Option<EntryRecord> {
+        let (number, slot) = locate(id);
+        let directory = self.directory.load();
+        let segment = directory.segment(number)?;
+        let removed = {
+            let mut record = segment.slots[slot].0.write();
+            if !condition(record.as_ref()?) {
+                return None;
+            }
+            record.take()
+        };
+        if segment.leave() {
+            let segment = Arc::clone(segment);
+            drop(directory);
+            self.retire_if_empty(number, &segment);
+        }
+        removed
+    }
+
+    /// Calls `visit` with every record held, in id order. Records inserted or removed during
+    /// the walk may or may not be seen; each record seen is seen whole.
+    pub(crate) fn for_each(&self, mut visit: impl FnMut(EntryId, &EntryRecord)) {
+        let directory = self.directory.load_full();
+        for (number, segment) in directory.segments.iter().enumerate() {
+            let Some(segment) = segment else { continue };
+            let first_sequence = (directory.first + number) * SEGMENT_LEN + 1;
+            for (offset, slot) in segment.slots.iter().enumerate() {
+                if let Some(record) = slot.0.read().as_ref() {
+                    let id = EntryId::new((first_sequence + offset) as u64)
+                        .expect("sequence numbers start at one");
+                    visit(id, record);
+                }
+            }
+        }
+    }
+
+    /// Number of records held.
+    pub(crate) fn len(&self) -> usize {
+        self.directory
+            .load()
+            .segments
+            .iter()
+            .flatten()
+            .map(|segment| match segment.live.load(Ordering::Acquire) {
+                RETIRED => 0,
+                live => live,
+            })
+            .sum()
+    }
+
+    /// Makes sure segment `number` exists and takes records.
+    fn add_segment(&self, number: usize) {
+        let _reshaping = self.reshaping.lock();
+        let current = self.directory.load();
+        if current
+            .segment(number)
+            .is_some_and(|segment| segment.live.load(Ordering::Acquire) != RETIRED)
+        {
+            return;
+        }
+        let mut directory = Directory::clone(&current);
+        if directory.segments.iter().all(Option::is_none) {
+            directory = Directory {
+                first: number,
+                segments: Vec::new(),
+            };
+        }
+        if number < directory.first {
+            let missing = directory.first - number;
+            directory
+                .segments
+                .splice(0..0, std::iter::repeat_n(None, missing));
+            directory.first = number;
+        }
+        let at = number - directory.first;
+        if directory.segments.len() <= at {
+            directory.segments.resize(at + 1, None);
+        }
+        directory.segments[at] = Some(Arc::new(Segment::new()));
+        self.directory.store(Arc::new(directory));
+    }
+
+    /// Drops `segment` from the directory if it still holds nothing. Retiring is a
+    /// compare-and-swap on its count, so an insert racing with it either counts itself in
+    /// first (and the segment stays) or finds it retired (and adds a fresh one).
+    fn retire_if_empty(&self, number: usize, segment: &Arc<Segment>) {
+        let _reshaping = self.reshaping.lock();
+        if segment
+            .live
+            .compare_exchange(0, RETIRED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        let current = self.directory.load();
+        if !current
+            .segment(number)
+            .is_some_and(|held| Arc::ptr_eq(held, segment))
+        {
+            return;
+        }
+        let mut directory = Directory::clone(&current);
+        directory.segments[number - directory.first] = None;
+        let leading_gaps = directory
+            .segments
+            .iter()
+            .take_while(|segment| segment.is_none())
+            .count();
+        directory.segments.drain(..leading_gaps);
+        directory.first += leading_gaps;
+        self.directory.store(Arc::new(directory));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use compact_str::format_compact;
+
+    use super::*;
+    use crate::index::{EntryState, TenantId};
+    use crate::pools::PoolId;
+
+    fn id(sequence: usize) -> EntryId {
+        EntryId::new(sequence as u64).expect("non-zero")
+    }
+
+    fn record(n: usize) -> EntryRecord {
+        EntryRecord {
+            user: format_compact!("user-{n}"),
+            joined_at_ms: n as u64,
+            state: EntryState::Searching,
+            tenant: TenantId(0),
+            pool: PoolId(0),
+            rating: 1_500,
+        }
+    }
+
+    fn segments(table: &EntryTable) -> usize {
+        table.directory.load().segments.iter().flatten().count()
+    }
+
+    #[test]
+    fn a_slot_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Slot>(), 64);
+    }
+
+    #[test]
+    fn records_are_found_changed_and_removed_by_id() {
+        let table = EntryTable::default();
+        for n in [1, 2, SEGMENT_LEN, SEGMENT_LEN + 1, 5 * SEGMENT_LEN + 7] {
+            table.insert(id(n), record(n));
+        }
+        assert_eq!(table.len(), 5);
+        assert_eq!(
+            table.get(id(SEGMENT_LEN + 1)),
+            Some(record(SEGMENT_LEN + 1))
+        );
+        assert_eq!(table.get(id(3)), None);
+        assert_eq!(table.get(id(100 * SEGMENT_LEN)), None);
+
+        table.update(id(2), |record| record.rating = 1_234);
+        assert_eq!(table.read(id(2), |record| record.rating), Some(1_234));
+        assert_eq!(table.update(id(3), |record| record.rating = 1), None);
+
+        assert_eq!(table.remove_if(id(1), |record| record.rating == 1), None);
+        assert_eq!(table.remove_if(id(1), |_| true), Some(record(1)));
+        assert_eq!(table.get(id(1)), None);
+        assert_eq!(table.len(), 4);
+
+        let mut seen = Vec::new();
+        table.for_each(|id, record| seen.push((id.get(), record.joined_at_ms)));
+        let expected: Vec<(u64, u64)> = [2, SEGMENT_LEN, SEGMENT_LEN + 1, 5 * SEGMENT_LEN + 7]
+            .map(|n| (n as u64, n as u64))
+            .to_vec();
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn replacing_a_record_counts_it_once() {
+        let table = EntryTable::default();
+        table.insert(id(9), record(9));
+        table.insert(id(9), record(10));
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.get(id(9)), Some(record(10)));
+    }
+
+    #[test]
+    fn empty_segments_are_retired_and_come_back_when_needed() {
+        let table = EntryTable::default();
+        for n in 1..=3 * SEGMENT_LEN {
+            table.insert(id(n), record(n));
+        }
+        assert_eq!(segments(&table), 3);
+        for n in 1..=SEGMENT_LEN {
+            table.remove_if(id(n), |_| true);
+        }
+        assert_eq!(segments(&table), 2);
+        assert_eq!(table.directory.load().first, 1, "leading gaps are dropped");
+
+        // A late insert into the retired range gets a fresh segment.
+        table.insert(id(5), record(5));
+        assert_eq!(table.get(id(5)), Some(record(5)));
+        assert_eq!(segments(&table), 3);
+        assert_eq!(table.len(), 2 * SEGMENT_LEN + 1);
+    }
+
+    #[test]
+    fn concurrent_inserts_and_removals_lose_nothing() {
+        let table = EntryTable::default();
+        let per_thread = 2 * SEGMENT_LEN;
+        std::thread::scope(|scope| {
+            for thread in 0..4 {
+                let table = &table;
+                scope.spawn(move || {
+                    for n in 0..per_thread {
+                        let sequence = 1 + n * 4 + thread;
+                        table.insert(id(sequence), record(sequence));
+                        // All but each thread's last record leave again, so segments keep
+                        // emptying (and being retired) while other threads insert into them.
+                        if n + 1 < per_thread {
+                            assert!(table.remove_if(id(sequence), |_| true).is_some());
+                        }
+                    }
+                });
+            }
+        });
+        let mut held = Vec::new();
+        table.for_each(|id, record| {
+            assert_eq!(id.get(), record.joined_at_ms);
+            held.push(id.get() as usize);
+        });
+        let last = (0..4).map(|thread| 1 + (per_thread - 1) * 4 + thread);
+        assert_eq!(held, last.collect::<Vec<_>>());
+        assert_eq!(table.len(), 4);
+    }
+}
