@@ -182,15 +182,23 @@ async fn waiting_time_resumes_where_it_stopped() {
     engine.shutdown().await;
 }
 
-/// Where the committed version-1 data directory lives.
-fn data_v1() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data-v1")
+/// A committed data directory written by an earlier build.
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
-/// What the version-1 fixture holds: alice matched with bob (in the snapshot), carol
-/// searching with key "k-carol" (in the snapshot), dave searching and erin's challenge to
-/// frank (only in the journal, after the snapshot).
-async fn write_version_1_operations(engine: &Engine, clock: &ManualClock) {
+/// Format version 1 with named snapshot bodies (structs as MessagePack maps).
+const DATA_V1: &str = "data-v1";
+/// Format version 1 with positional snapshot bodies (structs as arrays), which this build
+/// writes.
+const DATA_V1_POSITIONAL: &str = "data-v1-positional";
+
+/// What the fixtures hold: alice matched with bob (in the snapshot), carol searching with key
+/// "k-carol" (in the snapshot), dave searching and erin's challenge to frank (only in the
+/// journal, after the snapshot).
+async fn write_fixture_operations(engine: &Engine, clock: &ManualClock) {
     for (user, rating, key) in [
         ("alice", 1500, None),
         ("bob", 1510, None),
@@ -223,22 +231,22 @@ async fn write_version_1_operations(engine: &Engine, clock: &ManualClock) {
         .unwrap();
 }
 
-/// Regenerates `tests/fixtures/data-v1`; run by hand only when the format version changes
-/// (and then as a new `data-vN`, keeping the old fixture).
+/// Writes the fixture of what this build writes; run by hand only when the files it writes
+/// change (and then into a new directory, keeping the old fixtures).
 #[tokio::test]
-#[ignore = "writes the committed fixture"]
-async fn write_data_v1_fixture() {
-    let dir = data_v1();
+#[ignore = "writes a committed fixture"]
+async fn write_current_fixture() {
+    let dir = fixture(DATA_V1_POSITIONAL);
     let _ = std::fs::remove_dir_all(&dir);
     let (engine, clock) = start(&dir, 1_000_000, FsyncMode::Always).await;
-    write_version_1_operations(&engine, &clock).await;
+    write_fixture_operations(&engine, &clock).await;
     drop(engine);
 }
 
-#[tokio::test]
-async fn a_data_directory_written_by_version_1_still_loads() {
+/// Loads a copy of fixture `name` and checks everything [`write_fixture_operations`] did.
+async fn assert_fixture_loads(name: &str) {
     let dir = tempfile::tempdir().unwrap();
-    for file in std::fs::read_dir(data_v1()).unwrap() {
+    for file in std::fs::read_dir(fixture(name)).unwrap() {
         let file = file.unwrap();
         std::fs::copy(file.path(), dir.path().join(file.file_name())).unwrap();
     }
@@ -246,7 +254,7 @@ async fn a_data_directory_written_by_version_1_still_loads() {
     let recovery = engine.recovery().unwrap();
     assert!(
         recovery.snapshot.is_some() && recovery.replayed > 0,
-        "{recovery:?}"
+        "{name}: {recovery:?}"
     );
     let alice = engine.active("acme", "alice").recent_match.unwrap();
     let bob = engine.active("acme", "bob").recent_match.unwrap();
@@ -266,9 +274,19 @@ async fn a_data_directory_written_by_version_1_still_loads() {
     engine.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_data_directory_with_named_snapshot_bodies_still_loads() {
+    assert_fixture_loads(DATA_V1).await;
+}
+
+#[tokio::test]
+async fn a_data_directory_with_positional_snapshot_bodies_still_loads() {
+    assert_fixture_loads(DATA_V1_POSITIONAL).await;
+}
+
 #[test]
 fn a_snapshot_is_described_with_its_counts() {
-    let snapshot = data_v1().join("snapshot-00000000000000000002.mws");
+    let snapshot = fixture(DATA_V1).join("snapshot-00000000000000000002.mws");
     let text = matchwell::persistence::describe_snapshot(&snapshot).unwrap();
     assert!(text.contains("format version: 1"), "{text}");
     assert!(text.contains("searching: 1"), "{text}");

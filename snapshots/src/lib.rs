@@ -69,12 +69,16 @@
 //! # File formats
 //!
 //! All integers are little-endian. CRC-32C is the Castagnoli CRC
-//! (hardware-accelerated through the `crc32c` crate). Records, snapshot
-//! bodies and snapshot headers are MessagePack written by
-//! `rmp_serde::to_vec_named` / `rmp_serde::encode::write_named`: structs are
+//! (hardware-accelerated through the `crc32c` crate). Everything is MessagePack
+//! as rmp-serde writes it. Journal records and snapshot headers are written with
+//! `rmp_serde::encode::write_named` / `rmp_serde::to_vec_named`: structs are
 //! maps keyed by field name, so later versions can add fields (with
-//! `#[serde(default)]`) or drop them without breaking old files, at the cost of
-//! some bytes per struct.
+//! `#[serde(default)]`) or drop them without breaking old files. Snapshot bodies
+//! are written with `rmp_serde::to_vec`: structs are arrays of their fields in
+//! order, which halves a body of a million small items and the time to write
+//! it; later versions may append fields with `#[serde(default)]` but not drop or
+//! reorder them. Readers accept either form anywhere (bodies written before
+//! were maps), so the choice needs no format version of its own.
 //!
 //! ## Snapshot file `snapshot-{seq:020}.mws`
 //!

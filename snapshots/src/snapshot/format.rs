@@ -53,7 +53,8 @@ pub(crate) fn encode_snapshot<T: Serialize + ?Sized>(
     replay_from: u64,
     summary: BTreeMap<String, u64>,
 ) -> Result<EncodedSnapshot, SnapshotError> {
-    let body = rmp_serde::to_vec_named(body)?;
+    // Positional: see "File formats" in the crate documentation.
+    let body = rmp_serde::to_vec(body)?;
     let header = SnapshotHeader {
         created_at_ms,
         replay_from,
