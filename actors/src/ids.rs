@@ -19,6 +19,14 @@ pub struct InvalidId {
     text: String,
 }
 
+/// An id that is a sequence number, for tables indexed by it.
+pub(crate) trait SequenceNumbered: Copy {
+    /// The sequence number.
+    fn sequence(self) -> u64;
+    /// The id with sequence number `sequence`; `None` for zero.
+    fn from_sequence(sequence: u64) -> Option<Self>;
+}
+
 macro_rules! define_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal, $kind:literal) => {
         $(#[$doc])*
@@ -34,6 +42,16 @@ macro_rules! define_id {
             /// The sequence number behind the id.
             pub fn get(self) -> u64 {
                 self.0.get()
+            }
+        }
+
+        impl SequenceNumbered for $name {
+            fn sequence(self) -> u64 {
+                self.get()
+            }
+
+            fn from_sequence(sequence: u64) -> Option<Self> {
+                Self::new(sequence)
             }
         }
 

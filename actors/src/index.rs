@@ -25,10 +25,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::clock::UnixMillis;
-use crate::entry_table::EntryTable;
 use crate::ids::{ChallengeId, EntryId, MatchId};
 use crate::model::{Color, EntryStatus, GameStatus, MatchPlayer};
 use crate::pools::PoolId;
+use crate::sequence_table::{EntryTable, MatchTable};
 
 /// Hasher of every map in the index: fast, and seeded per process so that keys chosen by
 /// clients cannot be crafted to collide.
@@ -126,10 +126,17 @@ pub struct UserKey {
 }
 
 /// Where an entry stands, with what that state needs to remember.
+///
+/// On disk a searching entry is stored without its previous match (see [`StoredEntryState`]);
+/// recovery finds that again among the matches it restores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredEntryState", into = "StoredEntryState")]
 pub enum EntryState {
     /// Waiting in its shard's pool.
-    Searching,
+    Searching {
+        /// The player's match before this search, if still remembered.
+        previous: Option<PreviousMatch>,
+    },
     /// Paired into this match.
     Matched(MatchId),
     /// Withdrawn at this time.
@@ -144,14 +151,62 @@ pub enum EntryState {
     },
 }
 
+/// A player's previous match, carried by their next entry while it searches: the wave that
+/// pairs the entry reads it for fair colors without another lookup, and the `active` view
+/// shows it as the recent match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreviousMatch {
+    /// The match.
+    pub match_id: MatchId,
+    /// The player's color in it.
+    pub color: Color,
+}
+
 impl EntryState {
     /// The public status.
     pub fn status(self) -> EntryStatus {
         match self {
-            Self::Searching => EntryStatus::Searching,
+            Self::Searching { .. } => EntryStatus::Searching,
             Self::Matched(_) => EntryStatus::Matched,
             Self::Cancelled { .. } => EntryStatus::Cancelled,
             Self::Expired { .. } => EntryStatus::Expired,
+        }
+    }
+
+    /// Whether the entry waits in its pool.
+    pub fn is_searching(self) -> bool {
+        matches!(self, Self::Searching { .. })
+    }
+}
+
+/// [`EntryState`] as journal records and snapshots have always stored it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename = "EntryState")]
+enum StoredEntryState {
+    Searching,
+    Matched(MatchId),
+    Cancelled { at_ms: UnixMillis },
+    Expired { at_ms: UnixMillis },
+}
+
+impl From<StoredEntryState> for EntryState {
+    fn from(stored: StoredEntryState) -> Self {
+        match stored {
+            StoredEntryState::Searching => Self::Searching { previous: None },
+            StoredEntryState::Matched(id) => Self::Matched(id),
+            StoredEntryState::Cancelled { at_ms } => Self::Cancelled { at_ms },
+            StoredEntryState::Expired { at_ms } => Self::Expired { at_ms },
+        }
+    }
+}
+
+impl From<EntryState> for StoredEntryState {
+    fn from(state: EntryState) -> Self {
+        match state {
+            EntryState::Searching { .. } => Self::Searching,
+            EntryState::Matched(id) => Self::Matched(id),
+            EntryState::Cancelled { at_ms } => Self::Cancelled { at_ms },
+            EntryState::Expired { at_ms } => Self::Expired { at_ms },
         }
     }
 }
@@ -227,7 +282,12 @@ pub(crate) enum Settled {
     IdempotencyKey(IdempotencyKey),
 }
 
-/// Which entry, if any, each user has searching.
+/// Each user's latest entry, of which at most one may be searching.
+///
+/// A user's slot keeps pointing at their entry after it stops searching (a wave does not
+/// touch it, which keeps pairing cheap), until the user enqueues again or the entry is
+/// forgotten: so the slot also answers "what did this user do last" for the `active` view, and
+/// hands a new entry its player's previous match.
 ///
 /// Keyed by a 64-bit hash of the user id rather than the id itself: the primary map then holds
 /// 24-byte slots instead of 40-byte ones, which is what keeps a million waiting players under
@@ -236,7 +296,7 @@ pub(crate) enum Settled {
 /// Every operation on a user first locks that user's primary slot, which serialises all
 /// changes for one user across both maps.
 #[derive(Debug)]
-pub(crate) struct SearchingUsers<S = foldhash::quality::RandomState> {
+pub(crate) struct UserEntries<S = foldhash::quality::RandomState> {
     primary: FastMap<(TenantId, u64), EntryId>,
     overflow: FastMap<UserKey, EntryId>,
     /// Whether `overflow` may hold anything: an atomic, because asking a `DashMap` whether it
@@ -245,7 +305,7 @@ pub(crate) struct SearchingUsers<S = foldhash::quality::RandomState> {
     user_hasher: S,
 }
 
-impl Default for SearchingUsers {
+impl Default for UserEntries {
     fn default() -> Self {
         Self::with_user_hasher(foldhash::quality::RandomState::default())
     }
@@ -255,7 +315,19 @@ impl Default for SearchingUsers {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct AlreadySearching(pub(crate) EntryId);
 
-impl<S: BuildHasher> SearchingUsers<S> {
+/// What a user's slot points at, as far as a new claim cares.
+enum Occupant {
+    /// The user's own searching entry.
+    Searching,
+    /// Another user's searching entry (their ids' hashes collide).
+    CollidingSearching,
+    /// The user's own entry, no longer searching; it was matched in this match, if any.
+    Done(Option<MatchId>),
+    /// Nothing that matters any more: forgotten, or another user's finished entry.
+    Stale,
+}
+
+impl<S: BuildHasher> UserEntries<S> {
     pub(crate) fn with_user_hasher(user_hasher: S) -> Self {
         Self {
             primary: hot_map(),
@@ -269,42 +341,54 @@ impl<S: BuildHasher> SearchingUsers<S> {
         (user.tenant, self.user_hasher.hash_one(user.user.as_str()))
     }
 
-    /// Records `id` as `user`'s searching entry and inserts its record, unless the user already
-    /// has a searching entry. `entries` is read to tell a collision from the same user.
+    fn occupant(user: &UserKey, occupant: EntryId, entries: &EntryTable) -> Occupant {
+        entries
+            .read(occupant, |record| {
+                match (record.user == user.user, record.state) {
+                    (true, EntryState::Searching { .. }) => Occupant::Searching,
+                    (false, EntryState::Searching { .. }) => Occupant::CollidingSearching,
+                    (true, EntryState::Matched(match_id)) => Occupant::Done(Some(match_id)),
+                    (true, _) => Occupant::Done(None),
+                    (false, _) => Occupant::Stale,
+                }
+            })
+            .unwrap_or(Occupant::Stale)
+    }
+
+    /// Records `id` as `user`'s latest entry and inserts its record as searching, unless the
+    /// user already has a searching entry. The new entry carries the match of the user's
+    /// previous entry, if that one was matched. Returns the record as inserted.
     pub(crate) fn claim(
         &self,
         user: &UserKey,
         id: EntryId,
-        record: EntryRecord,
+        mut record: EntryRecord,
         entries: &EntryTable,
-    ) -> Result<(), AlreadySearching> {
-        let searching_entry_of = |occupant: EntryId| {
-            entries.read(occupant, |record| {
-                (
-                    record.user == user.user,
-                    record.state == EntryState::Searching,
-                )
-            })
-        };
+        matches: &MatchTable,
+    ) -> Result<EntryRecord, AlreadySearching> {
         match self.primary.entry(self.slot(user)) {
             MapEntry::Occupied(mut slot) => {
                 let occupant = *slot.get();
-                match searching_entry_of(occupant) {
-                    Some((true, true)) => Err(AlreadySearching(occupant)),
-                    Some((false, true)) => self.claim_overflow(user, id, record, entries),
-                    _ => {
-                        self.claim_overflow_free(user, entries)?;
-                        entries.insert(id, record);
-                        slot.insert(id);
-                        Ok(())
+                let previous = match Self::occupant(user, occupant, entries) {
+                    Occupant::Searching => return Err(AlreadySearching(occupant)),
+                    Occupant::CollidingSearching => {
+                        return self.claim_overflow(user, id, record, entries);
                     }
-                }
+                    Occupant::Done(Some(match_id)) => previous_match(matches, match_id, occupant),
+                    Occupant::Done(None) | Occupant::Stale => None,
+                };
+                self.claim_overflow_free(user, entries)?;
+                record.state = EntryState::Searching { previous };
+                entries.insert(id, record.clone());
+                slot.insert(id);
+                Ok(record)
             }
             MapEntry::Vacant(slot) => {
                 self.claim_overflow_free(user, entries)?;
-                entries.insert(id, record);
+                record.state = EntryState::Searching { previous: None };
+                entries.insert(id, record.clone());
                 slot.insert(id);
-                Ok(())
+                Ok(record)
             }
         }
     }
@@ -322,10 +406,7 @@ impl<S: BuildHasher> SearchingUsers<S> {
         match self.overflow.entry(user.clone()) {
             MapEntry::Occupied(slot) => {
                 let occupant = *slot.get();
-                if entries
-                    .read(occupant, |record| record.state == EntryState::Searching)
-                    .unwrap_or(false)
-                {
+                if let Occupant::Searching = Self::occupant(user, occupant, entries) {
                     return Err(AlreadySearching(occupant));
                 }
                 slot.remove();
@@ -339,26 +420,43 @@ impl<S: BuildHasher> SearchingUsers<S> {
         &self,
         user: &UserKey,
         id: EntryId,
-        record: EntryRecord,
+        mut record: EntryRecord,
         entries: &EntryTable,
-    ) -> Result<(), AlreadySearching> {
+    ) -> Result<EntryRecord, AlreadySearching> {
         self.overflow_used.store(true, Ordering::Release);
         let slot = self.overflow.entry(user.clone());
         if let MapEntry::Occupied(occupied) = &slot {
             let occupant = *occupied.get();
-            if entries
-                .read(occupant, |record| record.state == EntryState::Searching)
-                .unwrap_or(false)
-            {
+            if let Occupant::Searching = Self::occupant(user, occupant, entries) {
                 return Err(AlreadySearching(occupant));
             }
         }
-        entries.insert(id, record);
+        // Colliding users are rare enough not to carry their previous match.
+        record.state = EntryState::Searching { previous: None };
+        entries.insert(id, record.clone());
         slot.insert(id);
-        Ok(())
+        Ok(record)
     }
 
-    /// The entry `user` has searching, as far as these maps know (callers check its state).
+    /// Records `id`, an entry that no longer searches, as `user`'s latest entry unless the
+    /// user's slot already holds a searching entry or one of another user. For recovery,
+    /// which installs entries in id order.
+    pub(crate) fn note_finished(&self, user: &UserKey, id: EntryId, entries: &EntryTable) {
+        match self.primary.entry(self.slot(user)) {
+            MapEntry::Occupied(mut slot) => {
+                if let Occupant::Done(_) | Occupant::Stale =
+                    Self::occupant(user, *slot.get(), entries)
+                {
+                    slot.insert(id);
+                }
+            }
+            MapEntry::Vacant(slot) => {
+                slot.insert(id);
+            }
+        }
+    }
+
+    /// `user`'s latest entry, as far as these maps know (callers check its state).
     pub(crate) fn find(&self, user: &UserKey, entries: &EntryTable) -> Option<EntryId> {
         let primary = self.primary.get(&self.slot(user)).map(|id| *id);
         if let Some(id) = primary {
@@ -375,7 +473,7 @@ impl<S: BuildHasher> SearchingUsers<S> {
         self.overflow.get(user).map(|id| *id)
     }
 
-    /// Forgets `id` as `user`'s searching entry (a no-op if the user has moved on to another).
+    /// Forgets `id` as `user`'s latest entry (a no-op if the user has moved on to another).
     pub(crate) fn release(&self, user: &UserKey, id: EntryId) {
         if self
             .primary
@@ -388,16 +486,33 @@ impl<S: BuildHasher> SearchingUsers<S> {
     }
 }
 
+/// The match `match_id` as the previous match of the player whose entry was `entry`.
+fn previous_match(
+    matches: &MatchTable,
+    match_id: MatchId,
+    entry: EntryId,
+) -> Option<PreviousMatch> {
+    matches
+        .read(match_id, |found| {
+            found
+                .players
+                .iter()
+                .find(|player| player.entry_id == entry)
+                .map(|player| PreviousMatch {
+                    match_id,
+                    color: player.color,
+                })
+        })
+        .flatten()
+}
+
 /// The index itself.
 #[derive(Debug)]
 pub(crate) struct Index {
     pub(crate) tenants: Tenants,
     pub(crate) entries: EntryTable,
-    pub(crate) searching: SearchingUsers,
-    pub(crate) matches: FastMap<MatchId, MatchRecord>,
-    /// Each user's latest match and the color they had, for the `active` view and for fair
-    /// color assignment.
-    pub(crate) recent: FastMap<UserKey, (MatchId, Color)>,
+    pub(crate) users: UserEntries,
+    pub(crate) matches: MatchTable,
     pub(crate) idempotency: FastMap<IdempotencyKey, (EntryId, UnixMillis)>,
     /// Version counters for the entries somebody is watching (SSE streams); only watched
     /// entries have one.
@@ -414,9 +529,8 @@ impl Default for Index {
         Self {
             tenants: Tenants::default(),
             entries: EntryTable::default(),
-            searching: SearchingUsers::default(),
-            matches: FastMap::default(),
-            recent: FastMap::default(),
+            users: UserEntries::default(),
+            matches: MatchTable::default(),
             idempotency: FastMap::default(),
             watchers: FastMap::default(),
             watched: AtomicUsize::new(0),
@@ -426,17 +540,28 @@ impl Default for Index {
 }
 
 impl Index {
-    /// Moves a searching entry to `state`, releasing the user's searching slot. Returns the
-    /// record as it was, or `None` if the entry was not searching.
+    /// Inserts `record` as entry `id`, searching, unless its user has a searching entry; see
+    /// [`UserEntries::claim`].
+    pub(crate) fn claim(
+        &self,
+        user: &UserKey,
+        id: EntryId,
+        record: EntryRecord,
+    ) -> Result<EntryRecord, AlreadySearching> {
+        self.users
+            .claim(user, id, record, &self.entries, &self.matches)
+    }
+
+    /// Moves a searching entry to `state`. Returns the record as it was, or `None` if the
+    /// entry was not searching.
     pub(crate) fn leave_searching(&self, id: EntryId, state: EntryState) -> Option<EntryRecord> {
         let before = self.entries.update(id, |record| {
-            (record.state == EntryState::Searching).then(|| {
+            record.state.is_searching().then(|| {
                 let before = record.clone();
                 record.state = state;
                 before
             })
         })??;
-        self.searching.release(&before.user_key(), id);
         self.notify(id);
         Some(before)
     }
@@ -448,21 +573,22 @@ impl Index {
         id: EntryId,
         match_id: MatchId,
     ) -> Option<EntryRecord> {
-        let record = self.entries.get(id)?;
-        if record.state != EntryState::Matched(match_id) {
-            return None;
-        }
-        let searching = EntryRecord {
-            state: EntryState::Searching,
-            ..record
-        };
+        let record = self
+            .entries
+            .get(id)
+            .filter(|record| record.state == EntryState::Matched(match_id))?;
         // `claim` re-inserts the record under the user's slot lock, which is what makes
         // "one searching entry per user" hold against a concurrent enqueue.
-        self.searching
-            .claim(&searching.user_key(), id, searching.clone(), &self.entries)
-            .ok()?;
+        let searching = self.claim(&record.user_key(), id, record).ok()?;
         self.notify(id);
         Some(searching)
+    }
+
+    /// Forgets entry `id` if `condition` holds for it, and its user's slot if it points there.
+    pub(crate) fn forget_entry(&self, id: EntryId, condition: impl FnOnce(&EntryRecord) -> bool) {
+        if let Some(record) = self.entries.remove_if(id, condition) {
+            self.users.release(&record.user_key(), id);
+        }
     }
 
     /// Subscribes to changes of entry `id`.
@@ -549,7 +675,7 @@ mod tests {
         EntryRecord {
             user: user.into(),
             joined_at_ms: 0,
-            state: EntryState::Searching,
+            state: EntryState::Searching { previous: None },
             tenant: TenantId(0),
             pool: PoolId(0),
             rating: 1500,
@@ -560,24 +686,18 @@ mod tests {
         EntryId::new(n).unwrap()
     }
 
-    fn exercise<S: BuildHasher>(users: SearchingUsers<S>) {
+    fn exercise<S: BuildHasher>(users: UserEntries<S>) {
         let entries = EntryTable::default();
-        assert_eq!(
-            users.claim(&key("alice"), id(1), record("alice"), &entries),
-            Ok(())
-        );
-        assert_eq!(
-            users.claim(&key("bob"), id(2), record("bob"), &entries),
-            Ok(())
-        );
-        assert_eq!(
-            users.claim(&key("alice"), id(3), record("alice"), &entries),
-            Err(AlreadySearching(id(1)))
-        );
-        assert_eq!(
-            users.claim(&key("bob"), id(4), record("bob"), &entries),
-            Err(AlreadySearching(id(2)))
-        );
+        let matches = MatchTable::default();
+        let claim = |user: &str, n: u64| {
+            users
+                .claim(&key(user), id(n), record(user), &entries, &matches)
+                .map(|_| ())
+        };
+        assert_eq!(claim("alice", 1), Ok(()));
+        assert_eq!(claim("bob", 2), Ok(()));
+        assert_eq!(claim("alice", 3), Err(AlreadySearching(id(1))));
+        assert_eq!(claim("bob", 4), Err(AlreadySearching(id(2))));
         assert!(
             entries.get(id(3)).is_none() && entries.get(id(4)).is_none(),
             "a refused claim inserts nothing"
@@ -586,46 +706,78 @@ mod tests {
         assert_eq!(users.find(&key("bob"), &entries), Some(id(2)));
         assert_eq!(users.find(&key("carol"), &entries), None);
 
-        // Alice stops searching; Bob must still be found and still be refused a second entry.
+        // Alice stops searching; her slot still names that entry, Bob must still be found and
+        // still be refused a second entry.
         entries.update(id(1), |record| {
             record.state = EntryState::Cancelled { at_ms: 1 }
         });
-        users.release(&key("alice"), id(1));
+        assert_eq!(users.find(&key("alice"), &entries), Some(id(1)));
         assert_eq!(users.find(&key("bob"), &entries), Some(id(2)));
-        assert_eq!(
-            users.claim(&key("bob"), id(5), record("bob"), &entries),
-            Err(AlreadySearching(id(2)))
-        );
-        assert_eq!(
-            users.claim(&key("alice"), id(6), record("alice"), &entries),
-            Ok(())
-        );
+        assert_eq!(claim("bob", 5), Err(AlreadySearching(id(2))));
+        assert_eq!(claim("alice", 6), Ok(()));
         assert_eq!(users.find(&key("alice"), &entries), Some(id(6)));
 
-        // A slot whose entry left searching without being released yet is free to claim.
+        // Forgetting an old entry keeps the newer one.
         entries.update(id(2), |record| {
             record.state = EntryState::Expired { at_ms: 2 }
         });
-        assert_eq!(
-            users.claim(&key("bob"), id(7), record("bob"), &entries),
-            Ok(())
-        );
+        assert_eq!(claim("bob", 7), Ok(()));
         users.release(&key("bob"), id(2));
-        assert_eq!(
-            users.find(&key("bob"), &entries),
-            Some(id(7)),
-            "releasing an old entry keeps the new one"
+        assert_eq!(users.find(&key("bob"), &entries), Some(id(7)));
+        users.release(&key("bob"), id(7));
+        assert_eq!(users.find(&key("bob"), &entries), None);
+    }
+
+    #[test]
+    fn a_new_entry_carries_its_players_previous_match() {
+        let index = Index::default();
+        index.claim(&key("alice"), id(1), record("alice")).unwrap();
+        index.claim(&key("bob"), id(2), record("bob")).unwrap();
+        let match_id = MatchId::new(9).unwrap();
+        let player = |user: &str, n: u64, color| MatchPlayer {
+            user_id: user.into(),
+            rating: 1500,
+            entry_id: id(n),
+            color,
+        };
+        index.matches.insert(
+            match_id,
+            MatchRecord {
+                tenant: TenantId(0),
+                pool: PoolId(0),
+                players: [
+                    player("bob", 2, Color::White),
+                    player("alice", 1, Color::Black),
+                ],
+                created_at_ms: 0,
+                game_status: GameStatus::Pending,
+                game_id: None,
+            },
         );
+        for n in [1, 2] {
+            index.leave_searching(id(n), EntryState::Matched(match_id));
+        }
+        let again = index.claim(&key("alice"), id(3), record("alice")).unwrap();
+        assert_eq!(
+            again.state,
+            EntryState::Searching {
+                previous: Some(PreviousMatch {
+                    match_id,
+                    color: Color::Black
+                })
+            }
+        );
+        assert_eq!(index.users.find(&key("bob"), &index.entries), Some(id(2)));
     }
 
     #[test]
     fn one_searching_entry_per_user() {
-        exercise(SearchingUsers::default());
+        exercise(UserEntries::default());
     }
 
     #[test]
     fn one_searching_entry_per_user_when_every_user_id_collides() {
-        exercise(SearchingUsers::with_user_hasher(Colliding));
+        exercise(UserEntries::with_user_hasher(Colliding));
     }
 
     #[test]

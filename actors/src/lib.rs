@@ -10,7 +10,7 @@
 //! - [`model`]: the values the engine hands out (entries, matches, challenges, events).
 //! - [`matchmaker`]: the facade: validates requests, writes the index, talks to the actors.
 //! - `index`: the concurrent maps that answer lookups without an actor round trip, and
-//!   `entry_table`, the dense table of entries among them.
+//!   `sequence_table`, the dense tables of entries and matches among them.
 //! - `shard` / `router`: the pool-shard actors that own the waiting players and run the waves,
 //!   and the router actor that dispatches to them, on a dedicated actix system.
 //! - `challenges`: the challenge state machine and book.
@@ -33,7 +33,6 @@
 
 mod challenges;
 pub mod clock;
-mod entry_table;
 pub mod error;
 pub mod games;
 pub mod ids;
@@ -45,6 +44,7 @@ pub mod model;
 pub mod persist;
 pub mod pools;
 mod router;
+mod sequence_table;
 mod shard;
 mod shared;
 

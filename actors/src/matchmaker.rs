@@ -284,7 +284,7 @@ impl Matchmaker {
         let record = EntryRecord {
             user: user.user.clone(),
             joined_at_ms: now_ms,
-            state: EntryState::Searching,
+            state: EntryState::Searching { previous: None },
             tenant,
             pool,
             rating: request.rating,
@@ -342,11 +342,8 @@ impl Matchmaker {
         let id =
             EntryId::new(self.shared.ids.entries.next().get()).expect("sequences never yield zero");
         let index = &self.shared.index;
-        match index
-            .searching
-            .claim(user, id, record.clone(), &index.entries)
-        {
-            Ok(()) => {
+        match index.claim(user, id, record) {
+            Ok(record) => {
                 self.shared.record(|| {
                     let mut images = vec![self.shared.entry_image(id, &record)];
                     if let Some(key) = idempotency_key {
@@ -392,7 +389,7 @@ impl Matchmaker {
     pub async fn cancel(&self, tenant: &str, id: EntryId) -> Result<Entry, MatchmakerError> {
         let tenant = self.tenant(tenant)?;
         let record = self.record(tenant, id)?;
-        if record.state == EntryState::Searching {
+        if record.state.is_searching() {
             self.shared.writable()?;
             let cancel = Cancel {
                 queue: record.queue(),
@@ -429,15 +426,20 @@ impl Matchmaker {
             tenant,
             user: user.into(),
         };
-        let searching = index
-            .searching
+        let latest = index
+            .users
             .find(&key, &index.entries)
-            .and_then(|id| self.shared.entry_view(id))
-            .filter(|entry| entry.status == EntryStatus::Searching);
-        let recent_match = index
-            .recent
-            .get(&key)
-            .map(|recent| recent.0)
+            .and_then(|id| Some((id, index.entries.get(id)?)));
+        let searching = latest
+            .as_ref()
+            .filter(|(_, record)| record.state.is_searching())
+            .map(|(id, record)| self.shared.entry_view_of(*id, record, self.now_ms()));
+        let recent_match = latest
+            .and_then(|(_, record)| match record.state {
+                EntryState::Matched(match_id) => Some(match_id),
+                EntryState::Searching { previous } => previous.map(|previous| previous.match_id),
+                EntryState::Cancelled { .. } | EntryState::Expired { .. } => None,
+            })
             .and_then(|id| self.shared.match_view(id));
         ActiveState {
             searching,
@@ -840,21 +842,14 @@ impl Matchmaker {
         for item in &settled {
             match item {
                 Settled::Entry(id) => {
-                    index
-                        .entries
-                        .remove_if(*id, |record| record.state != EntryState::Searching);
+                    index.forget_entry(*id, |record| !record.state.is_searching());
                 }
                 Settled::Match(id) => {
-                    if let Some((_, record)) = index.matches.remove(id) {
+                    if let Some(record) = index.matches.remove_if(*id, |_| true) {
                         for player in &record.players {
-                            index.entries.remove_if(player.entry_id, |entry| {
+                            index.forget_entry(player.entry_id, |entry| {
                                 entry.state == EntryState::Matched(*id)
                             });
-                            let user = UserKey {
-                                tenant: record.tenant,
-                                user: player.user_id.clone(),
-                            };
-                            index.recent.remove_if(&user, |_, recent| recent.0 == *id);
                         }
                     }
                 }
@@ -941,7 +936,7 @@ async fn attempt_game(
         }
     };
     shared.metrics.game_jobs.with_label_values(&[label]).inc();
-    let Some(record) = shared.index.matches.get_mut(&match_id).map(|mut record| {
+    let Some(record) = shared.index.matches.update(match_id, |record| {
         record.game_status = status;
         record.game_id = game_id;
         record.clone()
@@ -983,7 +978,7 @@ async fn attempt_game(
 }
 
 fn game_request(shared: &Shared, match_id: MatchId) -> Option<GameRequest> {
-    let record = shared.index.matches.get(&match_id)?;
+    let record = shared.index.matches.get(match_id)?;
     let pool = &shared.catalog.get(record.pool).spec;
     Some(GameRequest {
         match_id: match_id.to_string(),

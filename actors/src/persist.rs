@@ -127,7 +127,7 @@ impl SnapshotBody {
         let mut counts = BTreeMap::new();
         for image in &self.images {
             let kind = match image {
-                Image::Entry(entry) if entry.state == EntryState::Searching => "searching",
+                Image::Entry(entry) if entry.state.is_searching() => "searching",
                 Image::Entry(_) => "settled_entries",
                 Image::Match(found) if found.game_status == GameStatus::Pending => "pending_games",
                 Image::Match(_) => "matches",
@@ -167,7 +167,7 @@ impl Shared {
 
     /// The image of match `id` as the index holds it now, with its job if one is pending.
     pub(crate) fn match_image(&self, id: MatchId) -> Option<Image> {
-        let record = self.index.matches.get(&id)?.clone();
+        let record = self.index.matches.get(id)?;
         Some(Image::Match(MatchImage {
             id,
             tenant: self.tenant_name(record.tenant),
@@ -230,7 +230,8 @@ impl Shared {
         self.index
             .entries
             .for_each(|id, record| images.push(self.entry_image(id, record)));
-        let match_ids: Vec<MatchId> = self.index.matches.iter().map(|item| *item.key()).collect();
+        let mut match_ids = Vec::new();
+        self.index.matches.for_each(|id, _| match_ids.push(id));
         images.extend(match_ids.into_iter().filter_map(|id| self.match_image(id)));
         for (id, record) in self.challenges.all() {
             images.push(self.challenge_image(id, &record));
@@ -353,15 +354,6 @@ impl Restored {
                 continue;
             };
             let tenant = index.tenants.intern(&found.tenant);
-            for player in &found.players {
-                index.recent.insert(
-                    UserKey {
-                        tenant,
-                        user: player.user_id.clone(),
-                    },
-                    (*id, player.color),
-                );
-            }
             index.matches.insert(
                 *id,
                 MatchRecord {
@@ -393,7 +385,7 @@ impl Restored {
             };
             let tenant = index.tenants.intern(&entry.tenant);
             let state = if searches(entry.state, &self.matches) {
-                EntryState::Searching
+                EntryState::Searching { previous: None }
             } else {
                 entry.state
             };
@@ -405,15 +397,13 @@ impl Restored {
                 pool,
                 rating: entry.rating,
             };
+            let user = record.user_key();
             match state {
-                EntryState::Searching => {
+                EntryState::Searching { .. } => {
                     record.joined_at_ms = record.joined_at_ms.saturating_add(report.downtime_ms);
-                    let user = record.user_key();
-                    if index
-                        .searching
-                        .claim(&user, id, record.clone(), &index.entries)
-                        .is_ok()
-                    {
+                    // Entries come in id order, so the user's slot holds their entry before
+                    // this one, which gives this one its previous match.
+                    if index.claim(&user, id, record.clone()).is_ok() {
                         report.searching += 1;
                         shared.metrics.searching(pool).inc();
                         continue;
@@ -428,6 +418,7 @@ impl Restored {
                 EntryState::Matched(_) => {}
             }
             index.entries.insert(id, record);
+            index.users.note_finished(&user, id, &index.entries);
         }
 
         for (id, challenge) in self.challenges {
@@ -486,7 +477,7 @@ impl Restored {
 /// of the match's players were put back yet (recovery finishes putting them back).
 fn searches(state: EntryState, matches: &BTreeMap<MatchId, MatchImage>) -> bool {
     match state {
-        EntryState::Searching => true,
+        EntryState::Searching { .. } => true,
         EntryState::Matched(match_id) => matches
             .get(&match_id)
             .is_some_and(|found| found.game_status == GameStatus::Failed),
@@ -542,7 +533,7 @@ mod tests {
             })
         };
         vec![
-            entry(1, EntryState::Searching),
+            entry(1, EntryState::Searching { previous: None }),
             entry(2, EntryState::Matched(match_id)),
             entry(3, EntryState::Cancelled { at_ms: 3_000 }),
             entry(4, EntryState::Expired { at_ms: 4_000 }),

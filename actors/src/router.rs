@@ -233,7 +233,7 @@ impl Drop for ActorSystem {
 fn shard_contents(shared: &Shared, shards: usize) -> ShardContents {
     let mut contents: ShardContents = vec![Vec::new(); shards];
     shared.index.entries.for_each(|id, record| {
-        if record.state == crate::index::EntryState::Searching {
+        if record.state.is_searching() {
             let queue = record.queue();
             let waiting = Waiting {
                 id,

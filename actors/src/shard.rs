@@ -16,9 +16,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::clock::UnixMillis;
 use crate::ids::{EntryId, MatchId};
-use crate::index::{
-    EntryRecord, EntryState, FastHasher, MatchRecord, QueueKey, Settled, TenantId, UserKey,
-};
+use crate::index::{EntryRecord, EntryState, FastHasher, MatchRecord, QueueKey, Settled, TenantId};
 use crate::matching::{Candidate, Expired, Pairing, Waiting, WaitingPool, WaveScratch};
 use crate::model::{Color, GameStatus, MatchEvent, MatchPlayer};
 use crate::pools::MatchingParams;
@@ -176,33 +174,6 @@ impl PoolShard {
         metrics.searching(key.pool).sub(settled.len() as i64);
     }
 
-    /// Colors for `(low, high)`: whoever had white in their last game gets black; a tie is
-    /// drawn at random.
-    fn colors(
-        &mut self,
-        tenant: TenantId,
-        low: &CompactString,
-        high: &CompactString,
-    ) -> (Color, Color) {
-        let recent = &self.shared.index.recent;
-        let last_color = |user: &CompactString| {
-            recent
-                .get(&UserKey {
-                    tenant,
-                    user: user.clone(),
-                })
-                .map(|last| last.1)
-        };
-        let low_color = match (last_color(low), last_color(high)) {
-            (Some(a), Some(b)) if a != b => a.opposite(),
-            (Some(a), None) => a.opposite(),
-            (None, Some(b)) => b,
-            _ if self.rng.random_bool(0.5) => Color::White,
-            _ => Color::Black,
-        };
-        (low_color, low_color.opposite())
-    }
-
     /// Publishes a wave's pairs. Each match and its players' new states reach the index, then
     /// the journal as one record; only then are the game jobs scheduled, so no game is
     /// attempted for a match that is not journaled. Metrics and the queue's recent figures
@@ -252,25 +223,32 @@ impl PoolShard {
         pairing: &Pairing,
         now_ms: UnixMillis,
     ) -> Option<MatchId> {
-        let index = &self.shared.index;
-        let user_of = |candidate: &Candidate| {
+        let shared = &self.shared;
+        let index = &shared.index;
+        // A pair needs each entry's player and the color they had last. Only this shard moves
+        // these entries out of `searching`, so what it reads here still holds when it writes
+        // below.
+        let searching_player = |candidate: &Candidate| {
             index
                 .entries
-                .read(candidate.id, |record| {
-                    (record.state == EntryState::Searching).then(|| record.user.clone())
+                .read(candidate.id, |record| match record.state {
+                    EntryState::Searching { previous } => {
+                        Some((record.user.clone(), previous.map(|previous| previous.color)))
+                    }
+                    _ => None,
                 })
                 .flatten()
         };
-        // Only this shard moves these entries out of `searching`, so what it reads here still
-        // holds when it writes below.
-        let (Some(low_user), Some(high_user)) = (user_of(&pairing.low), user_of(&pairing.high))
-        else {
+        let (Some((low_user, low_last)), Some((high_user, high_last))) = (
+            searching_player(&pairing.low),
+            searching_player(&pairing.high),
+        ) else {
             tracing::error!(low = %pairing.low.id, high = %pairing.high.id, "paired an entry that is not searching; pair dropped");
             return None;
         };
         let match_id =
-            MatchId::new(self.shared.ids.matches.next().get()).expect("sequences never yield zero");
-        let (low_color, high_color) = self.colors(key.tenant, &low_user, &high_user);
+            MatchId::new(shared.ids.matches.next().get()).expect("sequences never yield zero");
+        let (low_color, high_color) = colors(&mut self.rng, low_last, high_last);
         let player = |candidate: &Candidate, user: CompactString, color| MatchPlayer {
             user_id: user,
             rating: candidate.rating,
@@ -284,16 +262,6 @@ impl PoolShard {
         } else {
             [high, low]
         };
-        let index = &self.shared.index;
-        for player in &players {
-            index.recent.insert(
-                UserKey {
-                    tenant: key.tenant,
-                    user: player.user_id.clone(),
-                },
-                (match_id, player.color),
-            );
-        }
         index.matches.insert(
             match_id,
             MatchRecord {
@@ -310,6 +278,23 @@ impl PoolShard {
         }
         Some(match_id)
     }
+}
+
+/// Colors for `(low, high)` given the colors they had in their previous matches: whoever
+/// had white gets black; a tie is drawn at random.
+fn colors(
+    rng: &mut ChaCha8Rng,
+    low_last: Option<Color>,
+    high_last: Option<Color>,
+) -> (Color, Color) {
+    let low_color = match (low_last, high_last) {
+        (Some(a), Some(b)) if a != b => a.opposite(),
+        (Some(a), None) => a.opposite(),
+        (None, Some(b)) => b,
+        _ if rng.random_bool(0.5) => Color::White,
+        _ => Color::Black,
+    };
+    (low_color, low_color.opposite())
 }
 
 impl Actor for PoolShard {

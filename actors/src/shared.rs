@@ -126,7 +126,7 @@ impl Shared {
     ) -> Entry {
         let pool = self.catalog.get(record.pool);
         let (searched_until, found) = match record.state {
-            EntryState::Searching => (now_ms, None),
+            EntryState::Searching { .. } => (now_ms, None),
             EntryState::Matched(match_id) => {
                 let found = self.match_view(match_id);
                 (
@@ -153,7 +153,7 @@ impl Shared {
 
     /// The public view of match `id` now.
     pub(crate) fn match_view(&self, id: MatchId) -> Option<Match> {
-        let record = self.index.matches.get(&id)?;
+        let record = self.index.matches.get(id)?;
         Some(Match {
             match_id: id,
             pool: self.catalog.get(record.pool).spec.clone(),

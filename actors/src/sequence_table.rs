@@ -1,15 +1,17 @@
-//! The index's entries, stored densely by sequence number.
+//! The index's entries and matches, stored densely by sequence number.
 //!
-//! Entry ids are issued in sequence and forgotten roughly in the order they were issued (a
-//! retention period after they settle), so the table is a directory of fixed-size segments,
-//! each holding the records of a run of consecutive ids. Compared with a hash map this is what
-//! the hottest paths need:
+//! Entry and match ids are issued in sequence and forgotten roughly in the order they were
+//! issued (a retention period after they settle), so a table is a directory of fixed-size
+//! segments, each holding the records of a run of consecutive ids. Compared with a hash map
+//! this is what the hottest paths need:
 //!
-//! - a lookup is one directory step and one slot, which is one cache line (a slot is exactly
-//!   64 bytes, lock included), instead of a control-byte probe and a slot in a large table;
+//! - a lookup is one directory step and one slot, which is one cache line for an entry (its
+//!   slot is exactly 64 bytes, lock included), instead of a control-byte probe and a slot in a
+//!   large table;
 //! - each slot has its own lock, so readers on different cores never write a shared lock word
 //!   (a sharded map's shard lock is written by every read of any key in that shard);
-//! - enqueues write slots in id order, near each other, and nothing is ever rehashed.
+//! - enqueues, and the matches of a wave, write slots in id order, next to each other, and
+//!   nothing is ever rehashed.
 //!
 //! The directory is immutable behind an [`ArcSwap`] and replaced whole (a copy of a few
 //! hundred pointers) when a segment is added or retired, so finding a segment takes no lock.
@@ -17,14 +19,21 @@
 //! (an id issued long ago and inserted late, or a quiet table emptied between two enqueues)
 //! simply gets a fresh one.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
 
-use crate::ids::EntryId;
-use crate::index::EntryRecord;
+use crate::ids::{EntryId, MatchId, SequenceNumbered};
+use crate::index::{EntryRecord, MatchRecord};
+
+/// The index's entries.
+pub(crate) type EntryTable = SequenceTable<EntryId, EntryRecord>;
+
+/// The index's matches.
+pub(crate) type MatchTable = SequenceTable<MatchId, MatchRecord>;
 
 /// Consecutive ids per segment: 256 KiB of slots, so a million entries need ~250 segments
 /// and growing the directory copies little.
@@ -33,20 +42,26 @@ const SEGMENT_LEN: usize = 4_096;
 /// `live` of a retired segment: no insert may count itself in any more.
 const RETIRED: usize = usize::MAX;
 
-/// One entry's place, aligned to a cache line so that two cores writing neighbouring ids (two
+/// One record's place, aligned to a cache line so that two cores writing neighbouring ids (two
 /// enqueues at once) never share one.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[repr(align(64))]
-struct Slot(RwLock<Option<EntryRecord>>);
+struct Slot<R>(RwLock<Option<R>>);
+
+impl<R> Default for Slot<R> {
+    fn default() -> Self {
+        Self(RwLock::new(None))
+    }
+}
 
 #[derive(Debug)]
-struct Segment {
-    slots: Box<[Slot]>,
+struct Segment<R> {
+    slots: Box<[Slot<R>]>,
     /// Records held, or [`RETIRED`].
     live: AtomicUsize,
 }
 
-impl Segment {
+impl<R> Segment<R> {
     fn new() -> Self {
         Self {
             slots: std::iter::repeat_with(Slot::default)
@@ -72,61 +87,86 @@ impl Segment {
 }
 
 /// Which segments exist: `segments[i]` holds segment number `first + i`.
-#[derive(Debug, Default, Clone)]
-struct Directory {
+#[derive(Debug)]
+struct Directory<R> {
     first: usize,
-    segments: Vec<Option<Arc<Segment>>>,
+    segments: Vec<Option<Arc<Segment<R>>>>,
 }
 
-impl Directory {
-    fn segment(&self, number: usize) -> Option<&Arc<Segment>> {
+impl<R> Default for Directory<R> {
+    fn default() -> Self {
+        Self {
+            first: 0,
+            segments: Vec::new(),
+        }
+    }
+}
+
+impl<R> Clone for Directory<R> {
+    fn clone(&self) -> Self {
+        Self {
+            first: self.first,
+            segments: self.segments.clone(),
+        }
+    }
+}
+
+impl<R> Directory<R> {
+    fn segment(&self, number: usize) -> Option<&Arc<Segment<R>>> {
         self.segments.get(number.checked_sub(self.first)?)?.as_ref()
     }
 }
 
 /// Where id `id` lives: segment number and slot.
-fn locate(id: EntryId) -> (usize, usize) {
+fn locate(id: impl SequenceNumbered) -> (usize, usize) {
     // Sequence numbers start at 1; ids beyond the address space cannot have been issued.
-    let sequence = usize::try_from(id.get() - 1).unwrap_or(usize::MAX);
+    let sequence = usize::try_from(id.sequence() - 1).unwrap_or(usize::MAX);
     (sequence / SEGMENT_LEN, sequence % SEGMENT_LEN)
 }
 
-/// Every entry record the index holds, by id; see the module documentation.
-#[derive(Debug, Default)]
-pub(crate) struct EntryTable {
-    directory: ArcSwap<Directory>,
+/// Records of type `R` by id of type `I`; see the module documentation.
+#[derive(Debug)]
+pub(crate) struct SequenceTable<I, R> {
+    directory: ArcSwap<Directory<R>>,
     /// Serialises replacing the directory (adding and retiring segments).
     reshaping: Mutex<()>,
+    ids: PhantomData<fn(I)>,
 }
 
-impl EntryTable {
-    /// Reads entry `id`, if held.
-    pub(crate) fn read<R>(&self, id: EntryId, read: impl FnOnce(&EntryRecord) -> R) -> Option<R> {
+impl<I, R> Default for SequenceTable<I, R> {
+    fn default() -> Self {
+        Self {
+            directory: ArcSwap::default(),
+            reshaping: Mutex::default(),
+            ids: PhantomData,
+        }
+    }
+}
+
+impl<I: SequenceNumbered, R: Clone> SequenceTable<I, R> {
+    /// Reads record `id`, if held.
+    pub(crate) fn read<T>(&self, id: I, read: impl FnOnce(&R) -> T) -> Option<T> {
         let (number, slot) = locate(id);
         let directory = self.directory.load();
         let record = directory.segment(number)?.slots[slot].0.read();
         record.as_ref().map(read)
     }
 
-    /// A copy of entry `id`, if held.
-    pub(crate) fn get(&self, id: EntryId) -> Option<EntryRecord> {
-        self.read(id, EntryRecord::clone)
+    /// A copy of record `id`, if held.
+    pub(crate) fn get(&self, id: I) -> Option<R> {
+        self.read(id, R::clone)
     }
 
-    /// Changes entry `id` in place, if held.
-    pub(crate) fn update<R>(
-        &self,
-        id: EntryId,
-        update: impl FnOnce(&mut EntryRecord) -> R,
-    ) -> Option<R> {
+    /// Changes record `id` in place, if held.
+    pub(crate) fn update<T>(&self, id: I, update: impl FnOnce(&mut R) -> T) -> Option<T> {
         let (number, slot) = locate(id);
         let directory = self.directory.load();
         let mut record = directory.segment(number)?.slots[slot].0.write();
         record.as_mut().map(update)
     }
 
-    /// Stores `record` as entry `id`, replacing any record it had.
-    pub(crate) fn insert(&self, id: EntryId, record: EntryRecord) {
+    /// Stores `record` as record `id`, replacing any record it had.
+    pub(crate) fn insert(&self, id: I, record: R) {
         let (number, slot) = locate(id);
         loop {
             let directory = self.directory.load();
@@ -145,12 +185,8 @@ impl EntryTable {
         }
     }
 
-    /// Removes entry `id` if `condition` holds for it; returns the record removed.
-    pub(crate) fn remove_if(
-        &self,
-        id: EntryId,
-        condition: impl FnOnce(&EntryRecord) -> bool,
-    ) -> Option<EntryRecord> {
+    /// Removes record `id` if `condition` holds for it; returns the record removed.
+    pub(crate) fn remove_if(&self, id: I, condition: impl FnOnce(&R) -> bool) -> Option<R> {
         let (number, slot) = locate(id);
         let directory = self.directory.load();
         let segment = directory.segment(number)?;
@@ -171,14 +207,14 @@ impl EntryTable {
 
     /// Calls `visit` with every record held, in id order. Records inserted or removed during
     /// the walk may or may not be seen; each record seen is seen whole.
-    pub(crate) fn for_each(&self, mut visit: impl FnMut(EntryId, &EntryRecord)) {
+    pub(crate) fn for_each(&self, mut visit: impl FnMut(I, &R)) {
         let directory = self.directory.load_full();
         for (number, segment) in directory.segments.iter().enumerate() {
             let Some(segment) = segment else { continue };
             let first_sequence = (directory.first + number) * SEGMENT_LEN + 1;
             for (offset, slot) in segment.slots.iter().enumerate() {
                 if let Some(record) = slot.0.read().as_ref() {
-                    let id = EntryId::new((first_sequence + offset) as u64)
+                    let id = I::from_sequence((first_sequence + offset) as u64)
                         .expect("sequence numbers start at one");
                     visit(id, record);
                 }
@@ -235,7 +271,7 @@ impl EntryTable {
     /// Drops `segment` from the directory if it still holds nothing. Retiring is a
     /// compare-and-swap on its count, so an insert racing with it either counts itself in
     /// first (and the segment stays) or finds it retired (and adds a fresh one).
-    fn retire_if_empty(&self, number: usize, segment: &Arc<Segment>) {
+    fn retire_if_empty(&self, number: usize, segment: &Arc<Segment<R>>) {
         let _reshaping = self.reshaping.lock();
         if segment
             .live
@@ -280,7 +316,7 @@ mod tests {
         EntryRecord {
             user: format_compact!("user-{n}"),
             joined_at_ms: n as u64,
-            state: EntryState::Searching,
+            state: EntryState::Searching { previous: None },
             tenant: TenantId(0),
             pool: PoolId(0),
             rating: 1_500,
@@ -292,8 +328,8 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_is_one_cache_line() {
-        assert_eq!(std::mem::size_of::<Slot>(), 64);
+    fn an_entry_slot_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Slot<EntryRecord>>(), 64);
     }
 
     #[test]
