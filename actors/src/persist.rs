@@ -159,12 +159,6 @@ impl Shared {
         })
     }
 
-    /// The image of entry `id` as the index holds it now.
-    pub(crate) fn current_entry_image(&self, id: EntryId) -> Option<Image> {
-        let record = self.index.entries.get(id)?;
-        Some(self.entry_image(id, &record))
-    }
-
     /// The image of match `id` as the index holds it now, with its job if one is pending.
     pub(crate) fn match_image(&self, id: MatchId) -> Option<Image> {
         let record = self.index.matches.get(id)?;

@@ -20,6 +20,7 @@ use crate::index::{EntryRecord, EntryState, FastHasher, MatchRecord, QueueKey, S
 use crate::matching::{Candidate, Expired, Pairing, Waiting, WaitingPool, WaveScratch};
 use crate::model::{Color, GameStatus, MatchEvent, MatchPlayer};
 use crate::pools::MatchingParams;
+use crate::sequence_table::grouped_order;
 use crate::shared::Shared;
 
 /// How long matches count towards a queue's recent figures.
@@ -178,105 +179,125 @@ impl PoolShard {
     /// the journal as one record; only then are the game jobs scheduled, so no game is
     /// attempted for a match that is not journaled. Metrics and the queue's recent figures
     /// are updated once per wave rather than once per pair.
+    ///
+    /// The players' entries are read in one pass and written in another, each grouped by
+    /// where the entries live rather than pair by pair: a wave pairs by rating, so its
+    /// players' entries are scattered, and visiting them pair by pair would miss the cache on
+    /// nearly every one. Matches go in between, so that a reader who sees an entry matched
+    /// also finds its match.
     fn publish_pairs(&mut self, key: QueueKey, pairs: &[Pairing], now_ms: UnixMillis) {
-        let listeners = self.shared.event_listeners();
-        let rating_gap = self.shared.metrics.rating_gap.local();
-        let wait_seconds = self.shared.metrics.wait_seconds.local();
-        let mut matched = Vec::with_capacity(pairs.len());
-        for pairing in pairs {
-            let Some(match_id) = self.publish_pair(key, pairing, now_ms) else {
-                continue;
-            };
-            let shared = &self.shared;
-            shared.record(|| {
-                std::iter::once(shared.match_image(match_id))
-                    .chain(
-                        [&pairing.low, &pairing.high]
-                            .map(|player| shared.current_entry_image(player.id)),
-                    )
-                    .flatten()
-                    .collect()
-            });
-            rating_gap.observe(f64::from(pairing.gap()));
-            for player in [&pairing.low, &pairing.high] {
-                wait_seconds.observe(now_ms.saturating_sub(player.joined_at_ms) as f64 / 1_000.0);
-            }
-            if let Some(found) = listeners.then(|| shared.match_view(match_id)).flatten() {
-                shared.emit(MatchEvent::Matched { found });
-            }
-            matched.push((match_id, pairing.gap()));
-        }
-        let metrics = &self.shared.metrics;
-        metrics.matches.inc_by(matched.len() as u64);
-        metrics.searching(key.pool).sub(2 * matched.len() as i64);
-        self.shared
-            .games
-            .schedule(matched.iter().map(|&(match_id, _)| match_id), now_ms);
-        self.queue(key)
-            .recent_matches
-            .extend(matched.iter().map(|&(_, gap)| (now_ms, gap)));
-    }
-
-    fn publish_pair(
-        &mut self,
-        key: QueueKey,
-        pairing: &Pairing,
-        now_ms: UnixMillis,
-    ) -> Option<MatchId> {
         let shared = &self.shared;
         let index = &shared.index;
-        // A pair needs each entry's player and the color they had last. Only this shard moves
-        // these entries out of `searching`, so what it reads here still holds when it writes
-        // below.
-        let searching_player = |candidate: &Candidate| {
-            index
-                .entries
-                .read(candidate.id, |record| match record.state {
+        let players: Vec<EntryId> = pairs
+            .iter()
+            .flat_map(|pairing| [pairing.low.id, pairing.high.id])
+            .collect();
+        let order = grouped_order(&players);
+        // Each player's user and the color they had last, if their entry is searching. Only
+        // this shard moves these entries out of `searching`, so what the first pass reads
+        // still holds when the second writes.
+        let mut searching: Vec<Option<(CompactString, Option<Color>)>> = vec![None; players.len()];
+        index
+            .entries
+            .read_in_order(&players, &order, |position, record| {
+                searching[position] = record.and_then(|record| match record.state {
                     EntryState::Searching { previous } => {
                         Some((record.user.clone(), previous.map(|previous| previous.color)))
                     }
                     _ => None,
-                })
-                .flatten()
-        };
-        let (Some((low_user, low_last)), Some((high_user, high_last))) = (
-            searching_player(&pairing.low),
-            searching_player(&pairing.high),
-        ) else {
-            tracing::error!(low = %pairing.low.id, high = %pairing.high.id, "paired an entry that is not searching; pair dropped");
-            return None;
-        };
-        let match_id =
-            MatchId::new(shared.ids.matches.next().get()).expect("sequences never yield zero");
-        let (low_color, high_color) = colors(&mut self.rng, low_last, high_last);
-        let player = |candidate: &Candidate, user: CompactString, color| MatchPlayer {
-            user_id: user,
-            rating: candidate.rating,
-            entry_id: candidate.id,
-            color,
-        };
-        let low = player(&pairing.low, low_user, low_color);
-        let high = player(&pairing.high, high_user, high_color);
-        let players = if low_color == Color::White {
-            [low, high]
-        } else {
-            [high, low]
-        };
-        index.matches.insert(
-            match_id,
-            MatchRecord {
-                tenant: key.tenant,
-                pool: key.pool,
-                players,
-                created_at_ms: now_ms,
-                game_status: GameStatus::Pending,
-                game_id: None,
-            },
-        );
-        for candidate in [&pairing.low, &pairing.high] {
-            index.leave_searching(candidate.id, EntryState::Matched(match_id));
+                });
+            });
+        let mut matched = Vec::with_capacity(pairs.len());
+        let mut match_of = vec![None; pairs.len()];
+        for (n, (pairing, pair)) in pairs.iter().zip(searching.chunks_exact(2)).enumerate() {
+            let [Some(low), Some(high)] = pair else {
+                tracing::error!(low = %pairing.low.id, high = %pairing.high.id, "paired an entry that is not searching; pair dropped");
+                continue;
+            };
+            let match_id =
+                MatchId::new(shared.ids.matches.next().get()).expect("sequences never yield zero");
+            let (low_color, high_color) = colors(&mut self.rng, low.1, high.1);
+            let player = |candidate: &Candidate, user: &CompactString, color| MatchPlayer {
+                user_id: user.clone(),
+                rating: candidate.rating,
+                entry_id: candidate.id,
+                color,
+            };
+            let low = player(&pairing.low, &low.0, low_color);
+            let high = player(&pairing.high, &high.0, high_color);
+            index.matches.insert(
+                match_id,
+                MatchRecord {
+                    tenant: key.tenant,
+                    pool: key.pool,
+                    players: if low_color == Color::White {
+                        [low, high]
+                    } else {
+                        [high, low]
+                    },
+                    created_at_ms: now_ms,
+                    game_status: GameStatus::Pending,
+                    game_id: None,
+                },
+            );
+            match_of[n] = Some(match_id);
+            matched.push((n, match_id));
         }
-        Some(match_id)
+        index
+            .entries
+            .update_in_order(&players, &order, |position, record| {
+                if let Some(match_id) = match_of[position / 2] {
+                    record.state = EntryState::Matched(match_id);
+                }
+            });
+
+        let listeners = shared.event_listeners();
+        let rating_gap = shared.metrics.rating_gap.local();
+        let wait_seconds = shared.metrics.wait_seconds.local();
+        for &(n, match_id) in &matched {
+            let pairing = &pairs[n];
+            for candidate in [&pairing.low, &pairing.high] {
+                index.notify(candidate.id);
+                wait_seconds
+                    .observe(now_ms.saturating_sub(candidate.joined_at_ms) as f64 / 1_000.0);
+            }
+            rating_gap.observe(f64::from(pairing.gap()));
+            shared.record(|| {
+                // The entries as the second pass left them: a candidate carries its entry's
+                // rating and joining time, the pair the rest.
+                let entry_image = |candidate: &Candidate, side: usize| {
+                    let (user, _) = searching[2 * n + side].clone()?;
+                    let after = EntryRecord {
+                        user,
+                        joined_at_ms: candidate.joined_at_ms,
+                        state: EntryState::Matched(match_id),
+                        tenant: key.tenant,
+                        pool: key.pool,
+                        rating: candidate.rating,
+                    };
+                    Some(shared.entry_image(candidate.id, &after))
+                };
+                [
+                    shared.match_image(match_id),
+                    entry_image(&pairing.low, 0),
+                    entry_image(&pairing.high, 1),
+                ]
+                .into_iter()
+                .flatten()
+                .collect()
+            });
+            if let Some(found) = listeners.then(|| shared.match_view(match_id)).flatten() {
+                shared.emit(MatchEvent::Matched { found });
+            }
+        }
+        let metrics = &shared.metrics;
+        metrics.matches.inc_by(matched.len() as u64);
+        metrics.searching(key.pool).sub(2 * matched.len() as i64);
+        shared
+            .games
+            .schedule(matched.iter().map(|&(_, match_id)| match_id), now_ms);
+        let recent = matched.iter().map(|&(n, _)| (now_ms, pairs[n].gap()));
+        self.queue(key).recent_matches.extend(recent);
     }
 }
 
