@@ -117,7 +117,9 @@ define_id!(
 
 fn parse_prefixed_hex(text: &str, prefix: &str) -> Option<u64> {
     let digits = text.strip_prefix(prefix)?;
+    // One spelling per id: no leading zeros, so `q_01` never names what `q_1` names.
     let well_formed = !digits.is_empty()
+        && !digits.starts_with('0')
         && digits.len() <= 16
         && digits
             .bytes()
@@ -181,6 +183,8 @@ mod tests {
             "q_",
             "m_1",
             "q_0",
+            "q_01",
+            "q_00a",
             "q_+1",
             "q_1F",
             "q_12345678901234567",

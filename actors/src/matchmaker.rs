@@ -996,3 +996,45 @@ fn game_request(shared: &Shared, match_id: MatchId) -> Option<GameRequest> {
             .collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::shard::ShardTimers;
+
+    fn request(user: &str, rating: u16) -> EnqueueRequest {
+        EnqueueRequest {
+            tenant: "acme".into(),
+            user_id: user.into(),
+            pool: PoolSpec::new("5+3".parse().unwrap(), "standard", true, None).unwrap(),
+            rating,
+            idempotency_key: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pair_whose_partner_stopped_searching_puts_the_other_player_back() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let mut config = MatchmakerConfig::new(PoolCatalog::builtin());
+        config.clock = clock.clone();
+        config.timers = ShardTimers::default();
+        let engine = Matchmaker::start(config).unwrap();
+        let alice = engine.enqueue(request("alice", 1500)).await.unwrap();
+        let bob = engine.enqueue(request("bob", 1500)).await.unwrap();
+        // Behind the shard's back, which owns that change: the wave still pairs alice.
+        engine.shared.index.entries.update(alice.id, |record| {
+            record.state = EntryState::Cancelled { at_ms: 1 }
+        });
+        engine.run_waves(true).await.unwrap();
+        let bob_now = engine.entry("acme", bob.id).unwrap();
+        assert_eq!(bob_now.status, EntryStatus::Searching);
+
+        let carol = engine.enqueue(request("carol", 1500)).await.unwrap();
+        let counts = engine.run_waves(true).await.unwrap();
+        assert_eq!(counts.pairs, 1, "bob is back in the pool and meets carol");
+        let found = engine.entry("acme", carol.id).unwrap().found.unwrap();
+        assert!(found.players.iter().any(|player| player.entry_id == bob.id));
+        engine.shutdown();
+    }
+}

@@ -208,10 +208,17 @@ impl PoolShard {
                 });
             });
         let mut matched = Vec::with_capacity(pairs.len());
+        let mut unpaired: Vec<Candidate> = Vec::new();
         let mut match_of = vec![None; pairs.len()];
         for (n, (pairing, pair)) in pairs.iter().zip(searching.chunks_exact(2)).enumerate() {
             let [Some(low), Some(high)] = pair else {
                 tracing::error!(low = %pairing.low.id, high = %pairing.high.id, "paired an entry that is not searching; pair dropped");
+                // The wave took both out of the pool: the one still searching goes back.
+                for (candidate, player) in [&pairing.low, &pairing.high].into_iter().zip(pair) {
+                    if player.is_some() {
+                        unpaired.push(*candidate);
+                    }
+                }
                 continue;
             };
             let match_id =
@@ -297,7 +304,17 @@ impl PoolShard {
             .games
             .schedule(matched.iter().map(|&(_, match_id)| match_id), now_ms);
         let recent = matched.iter().map(|&(n, _)| (now_ms, pairs[n].gap()));
-        self.queue(key).recent_matches.extend(recent);
+        let queue = self.queue(key);
+        queue.recent_matches.extend(recent);
+        for candidate in unpaired {
+            queue.waiting.insert(
+                candidate.rating,
+                Waiting {
+                    id: candidate.id,
+                    joined_at_ms: candidate.joined_at_ms,
+                },
+            );
+        }
     }
 }
 
