@@ -4,6 +4,12 @@ use anyhow::Context;
 use clap::Parser;
 use matchwell::cli::{self, Cli};
 
+/// jemalloc on transparent huge pages (see `.cargo/config.toml`): the index's large tables
+/// are read at random, and on small pages nearly every lookup would also miss the TLB.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli::init_logging(cli.log_format, &cli.log)

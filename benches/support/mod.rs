@@ -6,6 +6,11 @@
 
 use std::sync::Arc;
 
+/// The allocator the `matchwell` binary uses.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use compact_str::format_compact;
 use matchwell::{Engine, EnqueueRequest, EntryId, ManualClock, PoolSpec};
 use rand::SeedableRng;
