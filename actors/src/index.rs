@@ -1,15 +1,17 @@
 //! The shared index: every entry, match and idempotency key, readable from any thread.
 //!
 //! Lookups by entry id or by user must not need a round trip through the shard actors (SPEC
-//! §3), so the live state sits in concurrent hash maps ([`dashmap`]) that HTTP workers and
-//! embedding callers read directly. Writes follow one rule, which is what keeps the maps
+//! §3), so the live state sits in concurrent structures that HTTP workers and embedding
+//! callers read directly: entries and matches in dense tables by id
+//! ([`crate::sequence_table`]), users, idempotency keys and watchers in hash maps
+//! ([`dashmap`]). Writes follow one rule, which is what keeps the maps
 //! consistent without a global lock: **an entry is created by the caller that enqueues it, and
 //! only the shard that owns its pool moves it out of `searching` (or back into it)**. Callers
 //! that want to cancel ask the shard.
 //!
-//! Lock order, to rule out deadlocks between maps: `idempotency` → `searching` → `entries`.
-//! No code holds a guard of one map while taking a guard of a map earlier in that order, and
-//! no code holds two guards of the same map.
+//! Lock order, to rule out deadlocks between maps: `idempotency` → `users` → `entries` →
+//! `matches`. No code holds a guard of one map while taking a guard of a map earlier in that
+//! order, and no code holds two guards of the same map.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash};
@@ -37,8 +39,8 @@ pub(crate) type FastHasher = foldhash::fast::RandomState;
 /// A concurrent map with [`FastHasher`].
 pub(crate) type FastMap<K, V> = DashMap<K, V, FastHasher>;
 
-/// Shards of the map that every enqueue writes: the searching users. Many more than the threads writing them (callers, shards), so that two
-/// writers seldom wait on one shard lock, and each shard's table is small, so that growing one
+/// Shards of the map that every enqueue writes, the users' latest entries: many more than the
+/// threads writing it, so that two writers seldom wait on one shard lock, and each shard's table is small, so that growing one
 /// rehashes little at a time instead of stalling a writer on a large table.
 const HOT_MAP_SHARDS: usize = 128;
 
