@@ -74,8 +74,9 @@ impl<R> Segment<R> {
     /// Counts one more record in, unless the segment is retired.
     fn enter(&self) -> bool {
         self.live
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
-                (live != RETIRED).then_some(live + 1)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| match live {
+                RETIRED => None,
+                live => Some(live + 1),
             })
             .is_ok()
     }
