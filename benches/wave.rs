@@ -1,8 +1,8 @@
 //! One wave over a pool of 100,000 and of 1,000,000 waiting players.
 //!
 //! `wave/engine`: through the engine on its manual clock, timed from the tick to its answer:
-//! the pairing and the publishing of every pair it forms (match records, entry states, the
-//! users' searching slots and recent matches in the index). `wave/pairing`: the pairing alone
+//! the pairing and the publishing of every pair it forms (match records and entry states in
+//! the index, game jobs, metrics). `wave/pairing`: the pairing alone
 //! (`WaitingPool::run_wave`) over the same kind of pool, to tell the two costs apart.
 //!
 //! The players joined over the last minute (so their windows differ) and nearly all of them
