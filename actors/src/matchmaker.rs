@@ -1013,13 +1013,52 @@ mod tests {
         }
     }
 
+    /// An engine on a manual clock with no timers: waves run when a test asks.
+    fn manual_engine() -> Matchmaker {
+        let mut config = MatchmakerConfig::new(PoolCatalog::builtin());
+        config.clock = Arc::new(ManualClock::new(1_000_000));
+        config.timers = ShardTimers::default();
+        Matchmaker::start(config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_wave_too_big_for_one_lane_publishes_every_pair_once() {
+        let engine = manual_engine();
+        let players = 2 * crate::shard::PARALLEL_MIN_PAIRS + 10;
+        let mut entries = Vec::with_capacity(players);
+        for n in 0..players {
+            let rating = 1_000 + (n % 1_000) as u16;
+            entries.push(
+                engine
+                    .enqueue(request(&format!("p{n}"), rating))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let counts = engine.run_waves(true).await.unwrap();
+        assert_eq!(counts.pairs, players / 2);
+        let mut seen = std::collections::HashMap::new();
+        for entry in &entries {
+            let now = engine.entry("acme", entry.id).unwrap();
+            assert_eq!(now.status, EntryStatus::Matched, "{}", entry.id);
+            let found = now.found.expect("a matched entry's match is in the index");
+            let mine = found
+                .players
+                .iter()
+                .find(|player| player.entry_id == entry.id)
+                .expect("the match names the entry");
+            assert_eq!(mine.user_id, entry.user_id);
+            assert_ne!(found.players[0].color, found.players[1].color);
+            *seen.entry(found.match_id).or_insert(0) += 1;
+        }
+        assert_eq!(seen.len(), players / 2);
+        assert!(seen.values().all(|&count| count == 2));
+        engine.shutdown();
+    }
+
     #[tokio::test]
     async fn a_pair_whose_partner_stopped_searching_puts_the_other_player_back() {
-        let clock = Arc::new(ManualClock::new(1_000_000));
-        let mut config = MatchmakerConfig::new(PoolCatalog::builtin());
-        config.clock = clock.clone();
-        config.timers = ShardTimers::default();
-        let engine = Matchmaker::start(config).unwrap();
+        let engine = manual_engine();
         let alice = engine.enqueue(request("alice", 1500)).await.unwrap();
         let bob = engine.enqueue(request("bob", 1500)).await.unwrap();
         // Behind the shard's back, which owns that change: the wave still pairs alice.

@@ -184,7 +184,9 @@ impl PoolShard {
     /// where the entries live rather than pair by pair: a wave pairs by rating, so its
     /// players' entries are scattered, and visiting them pair by pair would miss the cache on
     /// nearly every one. Matches go in between, so that a reader who sees an entry matched
-    /// also finds its match.
+    /// also finds its match. A big wave's pairs are split into lanes published on every core
+    /// while the shard waits for them; ids and colors are decided in pair order between the
+    /// passes, so the outcome does not depend on the lanes.
     fn publish_pairs(&mut self, key: QueueKey, pairs: &[Pairing], now_ms: UnixMillis) {
         let shared = &self.shared;
         let index = &shared.index;
@@ -192,24 +194,34 @@ impl PoolShard {
             .iter()
             .flat_map(|pairing| [pairing.low.id, pairing.high.id])
             .collect();
-        let order = grouped_order(&players);
+        let lanes = publishing_lanes(pairs.len());
+        let lane_pairs = pairs.len().div_ceil(lanes).max(1);
         // Each player's user and the color they had last, if their entry is searching. Only
         // this shard moves these entries out of `searching`, so what the first pass reads
-        // still holds when the second writes.
+        // still holds when the last writes.
         let mut searching: Vec<Option<(CompactString, Option<Color>)>> = vec![None; players.len()];
-        index
-            .entries
-            .read_in_order(&players, &order, |position, record| {
-                searching[position] = record.and_then(|record| match record.state {
-                    EntryState::Searching { previous } => {
-                        Some((record.user.clone(), previous.map(|previous| previous.color)))
-                    }
-                    _ => None,
-                });
-            });
+        let orders = on_lanes(
+            searching.chunks_mut(2 * lane_pairs).enumerate(),
+            |(lane, searching)| {
+                let players = &players[2 * lane * lane_pairs..][..searching.len()];
+                let order = grouped_order(players);
+                index
+                    .entries
+                    .read_in_order(players, &order, |position, record| {
+                        searching[position] = record.and_then(|record| match record.state {
+                            EntryState::Searching { previous } => {
+                                Some((record.user.clone(), previous.map(|previous| previous.color)))
+                            }
+                            _ => None,
+                        });
+                    });
+                order
+            },
+        );
+        // Match ids and colors in pair order, so that a wave is the same whatever the lanes.
         let mut matched = Vec::with_capacity(pairs.len());
         let mut unpaired: Vec<Candidate> = Vec::new();
-        let mut match_of = vec![None; pairs.len()];
+        let mut decided: Vec<Option<(MatchId, Color)>> = vec![None; pairs.len()];
         for (n, (pairing, pair)) in pairs.iter().zip(searching.chunks_exact(2)).enumerate() {
             let [Some(low), Some(high)] = pair else {
                 tracing::error!(low = %pairing.low.id, high = %pairing.high.id, "paired an entry that is not searching; pair dropped");
@@ -223,40 +235,54 @@ impl PoolShard {
             };
             let match_id =
                 MatchId::new(shared.ids.matches.next().get()).expect("sequences never yield zero");
-            let (low_color, high_color) = colors(&mut self.rng, low.1, high.1);
-            let player = |candidate: &Candidate, user: &CompactString, color| MatchPlayer {
-                user_id: user.clone(),
-                rating: candidate.rating,
-                entry_id: candidate.id,
-                color,
-            };
-            let low = player(&pairing.low, &low.0, low_color);
-            let high = player(&pairing.high, &high.0, high_color);
-            index.matches.insert(
-                match_id,
-                MatchRecord {
-                    tenant: key.tenant,
-                    pool: key.pool,
-                    players: if low_color == Color::White {
-                        [low, high]
-                    } else {
-                        [high, low]
-                    },
-                    created_at_ms: now_ms,
-                    game_status: GameStatus::Pending,
-                    game_id: None,
-                },
-            );
-            match_of[n] = Some(match_id);
+            let (low_color, _) = colors(&mut self.rng, low.1, high.1);
+            decided[n] = Some((match_id, low_color));
             matched.push((n, match_id));
         }
-        index
-            .entries
-            .update_in_order(&players, &order, |position, record| {
-                if let Some(match_id) = match_of[position / 2] {
-                    record.state = EntryState::Matched(match_id);
-                }
-            });
+        on_lanes(orders.iter().enumerate(), |(lane, order)| {
+            let first = lane * lane_pairs;
+            let lane_end = (first + lane_pairs).min(pairs.len());
+            for n in first..lane_end {
+                let (Some((match_id, low_color)), [Some(low), Some(high)]) =
+                    (decided[n], &searching[2 * n..2 * n + 2])
+                else {
+                    continue;
+                };
+                let pairing = &pairs[n];
+                let player = |candidate: &Candidate, user: &CompactString, color| MatchPlayer {
+                    user_id: user.clone(),
+                    rating: candidate.rating,
+                    entry_id: candidate.id,
+                    color,
+                };
+                let low = player(&pairing.low, &low.0, low_color);
+                let high = player(&pairing.high, &high.0, low_color.opposite());
+                index.matches.insert(
+                    match_id,
+                    MatchRecord {
+                        tenant: key.tenant,
+                        pool: key.pool,
+                        players: if low_color == Color::White {
+                            [low, high]
+                        } else {
+                            [high, low]
+                        },
+                        created_at_ms: now_ms,
+                        game_status: GameStatus::Pending,
+                        game_id: None,
+                    },
+                );
+            }
+            index.entries.update_in_order(
+                &players[2 * first..2 * lane_end],
+                order,
+                |position, record| {
+                    if let Some((match_id, _)) = decided[first + position / 2] {
+                        record.state = EntryState::Matched(match_id);
+                    }
+                },
+            );
+        });
 
         let listeners = shared.event_listeners();
         let rating_gap = shared.metrics.rating_gap.local();
@@ -316,6 +342,45 @@ impl PoolShard {
             );
         }
     }
+}
+
+/// Waves with at least this many pairs publish them on every core: below it, starting threads
+/// costs more than it saves.
+pub(crate) const PARALLEL_MIN_PAIRS: usize = 16_384;
+
+/// How many lanes publish a wave of `pairs` pairs.
+fn publishing_lanes(pairs: usize) -> usize {
+    if pairs < PARALLEL_MIN_PAIRS {
+        return 1;
+    }
+    std::thread::available_parallelism().map_or(1, |cores| cores.get().min(8))
+}
+
+/// Runs `work` on each lane, each on a thread of its own when there is more than one, and
+/// returns what each lane returned, in order. A wave's lanes touch disjoint entries and
+/// matches, and the tables take concurrent writers.
+fn on_lanes<T: Send, R: Send>(
+    lanes: impl Iterator<Item = T>,
+    work: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    let lanes: Vec<T> = lanes.collect();
+    if lanes.len() <= 1 {
+        return lanes.into_iter().map(work).collect();
+    }
+    let work = &work;
+    std::thread::scope(|scope| {
+        let running: Vec<_> = lanes
+            .into_iter()
+            .map(|lane| scope.spawn(move || work(lane)))
+            .collect();
+        running
+            .into_iter()
+            .map(|lane| {
+                lane.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
 }
 
 /// Colors for `(low, high)` given the colors they had in their previous matches: whoever
