@@ -6,7 +6,7 @@
 //! retry after a restart) never creates a second game. When it fails for good the players go
 //! back to the queue with their original waiting time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use compact_str::CompactString;
@@ -146,11 +146,29 @@ pub(crate) enum JobVerdict {
 
 /// The pending jobs.
 ///
-/// One mutex over an ordered map: jobs are few (one per match whose game is not created yet),
-/// every operation is short, and a dispatcher wants them in a stable order.
+/// One mutex over two ordered maps: every operation is short, a dispatcher wants jobs in a
+/// stable order, and after a big wave there are hundreds of thousands of them, so finding the
+/// due ones must not mean looking at every job: `waiting` orders the jobs not in flight by due
+/// time.
 #[derive(Debug, Default)]
 pub(crate) struct GameJobs {
-    jobs: Mutex<BTreeMap<MatchId, GameJob>>,
+    book: Mutex<JobBook>,
+}
+
+#[derive(Debug, Default)]
+struct JobBook {
+    jobs: BTreeMap<MatchId, GameJob>,
+    /// `(next_attempt_ms, match)` of every job not in flight.
+    waiting: BTreeSet<(UnixMillis, MatchId)>,
+}
+
+impl JobBook {
+    fn insert(&mut self, match_id: MatchId, job: GameJob) {
+        if let Some(replaced) = self.jobs.insert(match_id, job) {
+            self.waiting.remove(&(replaced.next_attempt_ms, match_id));
+        }
+        self.waiting.insert((job.next_attempt_ms, match_id));
+    }
 }
 
 impl GameJobs {
@@ -166,23 +184,32 @@ impl GameJobs {
             next_attempt_ms: due_ms,
             in_flight: false,
         };
-        // Built apart and merged whole when it is the larger side: a big wave's jobs then cost
-        // one linear merge instead of an ordered insert each.
         let mut scheduled: BTreeMap<MatchId, GameJob> = match_ids
             .into_iter()
             .map(|match_id| (match_id, job))
             .collect();
-        let mut jobs = self.jobs.lock();
-        if scheduled.len() >= jobs.len() {
-            jobs.append(&mut scheduled);
+        let mut book = self.book.lock();
+        if scheduled.len() >= book.jobs.len()
+            && !scheduled.keys().any(|id| book.jobs.contains_key(id))
+        {
+            // Built apart and merged whole: a big wave's jobs then cost one linear merge
+            // instead of an ordered insert each.
+            let mut waiting: BTreeSet<(UnixMillis, MatchId)> = scheduled
+                .keys()
+                .map(|&match_id| (due_ms, match_id))
+                .collect();
+            book.jobs.append(&mut scheduled);
+            book.waiting.append(&mut waiting);
         } else {
-            jobs.extend(scheduled);
+            for (match_id, job) in scheduled {
+                book.insert(match_id, job);
+            }
         }
     }
 
     /// Puts back a job read from disk.
     pub(crate) fn restore(&self, match_id: MatchId, job: GameJob) {
-        self.jobs.lock().insert(
+        self.book.lock().insert(
             match_id,
             GameJob {
                 in_flight: false,
@@ -193,19 +220,26 @@ impl GameJobs {
 
     /// The pending job of `match_id`, if any.
     pub(crate) fn job(&self, match_id: MatchId) -> Option<GameJob> {
-        self.jobs.lock().get(&match_id).copied()
+        self.book.lock().jobs.get(&match_id).copied()
     }
 
-    /// Marks every job due at `now_ms` as in flight and returns their match ids.
+    /// Marks every job due at `now_ms` as in flight and returns their match ids, in match
+    /// order.
     pub(crate) fn start_due(&self, now_ms: UnixMillis) -> Vec<MatchId> {
-        let mut jobs = self.jobs.lock();
-        jobs.iter_mut()
-            .filter(|(_, job)| !job.in_flight && job.next_attempt_ms <= now_ms)
-            .map(|(&match_id, job)| {
+        let mut book = self.book.lock();
+        let not_due = match now_ms.checked_add(1) {
+            Some(later) => book.waiting.split_off(&(later, MatchId::MIN)),
+            None => BTreeSet::new(),
+        };
+        let due = std::mem::replace(&mut book.waiting, not_due);
+        let mut started: Vec<MatchId> = due.into_iter().map(|(_, match_id)| match_id).collect();
+        started.sort_unstable();
+        for match_id in &started {
+            if let Some(job) = book.jobs.get_mut(match_id) {
                 job.in_flight = true;
-                match_id
-            })
-            .collect()
+            }
+        }
+        started
     }
 
     /// Applies the outcome of an attempt and says what it means.
@@ -216,8 +250,8 @@ impl GameJobs {
         now_ms: UnixMillis,
         policy: &RetryPolicy,
     ) -> Option<JobVerdict> {
-        let mut jobs = self.jobs.lock();
-        let job = jobs.get_mut(&match_id)?;
+        let mut book = self.book.lock();
+        let job = book.jobs.get_mut(&match_id)?;
         job.in_flight = false;
         let verdict = match outcome {
             Ok(game_id) => JobVerdict::Created(game_id),
@@ -245,9 +279,10 @@ impl GameJobs {
             } => {
                 job.failed_attempts = *failed_attempts;
                 job.next_attempt_ms = *next_attempt_ms;
+                book.waiting.insert((*next_attempt_ms, match_id));
             }
             JobVerdict::Created(_) | JobVerdict::Failed(_) => {
-                jobs.remove(&match_id);
+                book.jobs.remove(&match_id);
             }
         }
         Some(verdict)
@@ -255,12 +290,7 @@ impl GameJobs {
 
     /// Earliest time a job not in flight is due, if any.
     pub(crate) fn next_due(&self) -> Option<UnixMillis> {
-        self.jobs
-            .lock()
-            .values()
-            .filter(|job| !job.in_flight)
-            .map(|job| job.next_attempt_ms)
-            .min()
+        self.book.lock().waiting.first().map(|&(due_ms, _)| due_ms)
     }
 }
 
@@ -322,6 +352,37 @@ mod tests {
             Some(JobVerdict::Failed(_))
         ));
         assert_eq!(jobs.next_due(), None, "no job is left");
+    }
+
+    #[test]
+    fn only_due_jobs_start_and_each_once() {
+        let jobs = GameJobs::default();
+        jobs.schedule((1..=1_000).map(id), 50);
+        jobs.schedule([id(1_001)], 10);
+        // A job read back from disk replaces the scheduled one instead of doubling it.
+        jobs.restore(
+            id(7),
+            GameJob {
+                failed_attempts: 2,
+                next_attempt_ms: 80,
+                in_flight: false,
+            },
+        );
+        assert_eq!(jobs.next_due(), Some(10));
+        assert_eq!(jobs.start_due(9), vec![]);
+        assert_eq!(jobs.start_due(10), vec![id(1_001)]);
+        assert_eq!(jobs.next_due(), Some(50));
+        let started = jobs.start_due(79);
+        assert_eq!(started.len(), 999);
+        assert!(!started.contains(&id(7)));
+        assert!(started.is_sorted());
+        assert_eq!(
+            jobs.start_due(79),
+            vec![],
+            "in flight jobs do not start again"
+        );
+        assert_eq!(jobs.start_due(u64::MAX), vec![id(7)]);
+        assert_eq!(jobs.next_due(), None);
     }
 
     #[test]

@@ -34,6 +34,9 @@ macro_rules! define_id {
         pub struct $name(NonZeroU64);
 
         impl $name {
+            /// The smallest id, sequence number one.
+            pub const MIN: Self = Self(NonZeroU64::MIN);
+
             /// The id with sequence number `value`; `None` for zero, which is never issued.
             pub fn new(value: u64) -> Option<Self> {
                 NonZeroU64::new(value).map(Self)
