@@ -194,15 +194,10 @@ fn cancel_is_repeatable_and_frees_the_user() {
 
 #[test]
 fn an_entry_that_waits_too_long_expires_and_cannot_be_cancelled() {
-    let dir = tempfile::tempdir().unwrap();
-    let pools = dir.path().join("pools.toml");
-    std::fs::write(
-        &pools,
-        "[[pool]]\ntime_control = \"1+0\"\nvariant = \"standard\"\nrated = true\nmax_wait_s = 1\n",
-    )
-    .unwrap();
     let server = Server::options()
-        .env("MATCHWELL_POOLS", pools.to_str().unwrap())
+        .pools(
+            "[[pool]]\ntime_control = \"1+0\"\nvariant = \"standard\"\nrated = true\nmax_wait_s = 1\n",
+        )
         .env("MATCHWELL_TASK_EXPIRY_MS", "50")
         .start();
     let api = server.api();

@@ -200,16 +200,11 @@ fn documented(document: &Value) -> BTreeSet<(String, String, u16)> {
 fn every_documented_status_is_provoked_on_every_route() {
     // No matching, so that queued players stay queued; a pool whose entries expire at once;
     // a budget that refills slowly, so that a spent one stays spent for the next request.
-    let dir = tempfile::tempdir().unwrap();
-    let pools = dir.path().join("pools.toml");
-    std::fs::write(
-        &pools,
-        "[[pool]]\ntime_control = \"5+3\"\nvariant = \"standard\"\nrated = true\n\n\
-         [[pool]]\ntime_control = \"1+0\"\nvariant = \"standard\"\nrated = true\nmax_wait_s = 1\n",
-    )
-    .unwrap();
     let server = Server::options()
-        .env("MATCHWELL_POOLS", pools.to_str().unwrap())
+        .pools(
+            "[[pool]]\ntime_control = \"5+3\"\nvariant = \"standard\"\nrated = true\n\n\
+             [[pool]]\ntime_control = \"1+0\"\nvariant = \"standard\"\nrated = true\nmax_wait_s = 1\n",
+        )
         .env("MATCHWELL_TASK_MATCHING", "off")
         .env("MATCHWELL_TASK_EXPIRY_MS", "50")
         .env("MATCHWELL_RATE_LIMIT_PER_S", "1")

@@ -149,7 +149,8 @@ pub(crate) enum JobVerdict {
 /// One mutex over two ordered maps: every operation is short, a dispatcher wants jobs in a
 /// stable order, and after a big wave there are hundreds of thousands of them, so finding the
 /// due ones must not mean looking at every job: `waiting` orders the jobs not in flight by due
-/// time.
+/// time. Images of matches read a job while holding the match's slot, so nothing here takes a
+/// lock of the index.
 #[derive(Debug, Default)]
 pub(crate) struct GameJobs {
     book: Mutex<JobBook>,

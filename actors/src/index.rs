@@ -40,8 +40,9 @@ pub(crate) type FastHasher = foldhash::fast::RandomState;
 pub(crate) type FastMap<K, V> = DashMap<K, V, FastHasher>;
 
 /// Shards of the map that every enqueue writes, the users' latest entries: many more than the
-/// threads writing it, so that two writers seldom wait on one shard lock, and each shard's table is small, so that growing one
-/// rehashes little at a time instead of stalling a writer on a large table.
+/// threads writing it, so that two writers seldom wait on one shard lock, and each shard's
+/// table is small, so that growing one rehashes little at a time instead of stalling a writer
+/// on a large table.
 const HOT_MAP_SHARDS: usize = 128;
 
 /// An empty map sharded for heavy concurrent writes (see [`HOT_MAP_SHARDS`]).
@@ -368,31 +369,27 @@ impl<S: BuildHasher> UserEntries<S> {
         entries: &EntryTable,
         matches: &MatchTable,
     ) -> Result<EntryRecord, AlreadySearching> {
-        match self.primary.entry(self.slot(user)) {
-            MapEntry::Occupied(mut slot) => {
-                let occupant = *slot.get();
-                let previous = match Self::occupant(user, occupant, entries) {
+        // Held to the end: it serialises every change for this user.
+        let slot = self.primary.entry(self.slot(user));
+        let previous = match &slot {
+            MapEntry::Occupied(occupied) => {
+                let occupant = *occupied.get();
+                match Self::occupant(user, occupant, entries) {
                     Occupant::Searching => return Err(AlreadySearching(occupant)),
                     Occupant::CollidingSearching => {
                         return self.claim_overflow(user, id, record, entries);
                     }
                     Occupant::Done(Some(match_id)) => previous_match(matches, match_id, occupant),
                     Occupant::Done(None) | Occupant::Stale => None,
-                };
-                self.claim_overflow_free(user, entries)?;
-                record.state = EntryState::Searching { previous };
-                entries.insert(id, record.clone());
-                slot.insert(id);
-                Ok(record)
+                }
             }
-            MapEntry::Vacant(slot) => {
-                self.claim_overflow_free(user, entries)?;
-                record.state = EntryState::Searching { previous: None };
-                entries.insert(id, record.clone());
-                slot.insert(id);
-                Ok(record)
-            }
-        }
+            MapEntry::Vacant(_) => None,
+        };
+        self.claim_overflow_free(user, entries)?;
+        record.state = EntryState::Searching { previous };
+        entries.insert(id, record.clone());
+        slot.insert(id);
+        Ok(record)
     }
 
     /// Fails when `user` has a searching entry in `overflow` (from a time their primary slot
@@ -458,21 +455,23 @@ impl<S: BuildHasher> UserEntries<S> {
         }
     }
 
-    /// `user`'s latest entry, as far as these maps know (callers check its state).
-    pub(crate) fn find(&self, user: &UserKey, entries: &EntryTable) -> Option<EntryId> {
+    /// `user`'s latest entry and its record, if still held (callers check its state).
+    pub(crate) fn latest(
+        &self,
+        user: &UserKey,
+        entries: &EntryTable,
+    ) -> Option<(EntryId, EntryRecord)> {
         let primary = self.primary.get(&self.slot(user)).map(|id| *id);
         if let Some(id) = primary {
-            if entries
-                .read(id, |record| record.user == user.user)
-                .unwrap_or(false)
-            {
-                return Some(id);
+            if let Some(record) = entries.get(id).filter(|record| record.user == user.user) {
+                return Some((id, record));
             }
         }
         if !self.overflow_used.load(Ordering::Acquire) {
             return None;
         }
-        self.overflow.get(user).map(|id| *id)
+        let id = self.overflow.get(user).map(|id| *id)?;
+        Some((id, entries.get(id)?))
     }
 
     /// Forgets `id` as `user`'s latest entry (a no-op if the user has moved on to another).
@@ -691,6 +690,7 @@ mod tests {
     fn exercise<S: BuildHasher>(users: UserEntries<S>) {
         let entries = EntryTable::default();
         let matches = MatchTable::default();
+        let find = |user: &str| users.latest(&key(user), &entries).map(|(id, _)| id);
         let claim = |user: &str, n: u64| {
             users
                 .claim(&key(user), id(n), record(user), &entries, &matches)
@@ -704,20 +704,20 @@ mod tests {
             entries.get(id(3)).is_none() && entries.get(id(4)).is_none(),
             "a refused claim inserts nothing"
         );
-        assert_eq!(users.find(&key("alice"), &entries), Some(id(1)));
-        assert_eq!(users.find(&key("bob"), &entries), Some(id(2)));
-        assert_eq!(users.find(&key("carol"), &entries), None);
+        assert_eq!(find("alice"), Some(id(1)));
+        assert_eq!(find("bob"), Some(id(2)));
+        assert_eq!(find("carol"), None);
 
         // Alice stops searching; her slot still names that entry, Bob must still be found and
         // still be refused a second entry.
         entries.update(id(1), |record| {
             record.state = EntryState::Cancelled { at_ms: 1 }
         });
-        assert_eq!(users.find(&key("alice"), &entries), Some(id(1)));
-        assert_eq!(users.find(&key("bob"), &entries), Some(id(2)));
+        assert_eq!(find("alice"), Some(id(1)));
+        assert_eq!(find("bob"), Some(id(2)));
         assert_eq!(claim("bob", 5), Err(AlreadySearching(id(2))));
         assert_eq!(claim("alice", 6), Ok(()));
-        assert_eq!(users.find(&key("alice"), &entries), Some(id(6)));
+        assert_eq!(find("alice"), Some(id(6)));
 
         // Forgetting an old entry keeps the newer one.
         entries.update(id(2), |record| {
@@ -725,9 +725,9 @@ mod tests {
         });
         assert_eq!(claim("bob", 7), Ok(()));
         users.release(&key("bob"), id(2));
-        assert_eq!(users.find(&key("bob"), &entries), Some(id(7)));
+        assert_eq!(find("bob"), Some(id(7)));
         users.release(&key("bob"), id(7));
-        assert_eq!(users.find(&key("bob"), &entries), None);
+        assert_eq!(find("bob"), None);
     }
 
     #[test]
@@ -769,7 +769,13 @@ mod tests {
                 })
             }
         );
-        assert_eq!(index.users.find(&key("bob"), &index.entries), Some(id(2)));
+        assert_eq!(
+            index
+                .users
+                .latest(&key("bob"), &index.entries)
+                .map(|(id, _)| id),
+            Some(id(2))
+        );
     }
 
     #[test]

@@ -426,10 +426,7 @@ impl Matchmaker {
             tenant,
             user: user.into(),
         };
-        let latest = index
-            .users
-            .find(&key, &index.entries)
-            .and_then(|id| Some((id, index.entries.get(id)?)));
+        let latest = index.users.latest(&key, &index.entries);
         let searching = latest
             .as_ref()
             .filter(|(_, record)| record.state.is_searching())

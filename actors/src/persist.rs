@@ -161,17 +161,23 @@ impl Shared {
 
     /// The image of match `id` as the index holds it now, with its job if one is pending.
     pub(crate) fn match_image(&self, id: MatchId) -> Option<Image> {
-        let record = self.index.matches.get(id)?;
-        Some(Image::Match(MatchImage {
+        self.index
+            .matches
+            .read(id, |record| self.match_image_of(id, record))
+    }
+
+    /// The image of match `id` as `record` describes it, with its job if one is pending.
+    fn match_image_of(&self, id: MatchId, record: &MatchRecord) -> Image {
+        Image::Match(MatchImage {
             id,
             tenant: self.tenant_name(record.tenant),
             pool: self.catalog.get(record.pool).spec.clone(),
-            players: record.players,
+            players: record.players.clone(),
             created_at_ms: record.created_at_ms,
             game_status: record.game_status,
-            game_id: record.game_id,
+            game_id: record.game_id.clone(),
             job: self.games.job(id),
-        }))
+        })
     }
 
     /// The image of challenge `id` as `record` describes it.
@@ -224,9 +230,9 @@ impl Shared {
         self.index
             .entries
             .for_each(|id, record| images.push(self.entry_image(id, record)));
-        let mut match_ids = Vec::new();
-        self.index.matches.for_each(|id, _| match_ids.push(id));
-        images.extend(match_ids.into_iter().filter_map(|id| self.match_image(id)));
+        self.index
+            .matches
+            .for_each(|id, record| images.push(self.match_image_of(id, record)));
         for (id, record) in self.challenges.all() {
             images.push(self.challenge_image(id, &record));
         }

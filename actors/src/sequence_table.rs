@@ -116,6 +116,12 @@ impl<R> Directory<R> {
     fn segment(&self, number: usize) -> Option<&Arc<Segment<R>>> {
         self.segments.get(number.checked_sub(self.first)?)?.as_ref()
     }
+
+    /// The place of record `id`, if its segment exists.
+    fn slot(&self, id: impl SequenceNumbered) -> Option<&RwLock<Option<R>>> {
+        let (number, slot) = locate(id);
+        Some(&self.segment(number)?.slots[slot].0)
+    }
 }
 
 /// Where id `id` lives: segment number and slot.
@@ -179,9 +185,8 @@ impl<I, R> Default for SequenceTable<I, R> {
 impl<I: SequenceNumbered, R: Clone> SequenceTable<I, R> {
     /// Reads record `id`, if held.
     pub(crate) fn read<T>(&self, id: I, read: impl FnOnce(&R) -> T) -> Option<T> {
-        let (number, slot) = locate(id);
         let directory = self.directory.load();
-        let record = directory.segment(number)?.slots[slot].0.read();
+        let record = directory.slot(id)?.read();
         record.as_ref().map(read)
     }
 
@@ -192,9 +197,8 @@ impl<I: SequenceNumbered, R: Clone> SequenceTable<I, R> {
 
     /// Changes record `id` in place, if held.
     pub(crate) fn update<T>(&self, id: I, update: impl FnOnce(&mut R) -> T) -> Option<T> {
-        let (number, slot) = locate(id);
         let directory = self.directory.load();
-        let mut record = directory.segment(number)?.slots[slot].0.write();
+        let mut record = directory.slot(id)?.write();
         record.as_mut().map(update)
     }
 
@@ -248,9 +252,8 @@ impl<I: SequenceNumbered, R: Clone> SequenceTable<I, R> {
     ) {
         let directory = self.directory.load_full();
         for &position in order {
-            let (number, slot) = locate(ids[position]);
-            match directory.segment(number) {
-                Some(segment) => read(position, segment.slots[slot].0.read().as_ref()),
+            match directory.slot(ids[position]) {
+                Some(slot) => read(position, slot.read().as_ref()),
                 None => read(position, None),
             }
         }
@@ -266,9 +269,8 @@ impl<I: SequenceNumbered, R: Clone> SequenceTable<I, R> {
     ) {
         let directory = self.directory.load_full();
         for &position in order {
-            let (number, slot) = locate(ids[position]);
-            if let Some(segment) = directory.segment(number) {
-                if let Some(record) = segment.slots[slot].0.write().as_mut() {
+            if let Some(slot) = directory.slot(ids[position]) {
+                if let Some(record) = slot.write().as_mut() {
                     update(position, record);
                 }
             }

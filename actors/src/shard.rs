@@ -219,7 +219,6 @@ impl PoolShard {
             },
         );
         // Match ids and colors in pair order, so that a wave is the same whatever the lanes.
-        let mut matched = Vec::with_capacity(pairs.len());
         let mut unpaired: Vec<Candidate> = Vec::new();
         let mut decided: Vec<Option<(MatchId, Color)>> = vec![None; pairs.len()];
         for (n, (pairing, pair)) in pairs.iter().zip(searching.chunks_exact(2)).enumerate() {
@@ -235,9 +234,7 @@ impl PoolShard {
             };
             let match_id =
                 MatchId::new(shared.ids.matches.next().get()).expect("sequences never yield zero");
-            let (low_color, _) = colors(&mut self.rng, low.1, high.1);
-            decided[n] = Some((match_id, low_color));
-            matched.push((n, match_id));
+            decided[n] = Some((match_id, low_color(&mut self.rng, low.1, high.1)));
         }
         on_lanes(orders.iter().enumerate(), |(lane, order)| {
             let first = lane * lane_pairs;
@@ -284,6 +281,11 @@ impl PoolShard {
             );
         });
 
+        let matched: Vec<(usize, MatchId)> = decided
+            .iter()
+            .enumerate()
+            .filter_map(|(n, decision)| Some((n, decision.as_ref()?.0)))
+            .collect();
         let listeners = shared.event_listeners();
         let rating_gap = shared.metrics.rating_gap.local();
         let wait_seconds = shared.metrics.wait_seconds.local();
@@ -383,21 +385,16 @@ fn on_lanes<T: Send, R: Send>(
     })
 }
 
-/// Colors for `(low, high)` given the colors they had in their previous matches: whoever
-/// had white gets black; a tie is drawn at random.
-fn colors(
-    rng: &mut ChaCha8Rng,
-    low_last: Option<Color>,
-    high_last: Option<Color>,
-) -> (Color, Color) {
-    let low_color = match (low_last, high_last) {
+/// The lower-rated player's color (the other gets the opposite) given the colors both had in
+/// their previous matches: whoever had white gets black; a tie is drawn at random.
+fn low_color(rng: &mut ChaCha8Rng, low_last: Option<Color>, high_last: Option<Color>) -> Color {
+    match (low_last, high_last) {
         (Some(a), Some(b)) if a != b => a.opposite(),
         (Some(a), None) => a.opposite(),
         (None, Some(b)) => b,
         _ if rng.random_bool(0.5) => Color::White,
         _ => Color::Black,
-    };
-    (low_color, low_color.opposite())
+    }
 }
 
 impl Actor for PoolShard {

@@ -90,6 +90,7 @@ pub struct ServerOptions {
     data_dir: Option<PathBuf>,
     env: Vec<(String, String)>,
     secret: bool,
+    pools: Option<String>,
 }
 
 impl ServerOptions {
@@ -102,6 +103,12 @@ impl ServerOptions {
     /// Uses `dir` as the data directory (default: a fresh temporary one).
     pub fn data_dir(mut self, dir: &Path) -> Self {
         self.data_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// Serves the pools of `toml` (a pools file, written into the data directory).
+    pub fn pools(mut self, toml: &str) -> Self {
+        self.pools = Some(toml.to_owned());
         self
     }
 
@@ -126,6 +133,11 @@ impl ServerOptions {
             .data_dir
             .unwrap_or_else(|| temp.as_ref().unwrap().path().to_owned());
         let mut command = matchwell();
+        if let Some(toml) = &self.pools {
+            let file = data_dir.join("pools.toml");
+            std::fs::write(&file, toml).unwrap();
+            command.env("MATCHWELL_POOLS", file);
+        }
         command
             .arg("serve")
             .env("MATCHWELL_LISTEN", "127.0.0.1:0")
@@ -190,6 +202,7 @@ impl Server {
             data_dir: None,
             env: Vec::new(),
             secret: true,
+            pools: None,
         }
     }
 
