@@ -146,11 +146,13 @@ pub(crate) enum JobVerdict {
 
 /// The pending jobs.
 ///
-/// One mutex over two ordered maps: every operation is short, a dispatcher wants jobs in a
-/// stable order, and after a big wave there are hundreds of thousands of them, so finding the
-/// due ones must not mean looking at every job: `waiting` orders the jobs not in flight by due
-/// time. Images of matches read a job while holding the match's slot, so nothing here takes a
-/// lock of the index.
+/// One mutex over the book: every operation is short, a dispatcher wants jobs in a stable
+/// order, and after a big wave there are hundreds of thousands of them. A wave hands its jobs
+/// over as one batch (`fresh`), so publishing half a million matches costs one push instead of
+/// an ordered insert each; a job joins the ordered maps when it first starts. Finding the due
+/// ones never means looking at every job: `waiting` orders the started jobs not in flight by
+/// due time. Images of matches read a job while holding the match's slot, so nothing here
+/// takes a lock of the index.
 #[derive(Debug, Default)]
 pub(crate) struct GameJobs {
     book: Mutex<JobBook>,
@@ -158,13 +160,37 @@ pub(crate) struct GameJobs {
 
 #[derive(Debug, Default)]
 struct JobBook {
+    /// Batches of jobs never started, each due at one time, match ids ascending.
+    fresh: Vec<FreshJobs>,
+    /// The jobs started at least once (or read back from disk).
     jobs: BTreeMap<MatchId, GameJob>,
-    /// `(next_attempt_ms, match)` of every job not in flight.
+    /// `(next_attempt_ms, match)` of every job of `jobs` not in flight.
     waiting: BTreeSet<(UnixMillis, MatchId)>,
+}
+
+#[derive(Debug)]
+struct FreshJobs {
+    due_ms: UnixMillis,
+    match_ids: Vec<MatchId>,
+}
+
+impl FreshJobs {
+    fn job(&self) -> GameJob {
+        GameJob {
+            failed_attempts: 0,
+            next_attempt_ms: self.due_ms,
+            in_flight: false,
+        }
+    }
 }
 
 impl JobBook {
     fn insert(&mut self, match_id: MatchId, job: GameJob) {
+        for batch in &mut self.fresh {
+            if let Ok(found) = batch.match_ids.binary_search(&match_id) {
+                batch.match_ids.remove(found);
+            }
+        }
         if let Some(replaced) = self.jobs.insert(match_id, job) {
             self.waiting.remove(&(replaced.next_attempt_ms, match_id));
         }
@@ -173,39 +199,21 @@ impl JobBook {
 }
 
 impl GameJobs {
-    /// Schedules a job for each of `match_ids`, due at `due_ms`: a wave's matches under one
-    /// lock.
+    /// Schedules a job for each of `match_ids`, due at `due_ms`: a wave's matches as one
+    /// batch.
     pub(crate) fn schedule(
         &self,
         match_ids: impl IntoIterator<Item = MatchId>,
         due_ms: UnixMillis,
     ) {
-        let job = GameJob {
-            failed_attempts: 0,
-            next_attempt_ms: due_ms,
-            in_flight: false,
-        };
-        let mut scheduled: BTreeMap<MatchId, GameJob> = match_ids
-            .into_iter()
-            .map(|match_id| (match_id, job))
-            .collect();
-        let mut book = self.book.lock();
-        if scheduled.len() >= book.jobs.len()
-            && !scheduled.keys().any(|id| book.jobs.contains_key(id))
-        {
-            // Built apart and merged whole: a big wave's jobs then cost one linear merge
-            // instead of an ordered insert each.
-            let mut waiting: BTreeSet<(UnixMillis, MatchId)> = scheduled
-                .keys()
-                .map(|&match_id| (due_ms, match_id))
-                .collect();
-            book.jobs.append(&mut scheduled);
-            book.waiting.append(&mut waiting);
-        } else {
-            for (match_id, job) in scheduled {
-                book.insert(match_id, job);
-            }
+        let mut match_ids: Vec<MatchId> = match_ids.into_iter().collect();
+        if match_ids.is_empty() {
+            return;
         }
+        if !match_ids.is_sorted() {
+            match_ids.sort_unstable();
+        }
+        self.book.lock().fresh.push(FreshJobs { due_ms, match_ids });
     }
 
     /// Puts back a job read from disk.
@@ -221,7 +229,13 @@ impl GameJobs {
 
     /// The pending job of `match_id`, if any.
     pub(crate) fn job(&self, match_id: MatchId) -> Option<GameJob> {
-        self.book.lock().jobs.get(&match_id).copied()
+        let book = self.book.lock();
+        book.jobs.get(&match_id).copied().or_else(|| {
+            book.fresh
+                .iter()
+                .find(|batch| batch.match_ids.binary_search(&match_id).is_ok())
+                .map(FreshJobs::job)
+        })
     }
 
     /// Marks every job due at `now_ms` as in flight and returns their match ids, in match
@@ -234,12 +248,35 @@ impl GameJobs {
         };
         let due = std::mem::replace(&mut book.waiting, not_due);
         let mut started: Vec<MatchId> = due.into_iter().map(|(_, match_id)| match_id).collect();
-        started.sort_unstable();
         for match_id in &started {
             if let Some(job) = book.jobs.get_mut(match_id) {
                 job.in_flight = true;
             }
         }
+        let (due_batches, later): (Vec<FreshJobs>, Vec<FreshJobs>) =
+            std::mem::take(&mut book.fresh)
+                .into_iter()
+                .partition(|batch| batch.due_ms <= now_ms);
+        book.fresh = later;
+        for batch in due_batches {
+            let job = GameJob {
+                in_flight: true,
+                ..batch.job()
+            };
+            // Ascending ids: a batch as big as the book goes in as one bulk build and merge.
+            let mut batch_jobs: BTreeMap<MatchId, GameJob> = batch
+                .match_ids
+                .iter()
+                .map(|&match_id| (match_id, job))
+                .collect();
+            if batch_jobs.len() >= book.jobs.len() {
+                book.jobs.append(&mut batch_jobs);
+            } else {
+                book.jobs.extend(batch_jobs);
+            }
+            started.extend(batch.match_ids);
+        }
+        started.sort_unstable();
         started
     }
 
@@ -291,7 +328,10 @@ impl GameJobs {
 
     /// Earliest time a job not in flight is due, if any.
     pub(crate) fn next_due(&self) -> Option<UnixMillis> {
-        self.book.lock().waiting.first().map(|&(due_ms, _)| due_ms)
+        let book = self.book.lock();
+        let fresh = book.fresh.iter().map(|batch| batch.due_ms);
+        let waiting = book.waiting.first().map(|&(due_ms, _)| due_ms);
+        fresh.chain(waiting).min()
     }
 }
 
@@ -370,6 +410,14 @@ mod tests {
             },
         );
         assert_eq!(jobs.next_due(), Some(10));
+        let unstarted = GameJob {
+            failed_attempts: 0,
+            next_attempt_ms: 50,
+            in_flight: false,
+        };
+        assert_eq!(jobs.job(id(3)), Some(unstarted));
+        assert_eq!(jobs.job(id(7)).map(|job| job.failed_attempts), Some(2));
+        assert_eq!(jobs.job(id(5_000)), None);
         assert_eq!(jobs.start_due(9), vec![]);
         assert_eq!(jobs.start_due(10), vec![id(1_001)]);
         assert_eq!(jobs.next_due(), Some(50));
@@ -377,6 +425,11 @@ mod tests {
         assert_eq!(started.len(), 999);
         assert!(!started.contains(&id(7)));
         assert!(started.is_sorted());
+        let in_flight = GameJob {
+            in_flight: true,
+            ..unstarted
+        };
+        assert_eq!(jobs.job(id(3)), Some(in_flight));
         assert_eq!(
             jobs.start_due(79),
             vec![],

@@ -20,7 +20,7 @@ use crate::index::{EntryRecord, EntryState, FastHasher, MatchRecord, QueueKey, S
 use crate::matching::{Candidate, Expired, Pairing, Waiting, WaitingPool, WaveScratch};
 use crate::model::{Color, GameStatus, MatchEvent, MatchPlayer};
 use crate::pools::MatchingParams;
-use crate::sequence_table::grouped_order;
+use crate::sequence_table::ascending_order;
 use crate::shared::Shared;
 
 /// How long matches count towards a queue's recent figures.
@@ -180,10 +180,9 @@ impl PoolShard {
     /// attempted for a match that is not journaled. Metrics and the queue's recent figures
     /// are updated once per wave rather than once per pair.
     ///
-    /// The players' entries are read in one pass and written in another, each grouped by
-    /// where the entries live rather than pair by pair: a wave pairs by rating, so its
-    /// players' entries are scattered, and visiting them pair by pair would miss the cache on
-    /// nearly every one. Matches go in between, so that a reader who sees an entry matched
+    /// The players' entries are read in one pass and written in another, each in id order
+    /// rather than pair by pair: a wave pairs by rating, so its players' entries are
+    /// scattered, and visiting them pair by pair would wait for memory at nearly every one. Matches go in between, so that a reader who sees an entry matched
     /// also finds its match. A big wave's pairs are split into lanes published on every core
     /// while the shard waits for them; ids and colors are decided in pair order between the
     /// passes, so the outcome does not depend on the lanes.
@@ -204,7 +203,7 @@ impl PoolShard {
             searching.chunks_mut(2 * lane_pairs).enumerate(),
             |(lane, searching)| {
                 let players = &players[2 * lane * lane_pairs..][..searching.len()];
-                let order = grouped_order(players);
+                let order = ascending_order(players);
                 index
                     .entries
                     .read_in_order(players, &order, |position, record| {
