@@ -155,6 +155,12 @@ impl IdSequence {
         NonZeroU64::new(value).expect("a sequence starting at zero never returns zero")
     }
 
+    /// The first of `count` consecutive sequence numbers reserved at once (`count` ≥ 1).
+    pub fn next_block(&self, count: u64) -> NonZeroU64 {
+        let first = self.last.fetch_add(count, Ordering::Relaxed) + 1;
+        NonZeroU64::new(first).expect("a sequence starting at zero never returns zero")
+    }
+
     /// Makes sure later values are greater than `seen`.
     pub fn observe(&self, seen: u64) {
         self.last.fetch_max(seen, Ordering::Relaxed);
@@ -169,6 +175,18 @@ impl IdSequence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_block_reserves_consecutive_numbers() {
+        let sequence = IdSequence::starting_after(4);
+        assert_eq!(sequence.next_block(3).get(), 5);
+        assert_eq!(
+            sequence.next().get(),
+            8,
+            "the block's numbers are not handed out again"
+        );
+        assert_eq!(sequence.last(), 8);
+    }
 
     #[test]
     fn ids_round_trip_through_text() {

@@ -41,8 +41,9 @@ struct QueueState {
     params: MatchingParams,
     waiting: WaitingPool,
     last_wave_ms: Option<UnixMillis>,
-    /// (time, rating gap) of matches formed in the last minute, oldest first.
-    recent_matches: VecDeque<(UnixMillis, u16)>,
+    /// The rating gaps of the matches formed in the last minute, by wave, oldest first: a
+    /// wave's gaps arrive and leave together, so they are kept as one list.
+    recent_matches: VecDeque<(UnixMillis, Vec<u16>)>,
 }
 
 impl QueueState {
@@ -133,7 +134,7 @@ impl PoolShard {
             while queue
                 .recent_matches
                 .front()
-                .is_some_and(|&(at, _)| at + RECENT_WINDOW_MS <= now_ms)
+                .is_some_and(|(at, _)| at + RECENT_WINDOW_MS <= now_ms)
             {
                 queue.recent_matches.pop_front();
             }
@@ -220,6 +221,15 @@ impl PoolShard {
         // Match ids and colors in pair order, so that a wave is the same whatever the lanes.
         let mut unpaired: Vec<Candidate> = Vec::new();
         let mut decided: Vec<Option<(MatchId, Color)>> = vec![None; pairs.len()];
+        let complete = searching
+            .chunks_exact(2)
+            .filter(|pair| pair.iter().all(Option::is_some))
+            .count();
+        let mut next_match = if complete > 0 {
+            shared.ids.matches.next_block(complete as u64).get()
+        } else {
+            0
+        };
         for (n, (pairing, pair)) in pairs.iter().zip(searching.chunks_exact(2)).enumerate() {
             let [Some(low), Some(high)] = pair else {
                 tracing::error!(low = %pairing.low.id, high = %pairing.high.id, "paired an entry that is not searching; pair dropped");
@@ -231,8 +241,8 @@ impl PoolShard {
                 }
                 continue;
             };
-            let match_id =
-                MatchId::new(shared.ids.matches.next().get()).expect("sequences never yield zero");
+            let match_id = MatchId::new(next_match).expect("sequences never yield zero");
+            next_match += 1;
             decided[n] = Some((match_id, low_color(&mut self.rng, low.1, high.1)));
         }
         on_lanes(orders.iter().enumerate(), |(lane, order)| {
@@ -278,6 +288,21 @@ impl PoolShard {
                     }
                 },
             );
+            // Watchers and metrics in the lanes too: a big wave has a million players.
+            let rating_gap = shared.metrics.rating_gap.local();
+            let wait_seconds = shared.metrics.wait_seconds.local();
+            for (pairing, _) in pairs[first..lane_end]
+                .iter()
+                .zip(&decided[first..lane_end])
+                .filter(|(_, decision)| decision.is_some())
+            {
+                for candidate in [&pairing.low, &pairing.high] {
+                    index.notify(candidate.id);
+                    wait_seconds
+                        .observe(now_ms.saturating_sub(candidate.joined_at_ms) as f64 / 1_000.0);
+                }
+                rating_gap.observe(f64::from(pairing.gap()));
+            }
         });
 
         let matched: Vec<(usize, MatchId)> = decided
@@ -286,16 +311,8 @@ impl PoolShard {
             .filter_map(|(n, decision)| Some((n, decision.as_ref()?.0)))
             .collect();
         let listeners = shared.event_listeners();
-        let rating_gap = shared.metrics.rating_gap.local();
-        let wait_seconds = shared.metrics.wait_seconds.local();
         for &(n, match_id) in &matched {
             let pairing = &pairs[n];
-            for candidate in [&pairing.low, &pairing.high] {
-                index.notify(candidate.id);
-                wait_seconds
-                    .observe(now_ms.saturating_sub(candidate.joined_at_ms) as f64 / 1_000.0);
-            }
-            rating_gap.observe(f64::from(pairing.gap()));
             shared.record(|| {
                 // The entries as the second pass left them: a candidate carries its entry's
                 // rating and joining time, the pair the rest.
@@ -330,9 +347,11 @@ impl PoolShard {
         shared
             .games
             .schedule(matched.iter().map(|&(_, match_id)| match_id), now_ms);
-        let recent = matched.iter().map(|&(n, _)| (now_ms, pairs[n].gap()));
+        let gaps: Vec<u16> = matched.iter().map(|&(n, _)| pairs[n].gap()).collect();
         let queue = self.queue(key);
-        queue.recent_matches.extend(recent);
+        if !gaps.is_empty() {
+            queue.recent_matches.push_back((now_ms, gaps));
+        }
         for candidate in unpaired {
             queue.waiting.insert(
                 candidate.rating,
@@ -611,8 +630,8 @@ impl Handler<Summarize> for PoolShard {
                 recent_gaps: state
                     .recent_matches
                     .iter()
-                    .filter(|&&(at, _)| at + RECENT_WINDOW_MS > msg.now_ms)
-                    .map(|&(_, gap)| gap)
+                    .filter(|(at, _)| at + RECENT_WINDOW_MS > msg.now_ms)
+                    .flat_map(|(_, gaps)| gaps.iter().copied())
                     .collect(),
             })
             .collect()
