@@ -14,7 +14,7 @@ use matchwell_snapshots::Journal;
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::challenges::{ChallengeBook, ChallengeRecord, ChallengeState, Party};
 use crate::clock::{SharedClock, SystemClock, UnixMillis};
@@ -36,7 +36,7 @@ use crate::model::{
 };
 use crate::persist::{Change, Image, Restored, SnapshotBody};
 use crate::pools::{MAX_RATING, PoolCatalog, PoolSpec, TimeControl};
-use crate::router::{ActorSystem, ActorsStopped, RouteCancel, RouteSummary, RouteTick};
+use crate::router::{ActorSystem, ActorsStopped, RouteSummary, RouteTick};
 use crate::shard::{Cancel, DueWork, Enqueue, Requeue, RunDue, ShardTimers, Summarize, TickCounts};
 use crate::shared::{Ids, Shared};
 
@@ -391,16 +391,15 @@ impl Matchmaker {
         let record = self.record(tenant, id)?;
         if record.state.is_searching() {
             self.shared.writable()?;
-            let cancel = Cancel {
+            let (done, handled) = oneshot::channel();
+            self.actors.router().do_send(Cancel {
                 queue: record.queue(),
                 rating: record.rating,
                 id,
-            };
-            self.actors
-                .router()
-                .send(RouteCancel(cancel))
-                .await
-                .map_err(ActorsStopped::from)??;
+                done,
+            });
+            // Dropped unsignalled: the actors stopped before handling it.
+            handled.await.map_err(|_| ActorsStopped)?;
         }
         self.shared.durable().await?;
         let record = self.record(tenant, id)?;

@@ -16,8 +16,7 @@ use futures::future::join_all;
 use crate::index::QueueKey;
 use crate::matching::Waiting;
 use crate::shard::{
-    Cancel, CancelOutcome, Enqueue, PoolShard, QueueFigures, Requeue, RunDue, ShardTimers,
-    Summarize, TickCounts,
+    Cancel, Enqueue, PoolShard, QueueFigures, Requeue, RunDue, ShardTimers, Summarize, TickCounts,
 };
 use crate::shared::Shared;
 
@@ -100,17 +99,11 @@ impl Handler<Requeue> for Router {
     }
 }
 
-/// A cancel on its way through the router.
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "Result<CancelOutcome, ActorsStopped>")]
-pub(crate) struct RouteCancel(pub(crate) Cancel);
+impl Handler<Cancel> for Router {
+    type Result = ();
 
-impl Handler<RouteCancel> for Router {
-    type Result = ResponseFuture<Result<CancelOutcome, ActorsStopped>>;
-
-    fn handle(&mut self, msg: RouteCancel, _: &mut Self::Context) -> Self::Result {
-        let request = self.shard_for(msg.0.queue).send(msg.0);
-        Box::pin(async move { Ok(request.await?) })
+    fn handle(&mut self, msg: Cancel, _: &mut Self::Context) {
+        self.shard_for(msg.queue).do_send(msg);
     }
 }
 

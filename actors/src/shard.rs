@@ -13,6 +13,7 @@ use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResponse};
 use compact_str::CompactString;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tokio::sync::oneshot;
 
 use crate::clock::UnixMillis;
 use crate::ids::{EntryId, MatchId};
@@ -470,41 +471,43 @@ impl Handler<Enqueue> for PoolShard {
     }
 }
 
-/// What a cancel found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, MessageResponse)]
-pub(crate) enum CancelOutcome {
-    /// The entry was searching and is now cancelled.
-    Cancelled,
-    /// The entry was not searching (already paired, expired or cancelled).
-    NotSearching,
-}
-
-/// Withdraw a searching entry.
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "CancelOutcome")]
+/// Withdraw a searching entry. The shard signals `done` itself once handled, so that the
+/// answer goes straight to the waiting caller instead of back through the router's mailbox;
+/// the caller then reads the entry's state from the index.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
 pub(crate) struct Cancel {
     pub(crate) queue: QueueKey,
     pub(crate) rating: u16,
     pub(crate) id: EntryId,
+    pub(crate) done: oneshot::Sender<()>,
 }
 
 impl Handler<Cancel> for PoolShard {
-    type Result = CancelOutcome;
+    type Result = ();
 
-    fn handle(&mut self, msg: Cancel, _: &mut Self::Context) -> CancelOutcome {
+    fn handle(&mut self, msg: Cancel, _: &mut Self::Context) {
+        self.cancel(msg.queue, msg.rating, msg.id);
+        // The caller may have gone away (its request was dropped); the cancel stands.
+        let _ = msg.done.send(());
+    }
+}
+
+impl PoolShard {
+    fn cancel(&mut self, queue: QueueKey, rating: u16, id: EntryId) {
         let now_ms = self.shared.clock.now_ms();
         let in_pool = self
             .queues
-            .get_mut(&msg.queue)
-            .and_then(|queue| queue.waiting.remove(msg.rating, msg.id))
+            .get_mut(&queue)
+            .and_then(|state| state.waiting.remove(rating, id))
             .is_some();
         let cancelled = EntryState::Cancelled { at_ms: now_ms };
-        let Some(before) = self.shared.index.leave_searching(msg.id, cancelled) else {
-            return CancelOutcome::NotSearching;
+        let Some(before) = self.shared.index.leave_searching(id, cancelled) else {
+            return;
         };
         self.shared.record(|| {
             vec![self.shared.entry_image(
-                msg.id,
+                id,
                 &EntryRecord {
                     state: cancelled,
                     ..before
@@ -512,14 +515,13 @@ impl Handler<Cancel> for PoolShard {
             )]
         });
         if in_pool {
-            self.shared.metrics.searching(msg.queue.pool).dec();
+            self.shared.metrics.searching(queue.pool).dec();
         } else {
             // Searching in the index but not in the pool: its `Enqueue` is still on the way.
-            self.cancelled_in_flight.insert(msg.id);
+            self.cancelled_in_flight.insert(id);
         }
-        self.shared.index.settle(now_ms, Settled::Entry(msg.id));
+        self.shared.index.settle(now_ms, Settled::Entry(id));
         self.shared.metrics.cancels.inc();
-        CancelOutcome::Cancelled
     }
 }
 

@@ -1,6 +1,8 @@
 //! Bearer-token authentication: who calls, for which tenant, with which role.
 
 use std::future::{Ready, ready};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -18,11 +20,29 @@ use matchwell_actors::error::{MAX_TENANT_LEN, MAX_USER_ID_LEN};
 /// Seconds of clock skew tolerated on `exp`.
 const EXPIRY_LEEWAY_S: u64 = 5;
 
+/// How many verified tokens are remembered (a few hundred bytes each).
+const VERIFIED_TOKENS: usize = 32_768;
+
 /// Checks tokens. Built once at start and shared by every worker, so that the decoded key and
 /// the validation rules are not rebuilt for each request.
+///
+/// A client sends the same token with every request until it expires, and checking one
+/// (decoding, two JSON parses, an HMAC) costs more than the rest of a status request's
+/// handler. So each token that passed is remembered, by its exact text, with the caller it
+/// names and its expiry: a token seen again skips all but the expiry check. Only tokens that
+/// passed are remembered, so a forged one is checked in full every time.
 pub(crate) struct Authenticator {
     key: DecodingKey,
     validation: Validation,
+    verified: quick_cache::sync::Cache<String, VerifiedToken>,
+}
+
+/// A token that passed, and what it says.
+#[derive(Debug, Clone)]
+struct VerifiedToken {
+    caller: Caller,
+    /// Its `exp`, seconds since the Unix epoch.
+    expires_at_s: u64,
 }
 
 impl Authenticator {
@@ -36,6 +56,7 @@ impl Authenticator {
         Self {
             key: DecodingKey::from_secret(secret.bytes()),
             validation,
+            verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS),
         }
     }
 
@@ -57,6 +78,21 @@ impl Authenticator {
             .ok_or(ApiError::Unauthorized(
                 "Authorization must be `Bearer <token>`",
             ))?;
+        let now_s = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        self.verify(token, now_s)
+    }
+
+    /// The caller `token` names, if it is valid at `now_s`.
+    fn verify(&self, token: &str, now_s: u64) -> Result<Caller, ApiError> {
+        if let Some(known) = self.verified.get(token) {
+            if known.expires_at_s.saturating_add(EXPIRY_LEEWAY_S) < now_s {
+                self.verified.remove(token);
+                return Err(ApiError::Unauthorized("token expired"));
+            }
+            return Ok(known.caller);
+        }
         let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|error| {
                 ApiError::Unauthorized(match error.kind() {
@@ -82,7 +118,7 @@ impl Authenticator {
                 "token `tenant` must be 1 to 64 bytes long",
             ));
         }
-        Ok(Caller {
+        let caller = Caller {
             tenant: tenant.into(),
             user: claims.sub.into(),
             role: match claims.role.as_deref() {
@@ -90,8 +126,16 @@ impl Authenticator {
                 Some("admin") => Role::Admin,
                 _ => Role::User,
             },
-            ratings: claims.ratings,
-        })
+            ratings: claims.ratings.map(Arc::new),
+        };
+        self.verified.insert(
+            token.to_owned(),
+            VerifiedToken {
+                caller: caller.clone(),
+                expires_at_s: claims.exp,
+            },
+        );
+        Ok(caller)
     }
 }
 
@@ -106,14 +150,15 @@ enum Role {
 }
 
 /// An authenticated caller.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Caller {
     /// The token's tenant.
     pub(crate) tenant: CompactString,
     /// The token's `sub`.
     user: CompactString,
     role: Role,
-    ratings: Option<RatingsClaim>,
+    /// Shared with the remembered token it came from.
+    ratings: Option<Arc<RatingsClaim>>,
 }
 
 impl Caller {
@@ -138,7 +183,7 @@ impl Caller {
         Acting {
             tenant: &self.tenant,
             user: &self.user,
-            ratings: self.ratings.as_ref(),
+            ratings: self.ratings.as_deref(),
         }
     }
 
@@ -180,5 +225,54 @@ impl FromRequest for Caller {
             Some(state) => state.auth.authenticate(request),
             None => Err(ApiError::Unavailable("server misconfigured".into())),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::jwt::mint;
+
+    fn secret(text: &str) -> JwtSecret {
+        JwtSecret::resolve(Some(text), Path::new("/nonexistent")).expect("a long enough secret")
+    }
+
+    const SECRET: &str = "a-test-secret-of-at-least-32-bytes";
+
+    #[test]
+    fn a_remembered_token_is_accepted_until_it_expires() {
+        let auth = Authenticator::new(&secret(SECRET));
+        let claims = Claims::new("alice", Duration::from_secs(60));
+        let token = mint(&secret(SECRET), &claims).expect("minted");
+        let issued_s = claims.exp - 60;
+        assert_eq!(auth.verify(&token, issued_s).expect("valid").user, "alice");
+        assert!(auth.verified.get(token.as_str()).is_some(), "remembered");
+        assert_eq!(
+            auth.verify(&token, issued_s + 30).expect("valid").user,
+            "alice"
+        );
+        let late_s = claims.exp + EXPIRY_LEEWAY_S + 1;
+        assert!(matches!(
+            auth.verify(&token, late_s),
+            Err(ApiError::Unauthorized("token expired"))
+        ));
+        assert!(auth.verified.get(token.as_str()).is_none(), "forgotten");
+    }
+
+    #[test]
+    fn a_token_that_fails_is_never_remembered() {
+        let auth = Authenticator::new(&secret(SECRET));
+        let claims = Claims::new("mallory", Duration::from_secs(60));
+        let forged = mint(&secret("another-secret-of-at-least-32-bytes"), &claims).expect("minted");
+        for _ in 0..2 {
+            assert!(matches!(
+                auth.verify(&forged, claims.exp - 60),
+                Err(ApiError::Unauthorized("bad token signature"))
+            ));
+        }
+        assert!(auth.verified.get(forged.as_str()).is_none());
     }
 }
