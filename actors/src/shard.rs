@@ -377,30 +377,33 @@ fn publishing_lanes(pairs: usize) -> usize {
     std::thread::available_parallelism().map_or(1, |cores| cores.get().min(8))
 }
 
-/// Runs `work` on each lane, each on a thread of its own when there is more than one, and
-/// returns what each lane returned, in order. A wave's lanes touch disjoint entries and
+/// Runs `work` on each lane, the last on the calling thread and every other on a thread of
+/// its own, and returns what each lane returned, in order. A wave's lanes touch disjoint entries and
 /// matches, and the tables take concurrent writers.
 fn on_lanes<T: Send, R: Send>(
     lanes: impl Iterator<Item = T>,
     work: impl Fn(T) -> R + Sync,
 ) -> Vec<R> {
-    let lanes: Vec<T> = lanes.collect();
-    if lanes.len() <= 1 {
-        return lanes.into_iter().map(work).collect();
-    }
+    let mut lanes: Vec<T> = lanes.collect();
+    let Some(own_lane) = lanes.pop() else {
+        return Vec::new();
+    };
     let work = &work;
     std::thread::scope(|scope| {
-        let running: Vec<_> = lanes
+        let others: Vec<_> = lanes
             .into_iter()
             .map(|lane| scope.spawn(move || work(lane)))
             .collect();
-        running
+        let own = work(own_lane);
+        let mut results: Vec<R> = others
             .into_iter()
             .map(|lane| {
                 lane.join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
             })
-            .collect()
+            .collect();
+        results.push(own);
+        results
     })
 }
 
