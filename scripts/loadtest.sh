@@ -2,29 +2,41 @@
 # Load test of the HTTP API over loopback (not part of CI).
 #
 # Builds the release binary, mints tokens for many users with `matchwell token`, and for each
-# run starts a fresh server on a temporary data directory and drives it with wrk: every user
-# goes round enqueue → status → cancel → status (scripts/loadtest.lua). Prints each run's wrk
-# report, then the median throughput and p99 latency over the runs.
+# run starts a fresh server on a temporary data directory and drives it with wrk. Two mixes:
+# `round` (the default): every user goes round enqueue → status → cancel → status
+# (scripts/loadtest.lua); `status`: every user enqueues once with curl before the run, then
+# wrk only reads their entries (scripts/loadtest-status.lua). Prints each run's wrk report,
+# then the median throughput and p99 latency over the runs.
 #
 #   scripts/loadtest.sh                        # fsync always (the server's default)
 #   MATCHWELL_FSYNC=batch scripts/loadtest.sh  # or none: what persistence costs
+#   MIX=status scripts/loadtest.sh             # status reads only
 #
-# Settings (environment): MATCHWELL_FSYNC (always|batch|none), RUNS (3), DURATION (20s),
-# CONNECTIONS (64), THREADS (2), USERS (3000; each user writes at most 20 times a second, the
-# server's default per-user limit, so enough users keep 429s out of the figures).
+# Settings (environment): MIX (round|status), MATCHWELL_FSYNC (always|batch|none), RUNS (3),
+# DURATION (20s), CONNECTIONS (64), THREADS (2), USERS (3000; each user writes at most 20
+# times a second, the server's default per-user limit, so enough users keep 429s out of the
+# figures).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 fsync=${MATCHWELL_FSYNC:-always}
+mix=${MIX:-round}
 runs=${RUNS:-3}
 duration=${DURATION:-20s}
 connections=${CONNECTIONS:-64}
 threads=${THREADS:-2}
 users=${USERS:-3000}
 
-if ! command -v wrk >/dev/null; then
-    apt-get update && apt-get install -y wrk
-fi
+case $mix in
+    round) script=scripts/loadtest.lua ;;
+    status) script=scripts/loadtest-status.lua ;;
+    *) echo "MIX must be round or status, not $mix" >&2; exit 2 ;;
+esac
+for tool in wrk curl; do
+    if ! command -v $tool >/dev/null; then
+        apt-get update && apt-get install -y $tool
+    fi
+done
 cargo build --release --quiet
 bin=$PWD/target/release/matchwell
 
@@ -79,15 +91,24 @@ median() {
     sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 
-command=(wrk -t"$threads" -c"$connections" -d"$duration" --latency -s scripts/loadtest.lua)
+command=(wrk -t"$threads" -c"$connections" -d"$duration" --latency -s "$script")
 echo "fsync $fsync; ${command[*]} http://ADDRESS"
 : > "$work/rates"
 : > "$work/p99s"
 for run in $(seq 1 "$runs"); do
     start_server "$work/data-$run" "$work/server-$run.log"
+    if [[ $mix == status ]]; then
+        # One entry per user, created over HTTP; wrk reads them (matched or still searching).
+        xargs -P "$(nproc)" -L1 sh -c 'entry=$(curl -sf -X POST -H "Authorization: Bearer $2" \
+            -H "Content-Type: application/json" \
+            -d "{\"time_control\":\"5+3\",\"variant\":\"standard\",\"rated\":true,\"rating\":1500}" \
+            "http://$0/v1/matchmaking/queue" | grep -o "\"id\":\"q_[0-9a-f]*" | cut -d\" -f4) \
+            && echo "$1 $2 $entry"' "$address" < "$work/tokens" > "$work/entries"
+    fi
     # Other work on the machine takes cores from both sides; the load says whether there was any.
     echo "--- run $run of $runs: http://$address (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-    WRK_THREADS=$threads MATCHWELL_TOKENS=$work/tokens "${command[@]}" "http://$address" \
+    WRK_THREADS=$threads MATCHWELL_TOKENS=$work/tokens MATCHWELL_ENTRIES=$work/entries \
+        "${command[@]}" "http://$address" \
         | tee "$work/wrk-$run.txt"
     kill "$server_pid"
     wait "$server_pid" || true
@@ -96,7 +117,7 @@ for run in $(seq 1 "$runs"); do
     awk '$1 == "99%" { print $2 }' "$work/wrk-$run.txt" | to_ms >> "$work/p99s"
 done
 
-echo "--- fsync $fsync, $runs runs of ${command[*]}"
+echo "--- mix $mix, fsync $fsync, $runs runs of ${command[*]}"
 echo "requests/s per run: $(tr '\n' ' ' < "$work/rates")"
 echo "p99 ms per run:     $(tr '\n' ' ' < "$work/p99s")"
 echo "median: $(median < "$work/rates") requests/s, p99 $(median < "$work/p99s") ms"
