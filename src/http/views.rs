@@ -7,8 +7,6 @@ use std::collections::BTreeMap;
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::{
@@ -395,13 +393,11 @@ pub(crate) struct ErrorDetail {
 /// Ratings from a token's `ratings` claim.
 pub(crate) type RatingsClaim = BTreeMap<String, i64>;
 
-/// `ms` since the Unix epoch as RFC 3339 (UTC).
+/// `ms` since the Unix epoch as RFC 3339 (UTC), always with milliseconds. Every entry view
+/// carries two or three of these, so the formatter is a fixed-layout one.
 fn rfc3339(ms: u64) -> String {
-    i128::from(ms)
-        .checked_mul(1_000_000)
-        .and_then(|nanos| OffsetDateTime::from_unix_timestamp_nanos(nanos).ok())
-        .and_then(|at| at.format(&Rfc3339).ok())
-        .unwrap_or_default()
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 #[cfg(test)]
@@ -410,7 +406,7 @@ mod tests {
 
     #[test]
     fn times_are_rfc3339_in_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
     }
 }
