@@ -179,15 +179,16 @@ impl PoolShard {
 
     /// Publishes a wave's pairs. Each match and its players' new states reach the index, then
     /// the journal as one record; only then are the game jobs scheduled, so no game is
-    /// attempted for a match that is not journaled. Metrics and the queue's recent figures
-    /// are updated once per wave rather than once per pair.
+    /// attempted for a match that is not journaled. Counters, match ids, game jobs and the
+    /// queue's recent figures are taken once per wave rather than once per pair.
     ///
     /// The players' entries are read in one pass and written in another, each in id order
     /// rather than pair by pair: a wave pairs by rating, so its players' entries are
-    /// scattered, and visiting them pair by pair would wait for memory at nearly every one. Matches go in between, so that a reader who sees an entry matched
-    /// also finds its match. A big wave's pairs are split into lanes published on every core
-    /// while the shard waits for them; ids and colors are decided in pair order between the
-    /// passes, so the outcome does not depend on the lanes.
+    /// scattered, and visiting them pair by pair would wait for memory at nearly every one.
+    /// Matches go in between, so that a reader who sees an entry matched also finds its
+    /// match. A big wave's pairs are split into lanes published on every core while the shard
+    /// waits for them; ids and colors are decided in pair order between the passes, so the
+    /// outcome does not depend on the lanes.
     fn publish_pairs(&mut self, key: QueueKey, pairs: &[Pairing], now_ms: UnixMillis) {
         let shared = &self.shared;
         let index = &shared.index;
@@ -378,8 +379,8 @@ fn publishing_lanes(pairs: usize) -> usize {
 }
 
 /// Runs `work` on each lane, the last on the calling thread and every other on a thread of
-/// its own, and returns what each lane returned, in order. A wave's lanes touch disjoint entries and
-/// matches, and the tables take concurrent writers.
+/// its own, and returns what each lane returned, in order. A wave's lanes touch disjoint
+/// entries and matches, and the tables take concurrent writers.
 fn on_lanes<T: Send, R: Send>(
     lanes: impl Iterator<Item = T>,
     work: impl Fn(T) -> R + Sync,
