@@ -73,10 +73,15 @@ impl<R> Segment<R> {
 
     /// Counts one more record in, unless the segment is retired.
     fn enter(&self) -> bool {
+        self.enter_many(1)
+    }
+
+    /// Counts `count` more records in, unless the segment is retired.
+    fn enter_many(&self, count: usize) -> bool {
         self.live
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| match live {
                 RETIRED => None,
-                live => Some(live + 1),
+                live => Some(live + count),
             })
             .is_ok()
     }
@@ -223,6 +228,41 @@ impl<I: SequenceNumbered, R: Clone> SequenceTable<I, R> {
             }
             drop(directory);
             self.add_segment(number);
+        }
+    }
+
+    /// Inserts `count` records under consecutive ids from `first`, the `k`th made by
+    /// `record(k)`: the directory is read and the records counted in once per segment rather
+    /// than once per record (a wave's matches have consecutive ids).
+    pub(crate) fn insert_run(&self, first: I, count: usize, mut record: impl FnMut(usize) -> R) {
+        let mut done = 0;
+        while done < count {
+            let id = I::from_sequence(first.sequence() + done as u64)
+                .expect("sequence numbers start at one");
+            let (number, start) = locate(id);
+            let here = (SEGMENT_LEN - start).min(count - done);
+            loop {
+                let directory = self.directory.load();
+                if let Some(segment) = directory.segment(number) {
+                    if segment.enter_many(here) {
+                        let mut replaced = 0;
+                        for (offset, slot) in segment.slots[start..start + here].iter().enumerate()
+                        {
+                            if slot.0.write().replace(record(done + offset)).is_some() {
+                                replaced += 1;
+                            }
+                        }
+                        if replaced > 0 {
+                            // They were already counted in.
+                            segment.live.fetch_sub(replaced, Ordering::AcqRel);
+                        }
+                        break;
+                    }
+                }
+                drop(directory);
+                self.add_segment(number);
+            }
+            done += here;
         }
     }
 
@@ -489,6 +529,35 @@ mod tests {
         ];
         let order = ascending_order(&ids);
         assert_eq!(order, vec![0, 2, 3, 1]);
+    }
+
+    #[test]
+    fn a_run_spans_segments_and_counts_each_record_once() {
+        let table = EntryTable::default();
+        let first = SEGMENT_LEN - 2;
+        table.insert(id(first + 1), record(0));
+        let mut made = Vec::new();
+        table.insert_run(id(first), 5, |k| {
+            made.push(k);
+            record(first + k)
+        });
+        assert_eq!(made, vec![0, 1, 2, 3, 4], "each record made once, in order");
+        assert_eq!(table.len(), 5, "the record replaced is counted once");
+        for n in first..first + 5 {
+            assert_eq!(table.get(id(n)), Some(record(n)));
+        }
+        // Emptying the new segment retires it, and a later run brings it back.
+        for n in SEGMENT_LEN + 1..first + 5 {
+            table.remove_if(id(n), |_| true);
+        }
+        assert_eq!(
+            table.len(),
+            3,
+            "ids up to SEGMENT_LEN live in the first segment"
+        );
+        table.insert_run(id(SEGMENT_LEN + 1), 1, |_| record(7));
+        assert_eq!(table.get(id(SEGMENT_LEN + 1)), Some(record(7)));
+        assert_eq!(table.len(), 4);
     }
 
     #[test]

@@ -250,23 +250,28 @@ impl PoolShard {
         on_lanes(orders.iter().enumerate(), |(lane, order)| {
             let first = lane * lane_pairs;
             let lane_end = (first + lane_pairs).min(pairs.len());
-            for n in first..lane_end {
-                let (Some((match_id, low_color)), [Some(low), Some(high)]) =
-                    (decided[n], &searching[2 * n..2 * n + 2])
-                else {
-                    continue;
-                };
-                let pairing = &pairs[n];
-                let player = |candidate: &Candidate, user: &CompactString, color| MatchPlayer {
-                    user_id: user.clone(),
-                    rating: candidate.rating,
-                    entry_id: candidate.id,
-                    color,
-                };
-                let low = player(&pairing.low, &low.0, low_color);
-                let high = player(&pairing.high, &high.0, low_color.opposite());
-                index.matches.insert(
-                    match_id,
+            // The lane's matches have consecutive ids: they were decided in pair order.
+            let lane_decided = &decided[first..lane_end];
+            let mut lane_matches = (first..lane_end).filter_map(|n| Some((n, decided[n]?)));
+            if let Some(&(first_match, _)) = lane_decided.iter().flatten().next() {
+                let count = lane_decided.iter().flatten().count();
+                index.matches.insert_run(first_match, count, |k| {
+                    let (n, (match_id, low_color)) = lane_matches
+                        .next()
+                        .expect("as many decided pairs as counted");
+                    debug_assert_eq!(match_id.get(), first_match.get() + k as u64);
+                    let pairing = &pairs[n];
+                    let player = |candidate: &Candidate, side: usize, color| MatchPlayer {
+                        user_id: searching[2 * n + side]
+                            .as_ref()
+                            .map(|(user, _)| user.clone())
+                            .expect("a decided pair's players were searching"),
+                        rating: candidate.rating,
+                        entry_id: candidate.id,
+                        color,
+                    };
+                    let low = player(&pairing.low, 0, low_color);
+                    let high = player(&pairing.high, 1, low_color.opposite());
                     MatchRecord {
                         tenant: key.tenant,
                         pool: key.pool,
@@ -278,8 +283,8 @@ impl PoolShard {
                         created_at_ms: now_ms,
                         game_status: GameStatus::Pending,
                         game_id: None,
-                    },
-                );
+                    }
+                });
             }
             index.entries.update_in_order(
                 &players[2 * first..2 * lane_end],
