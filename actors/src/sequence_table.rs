@@ -71,13 +71,8 @@ impl<R> Segment<R> {
         }
     }
 
-    /// Counts one more record in, unless the segment is retired.
-    fn enter(&self) -> bool {
-        self.enter_many(1)
-    }
-
     /// Counts `count` more records in, unless the segment is retired.
-    fn enter_many(&self, count: usize) -> bool {
+    fn enter(&self, count: usize) -> bool {
         self.live
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| match live {
                 RETIRED => None,
@@ -214,21 +209,9 @@ impl<I: SequenceNumbered, R: Clone> SequenceTable<I, R> {
     /// Stores `record` as record `id`, replacing any record it had.
     pub(crate) fn insert(&self, id: I, record: R) {
         let (number, slot) = locate(id);
-        loop {
-            let directory = self.directory.load();
-            if let Some(segment) = directory.segment(number) {
-                if segment.enter() {
-                    let replaced = segment.slots[slot].0.write().replace(record);
-                    if replaced.is_some() {
-                        // It was already counted in.
-                        segment.leave();
-                    }
-                    return;
-                }
-            }
-            drop(directory);
-            self.add_segment(number);
-        }
+        self.fill_segment(number, 1, |segment| {
+            usize::from(segment.slots[slot].0.write().replace(record).is_some())
+        });
     }
 
     /// Inserts `count` records under consecutive ids from `first`, the `k`th made by
@@ -241,28 +224,36 @@ impl<I: SequenceNumbered, R: Clone> SequenceTable<I, R> {
                 .expect("sequence numbers start at one");
             let (number, start) = locate(id);
             let here = (SEGMENT_LEN - start).min(count - done);
-            loop {
-                let directory = self.directory.load();
-                if let Some(segment) = directory.segment(number) {
-                    if segment.enter_many(here) {
-                        let mut replaced = 0;
-                        for (offset, slot) in segment.slots[start..start + here].iter().enumerate()
-                        {
-                            if slot.0.write().replace(record(done + offset)).is_some() {
-                                replaced += 1;
-                            }
-                        }
-                        if replaced > 0 {
-                            // They were already counted in.
-                            segment.live.fetch_sub(replaced, Ordering::AcqRel);
-                        }
-                        break;
+            self.fill_segment(number, here, |segment| {
+                let mut replaced = 0;
+                for (offset, slot) in segment.slots[start..start + here].iter().enumerate() {
+                    if slot.0.write().replace(record(done + offset)).is_some() {
+                        replaced += 1;
                     }
                 }
-                drop(directory);
-                self.add_segment(number);
-            }
+                replaced
+            });
             done += here;
+        }
+    }
+
+    /// Counts `count` records into segment `number` (adding the segment if it is missing or
+    /// retired), then lets `fill` store them; `fill` returns how many replaced a record that
+    /// was already counted in.
+    fn fill_segment(&self, number: usize, count: usize, fill: impl FnOnce(&Segment<R>) -> usize) {
+        loop {
+            let directory = self.directory.load();
+            if let Some(segment) = directory.segment(number) {
+                if segment.enter(count) {
+                    let replaced = fill(segment);
+                    if replaced > 0 {
+                        segment.live.fetch_sub(replaced, Ordering::AcqRel);
+                    }
+                    return;
+                }
+            }
+            drop(directory);
+            self.add_segment(number);
         }
     }
 
