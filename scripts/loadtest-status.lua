@@ -5,25 +5,15 @@
 -- users' status requests, formatted once. No response callback: wrk then leaves answers
 -- unparsed by Lua, so the load generator spends its time on the requests.
 
-local threads = {}
-
-function setup(thread)
-   thread:set("thread_index", #threads)
-   table.insert(threads, thread)
-end
+dofile("scripts/loadtest-users.lua")
 
 function init(args)
-   local thread_count = tonumber(os.getenv("WRK_THREADS") or "1")
    requests = {}
-   local line_number = 0
-   for line in io.lines(os.getenv("MATCHWELL_ENTRIES")) do
-      if line_number % thread_count == thread_index then
-         local user, token, entry = line:match("^(%S+) (%S+) (%S+)$")
-         table.insert(requests, wrk.format("GET", "/v1/matchmaking/queue/" .. entry, {
-            ["Authorization"] = "Bearer " .. token,
-         }))
-      end
-      line_number = line_number + 1
+   for line in own_lines(os.getenv("MATCHWELL_ENTRIES")) do
+      local user, token, entry = line:match("^(%S+) (%S+) (%S+)$")
+      table.insert(requests, wrk.format("GET", "/v1/matchmaking/queue/" .. entry, {
+         ["Authorization"] = "Bearer " .. token,
+      }))
    end
    cursor = 0
 end

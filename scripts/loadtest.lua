@@ -2,44 +2,34 @@
 --
 -- Each user goes round enqueue → status → cancel → status. The users and their tokens come
 -- from the file named by MATCHWELL_TOKENS (lines "USER TOKEN"); each wrk thread takes every
--- WRK_THREADS-th line. A request carries its user's index as X-Request-Id, which the server
--- echoes, so that an answer finds its user whichever connection it came back on. A user has
--- at most one request in flight.
+-- WRK_THREADS-th line (scripts/loadtest-users.lua). A request carries its user's index as
+-- X-Request-Id, which the server echoes, so that an answer finds its user whichever
+-- connection it came back on. A user has at most one request in flight.
 
-local threads = {}
-
-function setup(thread)
-   thread:set("thread_index", #threads)
-   table.insert(threads, thread)
-end
+dofile("scripts/loadtest-users.lua")
 
 function init(args)
-   local thread_count = tonumber(os.getenv("WRK_THREADS") or "1")
    users = {}
-   local line_number = 0
-   for line in io.lines(os.getenv("MATCHWELL_TOKENS")) do
-      if line_number % thread_count == thread_index then
-         local user, token = line:match("^(%S+) (%S+)$")
-         local index = #users + 1
-         local rating = 800 + (line_number * 37) % 1600
-         local body = string.format(
-            '{"time_control":"5+3","variant":"standard","rated":true,"rating":%d}', rating)
-         table.insert(users, {
-            -- Requests are formatted once: the enqueue now, status and cancel once the
-            -- entry is known.
-            headers = { ["Authorization"] = "Bearer " .. token, ["X-Request-Id"] = tostring(index) },
-            enqueue = wrk.format("POST", "/v1/matchmaking/queue", {
-               ["Authorization"] = "Bearer " .. token,
-               ["X-Request-Id"] = tostring(index),
-               ["Content-Type"] = "application/json",
-            }, body),
-            status = nil,
-            cancel = nil,
-            phase = 0,
-            busy = false,
-         })
-      end
-      line_number = line_number + 1
+   for line, line_number in own_lines(os.getenv("MATCHWELL_TOKENS")) do
+      local user, token = line:match("^(%S+) (%S+)$")
+      local index = #users + 1
+      local rating = 800 + (line_number * 37) % 1600
+      local body = string.format(
+         '{"time_control":"5+3","variant":"standard","rated":true,"rating":%d}', rating)
+      table.insert(users, {
+         -- Requests are formatted once: the enqueue now, status and cancel once the
+         -- entry is known.
+         headers = { ["Authorization"] = "Bearer " .. token, ["X-Request-Id"] = tostring(index) },
+         enqueue = wrk.format("POST", "/v1/matchmaking/queue", {
+            ["Authorization"] = "Bearer " .. token,
+            ["X-Request-Id"] = tostring(index),
+            ["Content-Type"] = "application/json",
+         }, body),
+         status = nil,
+         cancel = nil,
+         phase = 0,
+         busy = false,
+      })
    end
    cursor = 0
    statuses = {}
