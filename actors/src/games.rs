@@ -210,9 +210,8 @@ impl GameJobs {
         if match_ids.is_empty() {
             return;
         }
-        if !match_ids.is_sorted() {
-            match_ids.sort_unstable();
-        }
+        // A wave's ids come in order already; the sort then only confirms it.
+        match_ids.sort_unstable();
         self.book.lock().fresh.push(FreshJobs { due_ms, match_ids });
     }
 
