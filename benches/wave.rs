@@ -101,7 +101,12 @@ fn waiting_pool(players: usize) -> WaitingPool {
         let slice = (n * JOIN_SLICES / players) as u64;
         let id = EntryId::new(n as u64 + 1).expect("ids start at one");
         let joined_at_ms = support::START_MS + slice * SLICE_MS;
-        pool.insert(rating, Waiting { id, joined_at_ms });
+        let waiting = Waiting {
+            id,
+            joined_at_ms,
+            last_color: None,
+        };
+        pool.insert(rating, waiting);
     }
     pool
 }

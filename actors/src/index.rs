@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 use crate::clock::UnixMillis;
 use crate::ids::{ChallengeId, EntryId, MatchId};
+use crate::matching::Waiting;
 use crate::model::{Color, EntryStatus, GameStatus, MatchPlayer};
 use crate::pools::PoolId;
 use crate::sequence_table::{EntryTable, MatchTable};
@@ -241,6 +242,18 @@ impl EntryRecord {
         }
     }
 
+    /// How the entry's pool keeps it while it searches.
+    pub fn waiting(&self, id: EntryId) -> Waiting {
+        Waiting {
+            id,
+            joined_at_ms: self.joined_at_ms,
+            last_color: match self.state {
+                EntryState::Searching { previous } => previous.map(|previous| previous.color),
+                _ => None,
+            },
+        }
+    }
+
     /// The user who owns the entry.
     pub fn user_key(&self) -> UserKey {
         UserKey {
@@ -251,20 +264,36 @@ impl EntryRecord {
 }
 
 /// One match as the index keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its players are named by their entries, not by user: a wave then writes its matches
+/// without reading the users from the entries first (a cache miss per player in a pass of its
+/// own), a record fits two cache lines, and nothing is copied per player. A match's entries
+/// live as long as it does: they are forgotten with it (see `Matchmaker::prune`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchRecord {
     /// Whose match.
     pub tenant: TenantId,
     /// Which pool.
     pub pool: PoolId,
     /// White first.
-    pub players: [MatchPlayer; 2],
+    pub players: [MatchSeat; 2],
     /// When it was formed.
     pub created_at_ms: UnixMillis,
     /// Where game creation stands.
     pub game_status: GameStatus,
     /// The game, once created.
     pub game_id: Option<CompactString>,
+}
+
+/// One player of a [`MatchRecord`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatchSeat {
+    /// The queue entry that was paired, which names the user.
+    pub entry_id: EntryId,
+    /// Their rating when paired.
+    pub rating: u16,
+    /// The color they play.
+    pub color: Color,
 }
 
 /// An idempotency key as the caller scoped it.
@@ -585,6 +614,22 @@ impl Index {
         Some(searching)
     }
 
+    /// The players of `record` with their users, read from their entries; `None` if an
+    /// entry is already forgotten (the match is being forgotten with it).
+    pub(crate) fn match_players(&self, record: &MatchRecord) -> Option<[MatchPlayer; 2]> {
+        let player = |seat: &MatchSeat| {
+            Some(MatchPlayer {
+                user_id: self
+                    .entries
+                    .read(seat.entry_id, |entry| entry.user.clone())?,
+                rating: seat.rating,
+                entry_id: seat.entry_id,
+                color: seat.color,
+            })
+        };
+        Some([player(&record.players[0])?, player(&record.players[1])?])
+    }
+
     /// Forgets entry `id` if `condition` holds for it, and its user's slot if it points there.
     pub(crate) fn forget_entry(&self, id: EntryId, condition: impl FnOnce(&EntryRecord) -> bool) {
         if let Some(record) = self.entries.remove_if(id, condition) {
@@ -736,8 +781,7 @@ mod tests {
         index.claim(&key("alice"), id(1), record("alice")).unwrap();
         index.claim(&key("bob"), id(2), record("bob")).unwrap();
         let match_id = MatchId::new(9).unwrap();
-        let player = |user: &str, n: u64, color| MatchPlayer {
-            user_id: user.into(),
+        let player = |n: u64, color| MatchSeat {
             rating: 1500,
             entry_id: id(n),
             color,
@@ -747,10 +791,7 @@ mod tests {
             MatchRecord {
                 tenant: TenantId(0),
                 pool: PoolId(0),
-                players: [
-                    player("bob", 2, Color::White),
-                    player("alice", 1, Color::Black),
-                ],
+                players: [player(2, Color::White), player(1, Color::Black)],
                 created_at_ms: 0,
                 game_status: GameStatus::Pending,
                 game_id: None,

@@ -29,9 +29,10 @@
 use std::collections::BTreeMap;
 
 use crate::ids::EntryId;
+use crate::model::Color;
 use crate::pools::MatchingParams;
 
-/// One player waiting in a pool, as the pool stores it: 16 bytes.
+/// One player waiting in a pool, as the pool stores it: 24 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Waiting {
     /// The queue entry.
@@ -39,6 +40,9 @@ pub struct Waiting {
     /// When the player joined (or, after a restart or a failed game, the time that keeps their
     /// original waiting time).
     pub joined_at_ms: u64,
+    /// The player's color in their previous match, if remembered: kept here, so that a wave
+    /// decides colors without reading every player's entry.
+    pub last_color: Option<Color>,
 }
 
 /// A player as one wave sees them.
@@ -50,6 +54,8 @@ pub struct Candidate {
     pub rating: u16,
     /// When the player joined.
     pub joined_at_ms: u64,
+    /// The player's color in their previous match, if remembered.
+    pub last_color: Option<Color>,
     /// Acceptable gap at the time of the wave.
     pub window: u16,
     /// Widening steps completed at the time of the wave: the unit in which "waited longest"
@@ -276,6 +282,7 @@ impl WaitingPool {
                     id: waiting.id,
                     rating,
                     joined_at_ms: waiting.joined_at_ms,
+                    last_color: waiting.last_color,
                     window: params.window(waited),
                     steps: u32::try_from(params.steps(waited)).unwrap_or(u32::MAX),
                 }
@@ -518,6 +525,7 @@ mod tests {
                 Waiting {
                     id: id(n),
                     joined_at_ms,
+                    last_color: None,
                 },
             );
         }
@@ -601,7 +609,8 @@ mod tests {
                 rating: 1500,
                 waiting: Waiting {
                     id: id(1),
-                    joined_at_ms: 0
+                    joined_at_ms: 0,
+                    last_color: None,
                 }
             }]
         );
@@ -690,6 +699,7 @@ mod tests {
             Waiting {
                 id: id(3),
                 joined_at_ms: 200,
+                last_color: None,
             },
         );
         pool.insert(
@@ -697,6 +707,7 @@ mod tests {
             Waiting {
                 id: id(4),
                 joined_at_ms: 50,
+                last_color: None,
             },
         );
         let order: Vec<_> = pool.iter().map(|(_, waiting)| waiting.id.get()).collect();

@@ -28,7 +28,6 @@ use crate::ids::{ChallengeId, EntryId, IdSequence, MatchId};
 use crate::index::{
     EntryRecord, EntryState, IdempotencyKey, Index, QueueKey, Settled, TenantId, UserKey,
 };
-use crate::matching::Waiting;
 use crate::metrics::Metrics;
 use crate::model::{
     ActiveState, Challenge, Color, ColorChoice, Entry, EntryStatus, GameStatus, MatchEvent,
@@ -322,10 +321,7 @@ impl Matchmaker {
         self.actors.router().do_send(Enqueue {
             queue: record.queue(),
             rating: record.rating,
-            waiting: Waiting {
-                id,
-                joined_at_ms: record.joined_at_ms,
-            },
+            waiting: record.waiting(id),
         });
         self.shared.durable().await?;
         Ok(self.shared.entry_view_of(id, &record, now_ms))
@@ -981,11 +977,12 @@ fn game_request(shared: &Shared, match_id: MatchId) -> Option<GameRequest> {
         time_control: pool.time_control,
         variant: pool.variant.clone(),
         rated: pool.rated,
-        players: record
-            .players
-            .iter()
+        players: shared
+            .index
+            .match_players(&record)?
+            .into_iter()
             .map(|player| GamePlayer {
-                user_id: player.user_id.clone(),
+                user_id: player.user_id,
                 rating: Some(player.rating),
                 color: player.color,
             })
@@ -1064,6 +1061,17 @@ mod tests {
         engine.run_waves(true).await.unwrap();
         let bob_now = engine.entry("acme", bob.id).unwrap();
         assert_eq!(bob_now.status, EntryStatus::Searching);
+        assert_eq!(bob_now.found, None);
+        assert_eq!(
+            engine.shared.index.matches.len(),
+            0,
+            "the match is taken back"
+        );
+        assert_eq!(
+            engine.next_game_job_due(),
+            None,
+            "and no game is created for it"
+        );
 
         let carol = engine.enqueue(request("carol", 1500)).await.unwrap();
         let counts = engine.run_waves(true).await.unwrap();

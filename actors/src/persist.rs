@@ -21,7 +21,7 @@ use crate::clock::UnixMillis;
 use crate::games::GameJob;
 use crate::ids::{ChallengeId, EntryId, MatchId};
 use crate::index::{
-    EntryRecord, EntryState, IdempotencyKey, MatchRecord, Settled, TenantId, UserKey,
+    EntryRecord, EntryState, IdempotencyKey, MatchRecord, MatchSeat, Settled, TenantId, UserKey,
 };
 use crate::model::{ColorChoice, GameStatus, MatchPlayer};
 use crate::pools::{PoolSpec, TimeControl};
@@ -161,23 +161,23 @@ impl Shared {
 
     /// The image of match `id` as the index holds it now, with its job if one is pending.
     pub(crate) fn match_image(&self, id: MatchId) -> Option<Image> {
-        self.index
-            .matches
-            .read(id, |record| self.match_image_of(id, record))
+        let record = self.index.matches.get(id)?;
+        self.match_image_of(id, &record)
     }
 
-    /// The image of match `id` as `record` describes it, with its job if one is pending.
-    fn match_image_of(&self, id: MatchId, record: &MatchRecord) -> Image {
-        Image::Match(MatchImage {
+    /// The image of match `id` as `record` describes it, with its job if one is pending;
+    /// `None` once its entries are being forgotten with it.
+    fn match_image_of(&self, id: MatchId, record: &MatchRecord) -> Option<Image> {
+        Some(Image::Match(MatchImage {
             id,
             tenant: self.tenant_name(record.tenant),
             pool: self.catalog.get(record.pool).spec.clone(),
-            players: record.players.clone(),
+            players: self.index.match_players(record)?,
             created_at_ms: record.created_at_ms,
             game_status: record.game_status,
             game_id: record.game_id.clone(),
             job: self.games.job(id),
-        })
+        }))
     }
 
     /// The image of challenge `id` as `record` describes it.
@@ -230,9 +230,15 @@ impl Shared {
         self.index
             .entries
             .for_each(|id, record| images.push(self.entry_image(id, record)));
+        // Copied out first: a match's image reads its entries, and no entry may be read
+        // while a match is held (the index's lock order).
+        let mut matches = Vec::with_capacity(self.index.matches.len());
         self.index
             .matches
-            .for_each(|id, record| images.push(self.match_image_of(id, record)));
+            .for_each(|id, record| matches.push((id, record.clone())));
+        for (id, record) in &matches {
+            images.extend(self.match_image_of(*id, record));
+        }
         for (id, record) in self.challenges.all() {
             images.push(self.challenge_image(id, &record));
         }
@@ -359,7 +365,11 @@ impl Restored {
                 MatchRecord {
                     tenant,
                     pool,
-                    players: found.players.clone(),
+                    players: found.players.each_ref().map(|player| MatchSeat {
+                        entry_id: player.entry_id,
+                        rating: player.rating,
+                        color: player.color,
+                    }),
                     created_at_ms: found.created_at_ms,
                     game_status: found.game_status,
                     game_id: found.game_id.clone(),

@@ -228,11 +228,7 @@ fn shard_contents(shared: &Shared, shards: usize) -> ShardContents {
     shared.index.entries.for_each(|id, record| {
         if record.state.is_searching() {
             let queue = record.queue();
-            let waiting = Waiting {
-                id,
-                joined_at_ms: record.joined_at_ms,
-            };
-            contents[shard_index(queue, shards)].push((queue, record.rating, waiting));
+            contents[shard_index(queue, shards)].push((queue, record.rating, record.waiting(id)));
         }
     });
     contents

@@ -277,37 +277,19 @@ impl<I: SequenceNumbered, R: Clone> SequenceTable<I, R> {
         removed
     }
 
-    /// Reads records `ids`, calling `read` with each one's position in `ids` and the record
-    /// (`None` if not held), in the order `order` gives (see [`ascending_order`]).
-    pub(crate) fn read_in_order(
-        &self,
-        ids: &[I],
-        order: &[usize],
-        mut read: impl FnMut(usize, Option<&R>),
-    ) {
-        let directory = self.directory.load_full();
-        for &position in order {
-            match directory.slot(ids[position]) {
-                Some(slot) => read(position, slot.read().as_ref()),
-                None => read(position, None),
-            }
-        }
-    }
-
     /// Changes records `ids` in place, in the order `order` gives; `update` gets each one's
-    /// position in `ids` and the record, if held.
+    /// position in `ids` and the record (`None` if not held).
     pub(crate) fn update_in_order(
         &self,
         ids: &[I],
         order: &[usize],
-        mut update: impl FnMut(usize, &mut R),
+        mut update: impl FnMut(usize, Option<&mut R>),
     ) {
         let directory = self.directory.load_full();
         for &position in order {
-            if let Some(slot) = directory.slot(ids[position]) {
-                if let Some(record) = slot.write().as_mut() {
-                    update(position, record);
-                }
+            match directory.slot(ids[position]) {
+                Some(slot) => update(position, slot.write().as_mut()),
+                None => update(position, None),
             }
         }
     }
@@ -471,7 +453,7 @@ mod tests {
     }
 
     #[test]
-    fn grouped_passes_visit_every_id_once_by_segment() {
+    fn a_pass_in_order_visits_every_id_once_ascending() {
         let table = EntryTable::default();
         let held = [
             3 * SEGMENT_LEN + 1,
@@ -484,23 +466,22 @@ mod tests {
             table.insert(id(n), record(n));
         }
         let ids: Vec<EntryId> = held.iter().chain(&[7]).map(|&n| id(n)).collect();
-        let order = ascending_order(&ids);
-        let mut seen = Vec::new();
-        table.read_in_order(&ids, &order, |position, record| {
-            seen.push((position, record.map(|record| record.joined_at_ms)));
+        let mut visited = Vec::new();
+        table.update_in_order(&ids, &ascending_order(&ids), |position, record| {
+            visited.push((position, record.as_ref().map(|record| record.joined_at_ms)));
+            if let Some(record) = record {
+                record.rating = position as u16;
+            }
         });
-        assert!(seen.is_sorted_by_key(|&(position, _)| ids[position]));
-        seen.sort_unstable();
-        let expected: Vec<(usize, Option<u64>)> = ids
+        assert!(visited.is_sorted_by_key(|&(position, _)| ids[position]));
+        visited.sort_unstable();
+        let expected: Vec<(usize, Option<u64>)> = held
             .iter()
+            .map(|&n| Some(record(n).joined_at_ms))
+            .chain([None])
             .enumerate()
-            .map(|(position, id)| (position, table.read(*id, |record| record.joined_at_ms)))
             .collect();
-        assert_eq!(seen, expected);
-
-        table.update_in_order(&ids, &order, |position, record| {
-            record.rating = position as u16
-        });
+        assert_eq!(visited, expected, "each id once, the one not held as None");
         for (position, &n) in held.iter().enumerate() {
             assert_eq!(
                 table.read(id(n), |record| record.rating),

@@ -10,16 +10,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResponse};
-use compact_str::CompactString;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::oneshot;
 
 use crate::clock::UnixMillis;
 use crate::ids::{EntryId, MatchId};
-use crate::index::{EntryRecord, EntryState, FastHasher, MatchRecord, QueueKey, Settled, TenantId};
+use crate::index::{
+    EntryRecord, EntryState, FastHasher, MatchRecord, MatchSeat, QueueKey, Settled, TenantId,
+};
 use crate::matching::{Candidate, Expired, Pairing, Waiting, WaitingPool, WaveScratch};
-use crate::model::{Color, GameStatus, MatchEvent, MatchPlayer};
+use crate::model::{Color, GameStatus, MatchEvent};
 use crate::pools::MatchingParams;
 use crate::sequence_table::ascending_order;
 use crate::shared::Shared;
@@ -182,127 +183,91 @@ impl PoolShard {
     /// attempted for a match that is not journaled. Counters, match ids, game jobs and the
     /// queue's recent figures are taken once per wave rather than once per pair.
     ///
-    /// The players' entries are read in one pass and written in another, each in id order
-    /// rather than pair by pair: a wave pairs by rating, so its players' entries are
-    /// scattered, and visiting them pair by pair would wait for memory at nearly every one.
-    /// Matches go in between, so that a reader who sees an entry matched also finds its
-    /// match. A big wave's pairs are split into lanes published on every core while the shard
-    /// waits for them; ids and colors are decided in pair order between the passes, so the
-    /// outcome does not depend on the lanes.
+    /// Match ids and colors are decided in pair order from what the pool keeps of each
+    /// player, so a wave is the same whatever the lanes, and the matches are written before
+    /// any entry points at them: a reader who sees an entry matched also finds its match. The
+    /// players' entries are then marked in one pass in id order rather than pair by pair: a
+    /// wave pairs by rating, so its players' entries are scattered, and visiting them pair by
+    /// pair would wait for memory at nearly every one. A big wave's pairs are split into lanes
+    /// published on every core while the shard waits for them.
     fn publish_pairs(&mut self, key: QueueKey, pairs: &[Pairing], now_ms: UnixMillis) {
+        let Some(first_match) = u64::try_from(pairs.len())
+            .ok()
+            .filter(|&count| count > 0)
+            .map(|count| self.shared.ids.matches.next_block(count).get())
+        else {
+            return;
+        };
+        let match_id =
+            |n: usize| MatchId::new(first_match + n as u64).expect("sequences never yield zero");
+        let low_colors: Vec<Color> = pairs
+            .iter()
+            .map(|pairing| {
+                low_color(
+                    &mut self.rng,
+                    pairing.low.last_color,
+                    pairing.high.last_color,
+                )
+            })
+            .collect();
         let shared = &self.shared;
         let index = &shared.index;
         let players: Vec<EntryId> = pairs
             .iter()
             .flat_map(|pairing| [pairing.low.id, pairing.high.id])
             .collect();
-        let lanes = publishing_lanes(pairs.len());
-        let lane_pairs = pairs.len().div_ceil(lanes).max(1);
-        // Each player's user and the color they had last, if their entry is searching. Only
-        // this shard moves these entries out of `searching`, so what the first pass reads
-        // still holds when the last writes.
-        let mut searching: Vec<Option<(CompactString, Option<Color>)>> = vec![None; players.len()];
-        let orders = on_lanes(
-            searching.chunks_mut(2 * lane_pairs).enumerate(),
-            |(lane, searching)| {
-                let players = &players[2 * lane * lane_pairs..][..searching.len()];
-                let order = ascending_order(players);
-                index
-                    .entries
-                    .read_in_order(players, &order, |position, record| {
-                        searching[position] = record.and_then(|record| match record.state {
-                            EntryState::Searching { previous } => {
-                                Some((record.user.clone(), previous.map(|previous| previous.color)))
-                            }
-                            _ => None,
-                        });
-                    });
-                order
-            },
-        );
-        // Match ids and colors in pair order, so that a wave is the same whatever the lanes.
-        let mut unpaired: Vec<Candidate> = Vec::new();
-        let mut decided: Vec<Option<(MatchId, Color)>> = vec![None; pairs.len()];
-        let complete = searching
-            .chunks_exact(2)
-            .filter(|pair| pair.iter().all(Option::is_some))
-            .count();
-        let mut next_match = if complete > 0 {
-            shared.ids.matches.next_block(complete as u64).get()
-        } else {
-            0
-        };
-        for (n, (pairing, pair)) in pairs.iter().zip(searching.chunks_exact(2)).enumerate() {
-            let [Some(low), Some(high)] = pair else {
-                tracing::error!(low = %pairing.low.id, high = %pairing.high.id, "paired an entry that is not searching; pair dropped");
-                // The wave took both out of the pool: the one still searching goes back.
-                for (candidate, player) in [&pairing.low, &pairing.high].into_iter().zip(pair) {
-                    if player.is_some() {
-                        unpaired.push(*candidate);
-                    }
+        let lane_pairs = pairs.len().div_ceil(publishing_lanes(pairs.len()));
+        // Per lane, the pairs (by number in the wave) with a player whose entry was no longer
+        // searching: only this shard moves entries out of `searching`, so this never happens
+        // unless an invariant broke, but a wave must not match anybody twice.
+        let broken: Vec<Vec<usize>> = on_lanes((0..pairs.len()).step_by(lane_pairs), |first| {
+            let lane = first..(first + lane_pairs).min(pairs.len());
+            index.matches.insert_run(match_id(first), lane.len(), |k| {
+                let n = first + k;
+                let pairing = &pairs[n];
+                let low_color = low_colors[n];
+                let seat = |candidate: &Candidate, color| MatchSeat {
+                    entry_id: candidate.id,
+                    rating: candidate.rating,
+                    color,
+                };
+                let low = seat(&pairing.low, low_color);
+                let high = seat(&pairing.high, low_color.opposite());
+                MatchRecord {
+                    tenant: key.tenant,
+                    pool: key.pool,
+                    players: if low_color == Color::White {
+                        [low, high]
+                    } else {
+                        [high, low]
+                    },
+                    created_at_ms: now_ms,
+                    game_status: GameStatus::Pending,
+                    game_id: None,
                 }
-                continue;
-            };
-            let match_id = MatchId::new(next_match).expect("sequences never yield zero");
-            next_match += 1;
-            decided[n] = Some((match_id, low_color(&mut self.rng, low.1, high.1)));
-        }
-        on_lanes(orders.iter().enumerate(), |(lane, order)| {
-            let first = lane * lane_pairs;
-            let lane_end = (first + lane_pairs).min(pairs.len());
-            // The lane's matches have consecutive ids: they were decided in pair order.
-            let lane_decided = &decided[first..lane_end];
-            let mut lane_matches = (first..lane_end).filter_map(|n| Some((n, decided[n]?)));
-            if let Some(&(first_match, _)) = lane_decided.iter().flatten().next() {
-                let count = lane_decided.iter().flatten().count();
-                index.matches.insert_run(first_match, count, |k| {
-                    let (n, (match_id, low_color)) = lane_matches
-                        .next()
-                        .expect("as many decided pairs as counted");
-                    debug_assert_eq!(match_id.get(), first_match.get() + k as u64);
-                    let pairing = &pairs[n];
-                    let player = |candidate: &Candidate, side: usize, color| MatchPlayer {
-                        user_id: searching[2 * n + side]
-                            .as_ref()
-                            .map(|(user, _)| user.clone())
-                            .expect("a decided pair's players were searching"),
-                        rating: candidate.rating,
-                        entry_id: candidate.id,
-                        color,
-                    };
-                    let low = player(&pairing.low, 0, low_color);
-                    let high = player(&pairing.high, 1, low_color.opposite());
-                    MatchRecord {
-                        tenant: key.tenant,
-                        pool: key.pool,
-                        players: if low_color == Color::White {
-                            [low, high]
-                        } else {
-                            [high, low]
-                        },
-                        created_at_ms: now_ms,
-                        game_status: GameStatus::Pending,
-                        game_id: None,
-                    }
-                });
-            }
+            });
+            let lane_players = &players[2 * lane.start..2 * lane.end];
+            let mut broken = Vec::new();
             index.entries.update_in_order(
-                &players[2 * first..2 * lane_end],
-                order,
+                lane_players,
+                &ascending_order(lane_players),
                 |position, record| {
-                    if let Some((match_id, _)) = decided[first + position / 2] {
-                        record.state = EntryState::Matched(match_id);
+                    let n = lane.start + position / 2;
+                    match record {
+                        Some(record) if record.state.is_searching() => {
+                            record.state = EntryState::Matched(match_id(n));
+                        }
+                        _ => broken.push(n),
                     }
                 },
             );
+            broken.sort_unstable();
+            broken.dedup();
             // Watchers and metrics in the lanes too: a big wave has a million players.
             let rating_gap = shared.metrics.rating_gap.local();
             let wait_seconds = shared.metrics.wait_seconds.local();
-            for (pairing, _) in pairs[first..lane_end]
-                .iter()
-                .zip(&decided[first..lane_end])
-                .filter(|(_, decision)| decision.is_some())
-            {
+            for n in lane.filter(|n| broken.binary_search(n).is_err()) {
+                let pairing = &pairs[n];
                 for candidate in [&pairing.low, &pairing.high] {
                     index.notify(candidate.id);
                     wait_seconds
@@ -310,39 +275,26 @@ impl PoolShard {
                 }
                 rating_gap.observe(f64::from(pairing.gap()));
             }
+            broken
         });
-
-        let matched: Vec<(usize, MatchId)> = decided
-            .iter()
-            .enumerate()
-            .filter_map(|(n, decision)| Some((n, decision.as_ref()?.0)))
+        let broken: Vec<usize> = broken.into_iter().flatten().collect();
+        let unpaired = self.unpublish(&broken, pairs, first_match);
+        let shared = &self.shared;
+        let matched: Vec<usize> = (0..pairs.len())
+            .filter(|n| broken.binary_search(n).is_err())
             .collect();
         let listeners = shared.event_listeners();
-        for &(n, match_id) in &matched {
+        for &n in &matched {
+            let match_id = match_id(n);
             let pairing = &pairs[n];
             shared.record(|| {
-                // The entries as the second pass left them: a candidate carries its entry's
-                // rating and joining time, the pair the rest.
-                let entry_image = |candidate: &Candidate, side: usize| {
-                    let (user, _) = searching[2 * n + side].clone()?;
-                    let after = EntryRecord {
-                        user,
-                        joined_at_ms: candidate.joined_at_ms,
-                        state: EntryState::Matched(match_id),
-                        tenant: key.tenant,
-                        pool: key.pool,
-                        rating: candidate.rating,
-                    };
-                    Some(shared.entry_image(candidate.id, &after))
-                };
-                [
-                    shared.match_image(match_id),
-                    entry_image(&pairing.low, 0),
-                    entry_image(&pairing.high, 1),
-                ]
-                .into_iter()
-                .flatten()
-                .collect()
+                std::iter::once(shared.match_image(match_id))
+                    .chain([&pairing.low, &pairing.high].map(|candidate| {
+                        let after = shared.index.entries.get(candidate.id)?;
+                        Some(shared.entry_image(candidate.id, &after))
+                    }))
+                    .flatten()
+                    .collect()
             });
             if let Some(found) = listeners.then(|| shared.match_view(match_id)).flatten() {
                 shared.emit(MatchEvent::Matched { found });
@@ -353,8 +305,8 @@ impl PoolShard {
         metrics.searching(key.pool).sub(2 * matched.len() as i64);
         shared
             .games
-            .schedule(matched.iter().map(|&(_, match_id)| match_id), now_ms);
-        let gaps: Vec<u16> = matched.iter().map(|&(n, _)| pairs[n].gap()).collect();
+            .schedule(matched.iter().map(|&n| match_id(n)), now_ms);
+        let gaps: Vec<u16> = matched.iter().map(|&n| pairs[n].gap()).collect();
         let queue = self.queue(key);
         if !gaps.is_empty() {
             queue.recent_matches.push_back((now_ms, gaps));
@@ -365,9 +317,40 @@ impl PoolShard {
                 Waiting {
                     id: candidate.id,
                     joined_at_ms: candidate.joined_at_ms,
+                    last_color: candidate.last_color,
                 },
             );
         }
+    }
+
+    /// Takes back the matches of `broken` pairs (numbers in the wave, ascending), whose ids
+    /// follow `first_match` in pair order; returns their players still searching before the
+    /// wave, who go back to the pool.
+    fn unpublish(&self, broken: &[usize], pairs: &[Pairing], first_match: u64) -> Vec<Candidate> {
+        let index = &self.shared.index;
+        let mut unpaired = Vec::new();
+        for &n in broken {
+            let pairing = &pairs[n];
+            tracing::error!(low = %pairing.low.id, high = %pairing.high.id, "paired an entry that is not searching; pair dropped");
+            let match_id =
+                MatchId::new(first_match + n as u64).expect("sequences never yield zero");
+            index.matches.remove_if(match_id, |_| true);
+            for candidate in [&pairing.low, &pairing.high] {
+                // Its previous match is not remembered again: the entry was overwritten.
+                let reverted = index.entries.update(candidate.id, |record| {
+                    let marked = record.state == EntryState::Matched(match_id);
+                    if marked {
+                        record.state = EntryState::Searching { previous: None };
+                    }
+                    marked
+                });
+                if reverted == Some(true) {
+                    index.notify(candidate.id);
+                    unpaired.push(*candidate);
+                }
+            }
+        }
+        unpaired
     }
 }
 
@@ -550,10 +533,7 @@ impl Handler<Requeue> for PoolShard {
         if let Some(record) = self.shared.index.return_to_searching(msg.id, msg.match_id) {
             self.shared
                 .record(|| vec![self.shared.entry_image(msg.id, &record)]);
-            let waiting = Waiting {
-                id: msg.id,
-                joined_at_ms: record.joined_at_ms,
-            };
+            let waiting = record.waiting(msg.id);
             self.queue(msg.queue).waiting.insert(record.rating, waiting);
             self.shared.metrics.searching(msg.queue.pool).inc();
         }

@@ -157,7 +157,7 @@ impl Shared {
         Some(Match {
             match_id: id,
             pool: self.catalog.get(record.pool).spec.clone(),
-            players: record.players.clone(),
+            players: self.index.match_players(&record)?,
             created_at_ms: record.created_at_ms,
             game_status: record.game_status,
             game_id: record.game_id.clone(),

@@ -96,6 +96,7 @@ fn simulate(seed: u64, players: u64, arrivals_per_s: f64, params: MatchingParams
                 Waiting {
                     id,
                     joined_at_ms: at,
+                    last_color: None,
                 },
             );
             next.next();
@@ -185,6 +186,7 @@ fn waves_with_mixed_waiting_times_are_within_five_percent_of_the_optimum() {
                 Waiting {
                     id,
                     joined_at_ms: now_ms - waited_ms,
+                    last_color: None,
                 },
             );
         }
