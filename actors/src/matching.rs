@@ -60,7 +60,9 @@ pub struct Candidate {
     pub window: u16,
     /// Widening steps completed at the time of the wave: the unit in which "waited longest"
     /// is counted, so that a few hundred milliseconds of waiting never outweigh rating gaps.
-    pub steps: u32,
+    /// Counted up to `u16::MAX` (beyond any pool's expiry in practice), which keeps a
+    /// candidate at 24 bytes: a wave scans its candidates several times.
+    pub steps: u16,
 }
 
 impl Candidate {
@@ -284,7 +286,7 @@ impl WaitingPool {
                     joined_at_ms: waiting.joined_at_ms,
                     last_color: waiting.last_color,
                     window: params.window(waited),
-                    steps: u32::try_from(params.steps(waited)).unwrap_or(u32::MAX),
+                    steps: u16::try_from(params.steps(waited)).unwrap_or(u16::MAX),
                 }
             }));
         }
@@ -514,6 +516,12 @@ mod tests {
 
     fn params() -> MatchingParams {
         MatchingParams::default()
+    }
+
+    #[test]
+    fn a_pool_keeps_a_player_in_24_bytes_and_a_wave_sees_one_in_24() {
+        assert_eq!(std::mem::size_of::<Waiting>(), 24);
+        assert_eq!(std::mem::size_of::<Candidate>(), 24);
     }
 
     /// A pool with (id, rating, joined_at) players.
