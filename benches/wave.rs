@@ -1,12 +1,16 @@
 //! One wave over a pool of 100,000 and of 1,000,000 waiting players.
 //!
-//! `wave/engine`: through the engine on its manual clock, timed from the tick to its answer:
-//! the pairing and the publishing of every pair it forms (match records and entry states in
-//! the index, game jobs, metrics). `wave/pairing`: the pairing alone
-//! (`WaitingPool::run_wave`) over the same kind of pool, to tell the two costs apart.
+//! `wave/engine` (and `wave/first-engine-wave`, see below): through the engine on its manual
+//! clock, timed from the tick to its answer: the pairing and the publishing of every pair it
+//! forms (match records and entry states in the index, game jobs, metrics). `wave/pairing`:
+//! the pairing alone (`WaitingPool::run_wave`) over the same kind of pool, to tell the two
+//! costs apart.
 //!
 //! The players joined over the last minute (so their windows differ) and nearly all of them
-//! find a partner: the heaviest wave such a pool can see.
+//! find a partner: the heaviest wave such a pool can see. In `wave/engine` the shard has run
+//! one such wave before, as the shard of a running server has (see [`engine_wave`]), and the
+//! pairing alone reuses its scratch space between iterations likewise; `wave/first-engine-wave`
+//! times a fresh engine's first wave, which also pays for growing that space.
 //!
 //! `cargo bench --bench wave` (targets: 100,000 in at most 10 ms, 1,000,000 in at most 150 ms)
 
@@ -15,7 +19,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
-use matchwell::{EntryId, PoolCatalog};
+use matchwell::{Engine, EntryId, EntryStatus, ManualClock, PoolCatalog, PoolSpec};
 use matchwell_actors::matching::{Waiting, WaitingPool, WaveScratch};
 
 const SIZES: [usize; 2] = [100_000, 1_000_000];
@@ -26,27 +30,29 @@ const SLICE_MS: u64 = 5_000;
 
 fn wave(c: &mut Criterion) {
     let runtime = support::runtime();
-    let mut group = c.benchmark_group("wave/engine");
-    // Every iteration needs a freshly filled engine, so run as few as criterion allows.
-    group
-        .sampling_mode(SamplingMode::Flat)
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(1))
-        .measurement_time(Duration::from_millis(1));
-    for players in SIZES {
-        group.bench_with_input(
-            BenchmarkId::from_parameter(players),
-            &players,
-            |b, &players| {
-                b.iter_custom(|iterations| {
-                    (0..iterations)
-                        .map(|_| runtime.block_on(engine_wave(players)))
-                        .sum()
-                });
-            },
-        );
+    for (name, earlier_wave) in [("wave/engine", true), ("wave/first-engine-wave", false)] {
+        let mut group = c.benchmark_group(name);
+        // Every iteration needs a freshly filled engine, so run as few as criterion allows.
+        group
+            .sampling_mode(SamplingMode::Flat)
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(1))
+            .measurement_time(Duration::from_millis(1));
+        for players in SIZES {
+            group.bench_with_input(
+                BenchmarkId::from_parameter(players),
+                &players,
+                |b, &players| {
+                    b.iter_custom(|iterations| {
+                        (0..iterations)
+                            .map(|_| runtime.block_on(engine_wave(players, earlier_wave)))
+                            .sum()
+                    });
+                },
+            );
+        }
+        group.finish();
     }
-    group.finish();
 
     let mut group = c.benchmark_group("wave/pairing");
     group.sample_size(10);
@@ -75,15 +81,30 @@ fn wave(c: &mut Criterion) {
 }
 
 /// Fills one pool of an engine with `players` and times the wave over it.
-async fn engine_wave(players: usize) -> Duration {
+///
+/// With `earlier_wave`, the shard has run a wave over as many players before, as the shard of
+/// a running server has: the timed wave finds the shard's scratch space grown and freed
+/// memory to reuse, and the players who were paired then join again carrying their previous
+/// match (so colors are decided from it). That wave's leftovers are withdrawn, so the timed
+/// wave is over exactly `players`. Without, the timed wave is the engine's first.
+async fn engine_wave(players: usize, earlier_wave: bool) -> Duration {
     let (engine, clock) = support::engine().await;
-    let callers = support::population(players, &support::pools(&engine, 1), 2);
-    let per_slice = callers.len() / JOIN_SLICES;
-    let mut callers = callers.into_iter().peekable();
-    while callers.peek().is_some() {
-        support::enqueue_all(&engine, callers.by_ref().take(per_slice).collect()).await;
-        clock.advance(Duration::from_millis(SLICE_MS));
+    let pools = support::pools(&engine, 1);
+    if earlier_wave {
+        let earlier = join(&engine, &clock, &pools, players, 3).await;
+        engine.run_waves(false).await.expect("a first wave");
+        let matchmaker = engine.matchmaker();
+        for id in earlier {
+            let entry = matchmaker.entry(support::TENANT, id).expect("an entry");
+            if entry.status == EntryStatus::Searching {
+                matchmaker
+                    .cancel(support::TENANT, id)
+                    .await
+                    .expect("a cancel");
+            }
+        }
     }
+    join(&engine, &clock, &pools, players, 2).await;
     assert_eq!(support::searching(&engine).await, players);
     let started = Instant::now();
     let counts = engine.run_waves(false).await.expect("a wave");
@@ -92,6 +113,27 @@ async fn engine_wave(players: usize) -> Duration {
     assert!(counts.pairs * 2 > players * 9 / 10, "{counts:?}");
     engine.shutdown().await;
     elapsed
+}
+
+/// Queues `players` into `pools` in [`JOIN_SLICES`] slices of simulated time; returns their
+/// entries.
+async fn join(
+    engine: &Engine,
+    clock: &ManualClock,
+    pools: &[PoolSpec],
+    players: usize,
+    seed: u64,
+) -> Vec<EntryId> {
+    let callers = support::population(players, pools, seed);
+    let per_slice = callers.len() / JOIN_SLICES;
+    let mut callers = callers.into_iter().peekable();
+    let mut entries = Vec::with_capacity(players);
+    while callers.peek().is_some() {
+        entries
+            .extend(support::enqueue_all(engine, callers.by_ref().take(per_slice).collect()).await);
+        clock.advance(Duration::from_millis(SLICE_MS));
+    }
+    entries
 }
 
 /// A pool like the one [`engine_wave`] fills: the same ratings, joining over the same time.
