@@ -6,12 +6,11 @@
 //! so lookups see it without asking the shard.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResponse};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use tokio::sync::oneshot;
 
 use crate::clock::UnixMillis;
@@ -73,8 +72,9 @@ pub(crate) struct PoolShard {
     /// arrives, it is dropped.
     cancelled_in_flight: HashSet<EntryId, FastHasher>,
     scratch: WaveScratch,
-    /// Breaks color ties; seeded so that runs on a manual clock repeat exactly.
-    rng: ChaCha8Rng,
+    /// Breaks color ties, together with the match id (see [`low_color`]); from the engine's
+    /// seed, so that runs on a manual clock repeat exactly.
+    color_ties: ColorTies,
     timers: ShardTimers,
 }
 
@@ -90,7 +90,7 @@ impl PoolShard {
             queues: BTreeMap::new(),
             cancelled_in_flight: HashSet::default(),
             scratch: WaveScratch::default(),
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            color_ties: ColorTies::with_seed(seed),
             timers,
         };
         for (queue, rating, waiting) in restored {
@@ -200,16 +200,7 @@ impl PoolShard {
         };
         let match_id =
             |n: usize| MatchId::new(first_match + n as u64).expect("sequences never yield zero");
-        let low_colors: Vec<Color> = pairs
-            .iter()
-            .map(|pairing| {
-                low_color(
-                    &mut self.rng,
-                    pairing.low.last_color,
-                    pairing.high.last_color,
-                )
-            })
-            .collect();
+        let color_ties = &self.color_ties;
         let shared = &self.shared;
         let index = &shared.index;
         let players: Vec<EntryId> = pairs
@@ -225,7 +216,12 @@ impl PoolShard {
             index.matches.insert_run(match_id(first), lane.len(), |k| {
                 let n = first + k;
                 let pairing = &pairs[n];
-                let low_color = low_colors[n];
+                let low_color = low_color(
+                    color_ties,
+                    match_id(n),
+                    pairing.low.last_color,
+                    pairing.high.last_color,
+                );
                 let seat = |candidate: &Candidate, color| MatchSeat {
                     entry_id: candidate.id,
                     rating: candidate.rating,
@@ -396,14 +392,24 @@ fn on_lanes<T: Send, R: Send>(
     })
 }
 
+/// Seeded hashing of match ids, which draws a fair coin per match.
+type ColorTies = foldhash::fast::FixedState;
+
 /// The lower-rated player's color (the other gets the opposite) given the colors both had in
-/// their previous matches: whoever had white gets black; a tie is drawn at random.
-fn low_color(rng: &mut ChaCha8Rng, low_last: Option<Color>, high_last: Option<Color>) -> Color {
+/// their previous matches: whoever had white gets black. A tie is a coin drawn from the match
+/// id, rather than from a generator advanced pair by pair, so that each publishing lane
+/// decides its own pairs and the outcome still does not depend on the lanes.
+fn low_color(
+    ties: &ColorTies,
+    match_id: MatchId,
+    low_last: Option<Color>,
+    high_last: Option<Color>,
+) -> Color {
     match (low_last, high_last) {
         (Some(a), Some(b)) if a != b => a.opposite(),
         (Some(a), None) => a.opposite(),
         (None, Some(b)) => b,
-        _ if rng.random_bool(0.5) => Color::White,
+        _ if ties.hash_one(match_id.get()) & 1 == 0 => Color::White,
         _ => Color::Black,
     }
 }
@@ -626,5 +632,43 @@ impl Handler<Summarize> for PoolShard {
                     .collect(),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whoever_had_white_gets_black_and_ties_are_a_fair_coin_per_match() {
+        let ties = ColorTies::with_seed(7);
+        let id = |n: u64| MatchId::new(n).unwrap();
+        let (white, black) = (Some(Color::White), Some(Color::Black));
+        assert_eq!(low_color(&ties, id(1), white, black), Color::Black);
+        assert_eq!(low_color(&ties, id(1), black, white), Color::White);
+        assert_eq!(low_color(&ties, id(1), white, None), Color::Black);
+        assert_eq!(low_color(&ties, id(1), None, white), Color::White);
+
+        let draws = 10_000;
+        let low_white = (1..=draws)
+            .filter(|&n| low_color(&ties, id(n), None, None) == Color::White)
+            .count();
+        assert!(
+            (4_700..=5_300).contains(&low_white),
+            "{low_white} of {draws}"
+        );
+        assert!(
+            (1..=draws)
+                .all(|n| low_color(&ties, id(n), white, white)
+                    == low_color(&ties, id(n), None, None)),
+            "a tie is the same coin whatever made it"
+        );
+        let other = ColorTies::with_seed(8);
+        assert!(
+            (1..=64).any(
+                |n| low_color(&ties, id(n), None, None) != low_color(&other, id(n), None, None)
+            ),
+            "the seed changes the coins"
+        );
     }
 }
