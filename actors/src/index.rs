@@ -267,8 +267,8 @@ impl EntryRecord {
 ///
 /// Its players are named by their entries, not by user: a wave then writes its matches
 /// without reading the users from the entries first (a cache miss per player in a pass of its
-/// own), a record fits two cache lines, and nothing is copied per player. A match's entries
-/// live as long as it does: they are forgotten with it (see `Matchmaker::prune`).
+/// own), and copies no user id per player. A match's entries live as long as it does: they
+/// are forgotten with it (see `Matchmaker::prune`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchRecord {
     /// Whose match.

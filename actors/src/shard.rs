@@ -198,8 +198,7 @@ impl PoolShard {
         else {
             return;
         };
-        let match_id =
-            |n: usize| MatchId::new(first_match + n as u64).expect("sequences never yield zero");
+        let match_id = |n: usize| nth_match(first_match, n);
         let color_ties = &self.color_ties;
         let shared = &self.shared;
         let index = &shared.index;
@@ -328,8 +327,7 @@ impl PoolShard {
         for &n in broken {
             let pairing = &pairs[n];
             tracing::error!(low = %pairing.low.id, high = %pairing.high.id, "paired an entry that is not searching; pair dropped");
-            let match_id =
-                MatchId::new(first_match + n as u64).expect("sequences never yield zero");
+            let match_id = nth_match(first_match, n);
             index.matches.remove_if(match_id, |_| true);
             for candidate in [&pairing.low, &pairing.high] {
                 // Its previous match is not remembered again: the entry was overwritten.
@@ -390,6 +388,12 @@ fn on_lanes<T: Send, R: Send>(
         results.push(own);
         results
     })
+}
+
+/// The id of the `n`-th match of a wave whose matches got ids from `first_match` on, in pair
+/// order.
+fn nth_match(first_match: u64, n: usize) -> MatchId {
+    MatchId::new(first_match + n as u64).expect("sequences never yield zero")
 }
 
 /// Seeded hashing of match ids, which draws a fair coin per match.
