@@ -1050,6 +1050,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_match_is_shown_and_captured_only_while_its_entries_name_its_users() {
+        let engine = manual_engine();
+        let alice = engine.enqueue(request("alice", 1500)).await.unwrap();
+        let bob = engine.enqueue(request("bob", 1500)).await.unwrap();
+        engine.run_waves(true).await.unwrap();
+        let captured_matches = |engine: &Matchmaker| {
+            engine
+                .capture()
+                .images
+                .iter()
+                .filter(|image| matches!(image, crate::persist::Image::Match(_)))
+                .count()
+        };
+        assert_eq!(captured_matches(&engine), 1);
+        assert!(engine.entry("acme", alice.id).unwrap().found.is_some());
+        // What a reader holding a copy of the match sees once retention has forgotten the
+        // match and then its entries: here bob's entry alone is gone.
+        engine.shared.index.forget_entry(bob.id, |_| true);
+        assert_eq!(
+            captured_matches(&engine),
+            0,
+            "a match image needs both users"
+        );
+        assert_eq!(engine.entry("acme", alice.id).unwrap().found, None);
+        engine.shutdown();
+    }
+
+    #[tokio::test]
     async fn a_pair_whose_partner_stopped_searching_puts_the_other_player_back() {
         let engine = manual_engine();
         let alice = engine.enqueue(request("alice", 1500)).await.unwrap();

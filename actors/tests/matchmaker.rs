@@ -610,7 +610,16 @@ async fn settled_records_are_forgotten_after_the_retention_period() {
     engine.cancel("acme", carol.id).await.unwrap();
     clock.advance(Duration::from_secs(59));
     engine.tick().await.unwrap();
-    assert!(engine.entry("acme", alice.id).is_some());
+    // Up to the end of the retention period the match still names its players, whose users
+    // it reads through their entries.
+    let found = engine
+        .entry("acme", alice.id)
+        .unwrap()
+        .found
+        .expect("matched");
+    let mut users: Vec<&str> = found.players.iter().map(|p| p.user_id.as_str()).collect();
+    users.sort_unstable();
+    assert_eq!(users, ["alice", "bob"]);
     clock.advance(Duration::from_secs(1));
     assert_eq!(
         engine.tick().await.unwrap().pruned,
