@@ -151,8 +151,7 @@ impl IdSequence {
 
     /// The next sequence number (never zero).
     pub fn next(&self) -> NonZeroU64 {
-        let value = self.last.fetch_add(1, Ordering::Relaxed) + 1;
-        NonZeroU64::new(value).expect("a sequence starting at zero never returns zero")
+        self.next_block(1)
     }
 
     /// The first of `count` consecutive sequence numbers reserved at once (`count` ≥ 1).

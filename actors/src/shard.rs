@@ -183,13 +183,14 @@ impl PoolShard {
     /// attempted for a match that is not journaled. Counters, match ids, game jobs and the
     /// queue's recent figures are taken once per wave rather than once per pair.
     ///
-    /// Match ids and colors are decided in pair order from what the pool keeps of each
-    /// player, so a wave is the same whatever the lanes, and the matches are written before
-    /// any entry points at them: a reader who sees an entry matched also finds its match. The
-    /// players' entries are then marked in one pass in id order rather than pair by pair: a
-    /// wave pairs by rating, so its players' entries are scattered, and visiting them pair by
-    /// pair would wait for memory at nearly every one. A big wave's pairs are split into lanes
-    /// published on every core while the shard waits for them.
+    /// Match ids follow pair order and colors come from what the pool keeps of each player
+    /// (or a seeded coin per match id), so a wave is the same whatever the lanes, and the
+    /// matches are written before any entry points at them: a reader who sees an entry
+    /// matched also finds its match. The players' entries are then marked in one pass in id
+    /// order rather than pair by pair: a wave pairs by rating, so its players' entries are
+    /// scattered, and visiting them pair by pair would wait for memory at nearly every one.
+    /// A big wave's pairs are split into lanes published on every core while the shard waits
+    /// for them.
     fn publish_pairs(&mut self, key: QueueKey, pairs: &[Pairing], now_ms: UnixMillis) {
         let Some(first_match) = u64::try_from(pairs.len())
             .ok()
@@ -274,7 +275,6 @@ impl PoolShard {
         });
         let broken: Vec<usize> = broken.into_iter().flatten().collect();
         let unpaired = self.unpublish(&broken, pairs, first_match);
-        let shared = &self.shared;
         let matched: Vec<usize> = (0..pairs.len())
             .filter(|n| broken.binary_search(n).is_err())
             .collect();
