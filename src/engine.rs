@@ -32,7 +32,9 @@ use prometheus::Registry;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use crate::persistence::{Persistence, PersistenceConfig, PersistenceError, RecoveryReport};
+use crate::persistence::{
+    Persistence, PersistenceConfig, PersistenceError, PersistenceMetrics, RecoveryReport,
+};
 use crate::tasks::{BackgroundTasks, TaskSettingsError};
 
 /// How often a running engine with persistence tells the journal it is alive, which bounds how
@@ -193,7 +195,8 @@ impl EngineBuilder {
         let mut recovery = None;
         let persistence = match &self.persistence {
             Some(settings) => {
-                let (persistence, restored, report) = Persistence::open(settings)?;
+                let metrics = PersistenceMetrics::register(&self.registry)?;
+                let (persistence, restored, report) = Persistence::open(settings, metrics)?;
                 tracing::info!(
                     data_dir = %settings.data_dir.display(),
                     fsync = ?settings.fsync,

@@ -105,6 +105,45 @@ fn health_metrics_and_request_ids() {
     assert!(!text.contains("passwd"), "a raw path became a label");
 }
 
+/// The value of the first sample of `metric` (a full name with labels, if any) in a
+/// Prometheus text page.
+fn sample(text: &str, metric: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(metric)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[test]
+fn journal_commits_and_snapshots_are_measured() {
+    let server = Server::options()
+        .env("MATCHWELL_FSYNC", "always")
+        .env("MATCHWELL_TASK_SNAPSHOTS_MS", "50")
+        .start();
+    let api = server.api();
+    api.enqueue(&token("ann"), &blitz(1500)).ok(201);
+    let text = support::poll("a snapshot and a synced journal commit in /metrics", || {
+        let text = api
+            .client
+            .get(server.url("/metrics"))
+            .send()
+            .ok()?
+            .text()
+            .ok()?;
+        let snapshots = sample(&text, "matchwell_snapshot_seconds_count")?;
+        let syncs = sample(&text, "matchwell_journal_sync_seconds_count")?;
+        (snapshots >= 1.0 && syncs >= 1.0).then_some(text)
+    });
+    let positive = |metric: &str| sample(&text, metric).is_some_and(|value| value > 0.0);
+    for metric in [
+        "matchwell_journal_commit_records_sum",
+        "matchwell_journal_bytes_total",
+        "matchwell_journal_write_seconds_count",
+        "matchwell_snapshot_body_bytes",
+    ] {
+        assert!(positive(metric), "{metric} is not positive:\n{text}");
+    }
+}
+
 #[test]
 fn the_summary_shows_the_pools_of_the_admins_tenant() {
     let server = Server::start();

@@ -115,6 +115,28 @@ impl Default for JournalOptions {
     }
 }
 
+/// What one commit of the writer thread did: it takes everything queued,
+/// writes it, then syncs as the [`FsyncMode`] asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Commit {
+    /// Records written.
+    pub records: u64,
+    /// Bytes written.
+    pub bytes: usize,
+    /// Time spent writing (and rotating segments, when one was due).
+    pub write: Duration,
+    /// Time spent syncing; `None` when this commit did not sync.
+    pub sync: Option<Duration>,
+}
+
+/// Told about every [`Commit`], on the journal's writer thread once the
+/// commit's records count as durable, so it delays no waiter; but the next
+/// commit waits for it, so it must be quick (a few atomic adds).
+pub trait CommitObserver: Send + Sync {
+    /// Called after each commit.
+    fn committed(&self, commit: &Commit);
+}
+
 /// An append-only journal of records of type `T`, written by a background thread.
 ///
 /// Sequence numbers count appends since the journal was opened, starting at 1;
@@ -142,9 +164,20 @@ impl<T> Journal<T> {
     /// cut off, and a segment whose header never became durable is removed
     /// (its number is then reused).
     pub fn open(storage: Arc<dyn Storage>, options: JournalOptions) -> Result<Self, JournalError> {
+        Self::open_observed(storage, options, None)
+    }
+
+    /// Like [`open`](Self::open), and tells `observer` about every commit of
+    /// the writer thread (for metrics: what was written and how long the
+    /// write and the sync took).
+    pub fn open_observed(
+        storage: Arc<dyn Storage>,
+        options: JournalOptions,
+        observer: Option<Arc<dyn CommitObserver>>,
+    ) -> Result<Self, JournalError> {
         let segment = prepare_next_segment(&*storage)?;
         let file = create_segment(&*storage, segment)?;
-        let shared = Arc::new(Shared::new(storage, options, segment));
+        let shared = Arc::new(Shared::new(storage, options, segment, observer));
         let writer = Writer::spawn(Arc::clone(&shared), file)?;
         Ok(Self {
             shared,
@@ -317,6 +350,58 @@ mod tests {
             .into_iter()
             .map(|r| r.record)
             .collect()
+    }
+
+    /// Keeps every commit it is told about.
+    #[derive(Default)]
+    struct CommitLog(Mutex<Vec<Commit>>);
+
+    impl CommitObserver for CommitLog {
+        fn committed(&self, commit: &Commit) {
+            self.0.lock().push(*commit);
+        }
+    }
+
+    /// Appends `texts` to a journal in `fsync` mode observed by a [`CommitLog`], waits until
+    /// the last is durable, closes the journal and returns the commits it saw.
+    fn observed_commits(fsync: FsyncMode, texts: &[&str]) -> Vec<Commit> {
+        let disk = FaultyStorage::new(1);
+        let log = Arc::new(CommitLog::default());
+        let observer: Arc<dyn CommitObserver> = log.clone();
+        let journal: Journal<String> = Journal::open_observed(
+            Arc::new(disk.clone()),
+            JournalOptions::with_fsync(fsync),
+            Some(observer),
+        )
+        .unwrap();
+        let mut last = None;
+        for text in texts {
+            last = Some(journal.append(&(*text).to_owned()).unwrap());
+        }
+        last.unwrap().wait().unwrap();
+        journal.close().unwrap();
+        log.0.lock().clone()
+    }
+
+    #[test]
+    fn the_observer_sees_every_record_and_byte_and_whether_each_commit_synced() {
+        let texts = ["first", "second", "a third, longer record"];
+        let frame_bytes: usize = texts
+            .iter()
+            .map(|text| encode_frame(&(*text).to_owned()).unwrap().len())
+            .sum();
+        for fsync in [FsyncMode::Always, FsyncMode::None] {
+            let commits = observed_commits(fsync, &texts);
+            assert!(!commits.is_empty(), "{fsync:?}");
+            let records: u64 = commits.iter().map(|commit| commit.records).sum();
+            let bytes: usize = commits.iter().map(|commit| commit.bytes).sum();
+            assert_eq!((records, bytes), (3, frame_bytes), "{fsync:?}: {commits:?}");
+            assert!(
+                commits.iter().all(|commit| commit.records > 0
+                    && commit.sync.is_some() == (fsync == FsyncMode::Always)),
+                "{fsync:?}: {commits:?}"
+            );
+        }
     }
 
     #[test]

@@ -179,8 +179,8 @@ pub mod snapshot;
 pub mod storage;
 
 pub use journal::{
-    FsyncMode, Journal, JournalError, JournalOptions, Recovered, RecoveredRecord, Ticket, TornTail,
-    WaitDurable, read_segments,
+    Commit, CommitObserver, FsyncMode, Journal, JournalError, JournalOptions, Recovered,
+    RecoveredRecord, Ticket, TornTail, WaitDurable, read_segments,
 };
 pub use snapshot::{
     LoadedSnapshot, SnapshotError, SnapshotHeader, SnapshotOptions, SnapshotStore, WrittenSnapshot,

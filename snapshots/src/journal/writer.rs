@@ -11,7 +11,7 @@ use event_listener::{Event, Listener};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::format::{encode_segment_header, segment_file_name};
-use super::{FsyncMode, JournalError, JournalOptions};
+use super::{Commit, CommitObserver, FsyncMode, JournalError, JournalOptions};
 use crate::storage::{Storage, StorageError, StorageFile};
 
 /// Everything appenders, waiters and the writer thread share.
@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     /// Notified after `durable_seq`, `opened_segment`, `failure` or
     /// `writer_stopped` changed; waiters then re-check their condition.
     progress: Event,
+    /// Told about each commit; fixed at open.
+    observer: Option<Arc<dyn CommitObserver>>,
 }
 
 /// Work waiting for the writer.
@@ -87,7 +89,12 @@ enum WriterWait {
 }
 
 impl Shared {
-    pub(crate) fn new(storage: Arc<dyn Storage>, options: JournalOptions, segment: u64) -> Self {
+    pub(crate) fn new(
+        storage: Arc<dyn Storage>,
+        options: JournalOptions,
+        segment: u64,
+        observer: Option<Arc<dyn CommitObserver>>,
+    ) -> Self {
         Self {
             storage,
             options,
@@ -106,6 +113,7 @@ impl Shared {
             failure: OnceLock::new(),
             writer_stopped: AtomicBool::new(false),
             progress: Event::new(),
+            observer,
         }
     }
 
@@ -370,6 +378,9 @@ impl Writer {
     }
 
     fn write_taken(&mut self, closing: bool) -> Result<(), StorageError> {
+        let started = Instant::now();
+        let first_seq = self.written_seq;
+        let mut written_bytes = 0;
         while let Some(chunk) = self.taken.pop_front() {
             match chunk {
                 Chunk::Frames {
@@ -379,6 +390,7 @@ impl Writer {
                     self.file.write_all(&bytes)?;
                     self.unsynced = true;
                     self.written_seq = last_seq;
+                    written_bytes += bytes.len();
                     bytes.clear();
                     self.recycled = bytes;
                 }
@@ -391,22 +403,36 @@ impl Writer {
                 }
             }
         }
-        if self.shared.options.fsync == FsyncMode::None && !closing {
+        let written = Instant::now();
+        let synced = if self.shared.options.fsync == FsyncMode::None && !closing {
             self.shared.mark_durable(self.written_seq);
+            false
         } else {
-            self.sync()?;
-        }
+            self.sync()?
+        };
         self.last_commit = Instant::now();
+        let records = self.written_seq - first_seq;
+        if let Some(observer) = self.shared.observer.as_ref().filter(|_| records > 0) {
+            observer.committed(&Commit {
+                records,
+                bytes: written_bytes,
+                write: written - started,
+                sync: synced.then(|| self.last_commit - written),
+            });
+        }
         Ok(())
     }
 
-    fn sync(&mut self) -> Result<(), StorageError> {
-        if self.unsynced {
+    /// Syncs what was written since the last sync, if anything, and returns
+    /// whether it had to.
+    fn sync(&mut self) -> Result<bool, StorageError> {
+        let synced = self.unsynced;
+        if synced {
             self.file.sync()?;
             self.unsynced = false;
         }
         self.shared.mark_durable(self.written_seq);
-        Ok(())
+        Ok(synced)
     }
 }
 
