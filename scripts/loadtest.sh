@@ -11,8 +11,13 @@
 #   scripts/loadtest.sh                        # fsync always (the server's default)
 #   MATCHWELL_FSYNC=batch scripts/loadtest.sh  # or none: what persistence costs
 #   MIX=status scripts/loadtest.sh             # status reads only
+#   SERVER=floor scripts/loadtest.sh           # the same load on examples/http_floor.rs
 #
-# Settings (environment): MIX (round|status), MATCHWELL_FSYNC (always|batch|none), RUNS (3),
+# SERVER=floor runs an actix-web server that answers the same routes with a fixed entry and
+# does nothing else: what the load generator, loopback TCP and actix-web cost on this machine.
+#
+# Settings (environment): SERVER (matchwell|floor), MIX (round|status),
+# MATCHWELL_FSYNC (always|batch|none), RUNS (3),
 # DURATION (20s), CONNECTIONS (64), THREADS (1: one wrk thread drives 64 connections at
 # 60,000 requests/s, and on a 2-core machine a second one only takes turns with the server's
 # two workers), USERS (3000; each user writes at most 20 times a second, the server's default
@@ -21,6 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 fsync=${MATCHWELL_FSYNC:-always}
+server=${SERVER:-matchwell}
 mix=${MIX:-round}
 runs=${RUNS:-3}
 duration=${DURATION:-20s}
@@ -40,6 +46,14 @@ for tool in wrk curl; do
 done
 cargo build --release --quiet
 bin=$PWD/target/release/matchwell
+case $server in
+    matchwell) serve=("$bin" serve) ;;
+    floor)
+        cargo build --release --quiet --example http_floor
+        serve=("$PWD/target/release/examples/http_floor" 127.0.0.1:0)
+        ;;
+    *) echo "SERVER must be matchwell or floor, not $server" >&2; exit 2 ;;
+esac
 
 work=$(mktemp -d)
 server_pid=
@@ -66,7 +80,7 @@ seq 0 $((users - 1)) | xargs -P "$(nproc)" -I{} sh -c \
 start_server() {
     local data_dir=$1 log=$2
     MATCHWELL_LISTEN=127.0.0.1:0 MATCHWELL_DATA_DIR=$data_dir MATCHWELL_FSYNC=$fsync \
-        MATCHWELL_LOG='warn,matchwell::cli=info' "$bin" serve 2> "$log" &
+        MATCHWELL_LOG='warn,matchwell::cli=info' "${serve[@]}" 2> "$log" &
     server_pid=$!
     for _ in $(seq 1 500); do
         address=$(grep -o 'listening on http://[0-9.:]*' "$log" | head -n1 | cut -d/ -f3 || true)
@@ -93,7 +107,7 @@ median() {
 }
 
 command=(wrk -t"$threads" -c"$connections" -d"$duration" --latency -s "$script")
-echo "fsync $fsync; ${command[*]} http://ADDRESS"
+echo "server $server, fsync $fsync; ${command[*]} http://ADDRESS"
 : > "$work/rates"
 : > "$work/p99s"
 for run in $(seq 1 "$runs"); do
@@ -118,7 +132,7 @@ for run in $(seq 1 "$runs"); do
     awk '$1 == "99%" { print $2 }' "$work/wrk-$run.txt" | to_ms >> "$work/p99s"
 done
 
-echo "--- mix $mix, fsync $fsync, $runs runs of ${command[*]}"
+echo "--- server $server, mix $mix, fsync $fsync, $runs runs of ${command[*]}"
 echo "requests/s per run: $(tr '\n' ' ' < "$work/rates")"
 echo "p99 ms per run:     $(tr '\n' ' ' < "$work/p99s")"
 echo "median: $(median < "$work/rates") requests/s, p99 $(median < "$work/p99s") ms"
