@@ -76,7 +76,9 @@ pub struct RecoveryReport {
 }
 
 /// Metrics of the data directory: the journal's commits (told by its writer thread, see
-/// [`CommitObserver`]) and the snapshots.
+/// [`CommitObserver`]) and the snapshots. `Clone` because one copy becomes the journal's
+/// observer and one stays with the snapshots; prometheus handles share their values, so both
+/// copies update the same metrics.
 #[derive(Clone)]
 pub(crate) struct PersistenceMetrics {
     commit_records: Histogram,

@@ -45,7 +45,9 @@ pub(crate) struct Shared {
     /// Notified after `durable_seq`, `opened_segment`, `failure` or
     /// `writer_stopped` changed; waiters then re-check their condition.
     progress: Event,
-    /// Told about each commit; fixed at open.
+    /// Told about each commit; fixed at open. An `Arc` because whoever opened
+    /// the journal keeps a handle to read what it was told, while the writer
+    /// thread must own what it uses.
     observer: Option<Arc<dyn CommitObserver>>,
 }
 
