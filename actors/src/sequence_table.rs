@@ -81,9 +81,9 @@ impl<R> Segment<R> {
             .is_ok()
     }
 
-    /// Counts one record out; whether it was the last.
-    fn leave(&self) -> bool {
-        self.live.fetch_sub(1, Ordering::AcqRel) == 1
+    /// Counts `count` records out; whether they were the last.
+    fn leave(&self, count: usize) -> bool {
+        self.live.fetch_sub(count, Ordering::AcqRel) == count
     }
 }
 
@@ -247,7 +247,8 @@ impl<I: SequenceNumbered, R: Clone> SequenceTable<I, R> {
                 if segment.enter(count) {
                     let replaced = fill(segment);
                     if replaced > 0 {
-                        segment.live.fetch_sub(replaced, Ordering::AcqRel);
+                        // Never the last: they are among the `count` just counted in.
+                        segment.leave(replaced);
                     }
                     return;
                 }
@@ -269,7 +270,7 @@ impl<I: SequenceNumbered, R: Clone> SequenceTable<I, R> {
             }
             record.take()
         };
-        if segment.leave() {
+        if segment.leave(1) {
             let segment = Arc::clone(segment);
             drop(directory);
             self.retire_if_empty(number, &segment);
