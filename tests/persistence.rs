@@ -2,11 +2,16 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use compact_str::CompactString;
+use futures::future::BoxFuture;
 use matchwell::{
     ChallengeRequest, ColorChoice, Engine, EngineBuilder, EnqueueRequest, EntryStatus, FsyncMode,
-    ManualClock, MatchmakerError, PersistenceConfig, PoolSpec,
+    GameCreationError, GameCreator, GameRequest, ManualClock, MatchmakerError, PersistenceConfig,
+    PoolSpec,
 };
-use std::sync::Arc;
 
 fn pool(time_control: &str) -> PoolSpec {
     PoolSpec::new(time_control.parse().unwrap(), "standard", true, None).unwrap()
@@ -23,11 +28,110 @@ fn enqueue(user: &str, time_control: &str, rating: u16, key: Option<&str>) -> En
 }
 
 async fn start(dir: &std::path::Path, at_ms: u64, fsync: FsyncMode) -> (Engine, Arc<ManualClock>) {
+    start_with(dir, at_ms, fsync, |builder| builder).await
+}
+
+async fn start_with(
+    dir: &std::path::Path,
+    at_ms: u64,
+    fsync: FsyncMode,
+    configure: impl FnOnce(EngineBuilder) -> EngineBuilder,
+) -> (Engine, Arc<ManualClock>) {
     let (builder, clock): (EngineBuilder, _) = Engine::builder().manual(at_ms);
     let mut config = PersistenceConfig::new(dir);
     config.fsync = fsync;
-    let engine = builder.shards(2).persistence(config).start().await.unwrap();
+    let engine = configure(builder.shards(2).persistence(config))
+        .start()
+        .await
+        .unwrap();
     (engine, clock)
+}
+
+/// A live-game service that is down at the first call and refuses every later one.
+#[derive(Default)]
+struct DownThenRefusing {
+    calls: AtomicUsize,
+}
+
+impl GameCreator for DownThenRefusing {
+    fn create_game(
+        &self,
+        _request: GameRequest,
+    ) -> BoxFuture<'static, Result<CompactString, GameCreationError>> {
+        let outcome = if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            GameCreationError::Transient("503 Service Unavailable".into())
+        } else {
+            GameCreationError::Permanent("400 Bad Request".into())
+        };
+        Box::pin(std::future::ready(Err(outcome)))
+    }
+}
+
+/// The statuses of `ids`, in order.
+fn statuses(engine: &Engine, ids: &[matchwell::EntryId]) -> Vec<EntryStatus> {
+    ids.iter()
+        .map(|&id| engine.entry("acme", id).unwrap().status)
+        .collect()
+}
+
+/// Alice and Bob are matched; while the game is pending Alice queues again; then the game
+/// fails for good. Alice's new search stands and her matched entry ends cancelled (it cannot
+/// go back: one search per user), Bob searches again; a restart, graceful or not, reads the
+/// same and never revives the old entry in place of the new one.
+#[tokio::test]
+async fn a_failed_match_never_takes_the_place_of_its_players_new_search() {
+    for graceful in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let creator = || Arc::new(DownThenRefusing::default()) as Arc<dyn GameCreator>;
+        let (engine, clock) = start_with(dir.path(), 1_000_000, FsyncMode::Always, |builder| {
+            builder.game_creator(creator())
+        })
+        .await;
+        let alice = engine
+            .enqueue(enqueue("alice", "5+3", 1500, None))
+            .await
+            .unwrap();
+        let bob = engine
+            .enqueue(enqueue("bob", "5+3", 1510, None))
+            .await
+            .unwrap();
+        clock.advance(Duration::from_millis(200));
+        engine.tick().await.unwrap();
+        let again = engine
+            .enqueue(enqueue("alice", "5+3", 1500, None))
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(1));
+        engine.tick().await.unwrap();
+        let ids = [alice.id, bob.id, again.id];
+        let expected = vec![
+            EntryStatus::Cancelled,
+            EntryStatus::Searching,
+            EntryStatus::Searching,
+        ];
+        assert_eq!(statuses(&engine, &ids), expected, "graceful: {graceful}");
+        let before = ids.map(|id| engine.entry("acme", id));
+        if graceful {
+            engine.shutdown().await;
+        } else {
+            drop(engine);
+        }
+
+        let (engine, _) = start_with(dir.path(), 1_001_200, FsyncMode::Always, |builder| {
+            builder.game_creator(creator())
+        })
+        .await;
+        assert_eq!(
+            ids.map(|id| engine.entry("acme", id)),
+            before,
+            "graceful: {graceful}"
+        );
+        assert_eq!(
+            engine.active("acme", "alice").searching.unwrap().id,
+            again.id
+        );
+        engine.shutdown().await;
+    }
 }
 
 #[tokio::test]
@@ -282,6 +386,35 @@ async fn a_data_directory_with_named_snapshot_bodies_still_loads() {
 #[tokio::test]
 async fn a_data_directory_with_positional_snapshot_bodies_still_loads() {
     assert_fixture_loads(DATA_V1_POSITIONAL).await;
+}
+
+/// Written by a build that journaled a failed match apart from its players' return, and did
+/// not journal a refused return: Alice's entry q_1 was matched with Bob's q_2, the game failed
+/// for good after Alice had queued again as q_3, and q_1 stayed matched to the failed match.
+/// That build, restarting, put q_1 back in the queue and cancelled q_3.
+const DATA_V1_REFUSED_REQUEUE: &str = "data-v1-refused-requeue";
+
+#[tokio::test]
+async fn a_failed_match_left_unfinished_by_an_earlier_build_ends_without_reviving_its_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in std::fs::read_dir(fixture(DATA_V1_REFUSED_REQUEUE)).unwrap() {
+        let file = file.unwrap();
+        std::fs::copy(file.path(), dir.path().join(file.file_name())).unwrap();
+    }
+    let ids = ["q_1", "q_2", "q_3"].map(|id| id.parse().unwrap());
+    let expected = vec![
+        EntryStatus::Cancelled,
+        EntryStatus::Searching,
+        EntryStatus::Searching,
+    ];
+    let (engine, _) = start(dir.path(), 2_000_000, FsyncMode::Always).await;
+    assert_eq!(statuses(&engine, &ids), expected);
+    assert_eq!(engine.active("acme", "alice").searching.unwrap().id, ids[2]);
+    // The end of q_1 was journaled: a crash now and a restart read the same.
+    drop(engine);
+    let (engine, _) = start(dir.path(), 2_000_100, FsyncMode::Always).await;
+    assert_eq!(statuses(&engine, &ids), expected);
+    engine.shutdown().await;
 }
 
 #[test]

@@ -614,6 +614,27 @@ impl Index {
         Some(searching)
     }
 
+    /// Ends an entry matched in `match_id` in `state` (a final one) when it cannot return to
+    /// searching because its user searches again. Returns the record after the change.
+    pub(crate) fn supersede(
+        &self,
+        id: EntryId,
+        match_id: MatchId,
+        state: EntryState,
+    ) -> Option<EntryRecord> {
+        let after = self
+            .entries
+            .update(id, |record| {
+                (record.state == EntryState::Matched(match_id)).then(|| {
+                    record.state = state;
+                    record.clone()
+                })
+            })
+            .flatten()?;
+        self.notify(id);
+        Some(after)
+    }
+
     /// The players of `record` with their users, read from their entries; `None` if an
     /// entry is already forgotten (the match is being forgotten with it).
     pub(crate) fn match_players(&self, record: &MatchRecord) -> Option<[MatchPlayer; 2]> {

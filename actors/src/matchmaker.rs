@@ -33,10 +33,12 @@ use crate::model::{
     ActiveState, Challenge, Color, ColorChoice, Entry, EntryStatus, GameStatus, MatchEvent,
     QueueSummary,
 };
-use crate::persist::{Change, Image, Restored, SnapshotBody};
+use crate::persist::{Change, Image, Installed, Restored, SnapshotBody};
 use crate::pools::{MAX_RATING, PoolCatalog, PoolSpec, TimeControl};
 use crate::router::{ActorSystem, ActorsStopped, RouteSummary, RouteTick};
-use crate::shard::{Cancel, DueWork, Enqueue, Requeue, RunDue, ShardTimers, Summarize, TickCounts};
+use crate::shard::{
+    Cancel, DueWork, Enqueue, GameFailed, RunDue, ShardTimers, Summarize, TickCounts,
+};
 use crate::shared::{Ids, Shared};
 
 /// How the matchmaker runs.
@@ -211,23 +213,32 @@ impl Matchmaker {
             acknowledge_durable: config.acknowledge_durable,
         });
         if let Some(restored) = config.restored {
-            let report = restored.install(&shared);
+            let Installed { report, finished } = restored.install(&shared);
             tracing::info!(
                 searching = report.searching,
                 pending_games = report.pending_games,
                 pending_challenges = report.pending_challenges,
                 downtime_ms = report.downtime_ms,
                 dropped_unknown_pool = report.dropped_unknown_pool,
+                finished = finished.len(),
                 "state recovered"
             );
-            if report.downtime_ms > 0 {
-                // Before the actors start, so it precedes every change made from now on.
-                shared.record(|| {
-                    vec![Image::Resumed {
+            // Before the actors start, so it precedes every change made from now on. The
+            // shift comes first: it applies to what searched before, and the images after it
+            // are already shifted.
+            shared.record(|| {
+                (report.downtime_ms > 0)
+                    .then_some(Image::Resumed {
                         downtime_ms: report.downtime_ms,
-                    }]
-                });
-            }
+                    })
+                    .into_iter()
+                    .chain(
+                        finished
+                            .iter()
+                            .map(|(id, record)| shared.entry_image(*id, record)),
+                    )
+                    .collect()
+            });
         }
         let actors = ActorSystem::start(
             Arc::clone(&shared),
@@ -385,7 +396,7 @@ impl Matchmaker {
     pub async fn cancel(&self, tenant: &str, id: EntryId) -> Result<Entry, MatchmakerError> {
         let tenant = self.tenant(tenant)?;
         let record = self.record(tenant, id)?;
-        if record.state.is_searching() {
+        if self.cancel_reaches_shard(&record) {
             self.shared.writable()?;
             let (done, handled) = oneshot::channel();
             self.actors.router().do_send(Cancel {
@@ -403,6 +414,24 @@ impl Matchmaker {
         match entry.status {
             EntryStatus::Cancelled => Ok(entry),
             status => Err(MatchmakerError::NotCancellable(status)),
+        }
+    }
+
+    /// Whether a cancel of `record` must go to its shard: it searches, or its match's game is
+    /// not created yet, so its shard may still put it back in the queue (a game that failed
+    /// for good). The shard handles a failure and a cancel in the order they reach it, so a
+    /// cancel that comes after the failure finds the entry searching again and wins, instead
+    /// of answering `matched` for a player about to search.
+    fn cancel_reaches_shard(&self, record: &EntryRecord) -> bool {
+        match record.state {
+            EntryState::Searching { .. } => true,
+            EntryState::Matched(match_id) => self
+                .shared
+                .index
+                .matches
+                .read(match_id, |found| found.game_status != GameStatus::Created)
+                .unwrap_or(false),
+            EntryState::Cancelled { .. } | EntryState::Expired { .. } => false,
         }
     }
 
@@ -912,7 +941,7 @@ async fn attempt_game(
     else {
         return;
     };
-    let (status, game_id, label) = match verdict {
+    let game_id = match verdict {
         JobVerdict::Retry {
             failed_attempts, ..
         } => {
@@ -921,16 +950,37 @@ async fn attempt_game(
             shared.metrics.game_jobs.with_label_values(&["retry"]).inc();
             return;
         }
-        JobVerdict::Created(game_id) => (GameStatus::Created, Some(game_id), "created"),
+        JobVerdict::Created(game_id) => game_id,
         JobVerdict::Failed(reason) => {
             tracing::warn!(%match_id, %reason, "game creation failed for good; players go back to the queue");
-            (GameStatus::Failed, None, "failed")
+            shared
+                .metrics
+                .game_jobs
+                .with_label_values(&["failed"])
+                .inc();
+            let Some(queue) = shared.index.matches.read(match_id, |record| QueueKey {
+                tenant: record.tenant,
+                pool: record.pool,
+            }) else {
+                return;
+            };
+            // The match's shard marks it failed and puts its players back, as one change.
+            // Awaited, so that a manual tick returns with the players back in the queue.
+            if router.send(GameFailed { queue, match_id }).await.is_err() {
+                tracing::warn!(%match_id, "engine stopping; the players of a failed match were not put back");
+            }
+            emit_game_event(&shared, match_id);
+            return;
         }
     };
-    shared.metrics.game_jobs.with_label_values(&[label]).inc();
+    shared
+        .metrics
+        .game_jobs
+        .with_label_values(&["created"])
+        .inc();
     let Some(record) = shared.index.matches.update(match_id, |record| {
-        record.game_status = status;
-        record.game_id = game_id;
+        record.game_status = GameStatus::Created;
+        record.game_id = Some(game_id);
         record.clone()
     }) else {
         return;
@@ -939,33 +989,21 @@ async fn attempt_game(
     shared.index.settle(now_ms, Settled::Match(match_id));
     for player in &record.players {
         shared.index.notify(player.entry_id);
-        if status == GameStatus::Failed {
-            let queue = QueueKey {
-                tenant: record.tenant,
-                pool: record.pool,
-            };
-            // Awaited, so that a manual tick returns with the players back in the queue.
-            if router
-                .send(Requeue {
-                    queue,
-                    id: player.entry_id,
-                    match_id,
-                })
-                .await
-                .is_err()
-            {
-                tracing::warn!(%match_id, "engine stopping; the players of a failed match were not put back");
-            }
-        }
     }
-    if shared.event_listeners() {
-        if let Some(found) = shared.match_view(match_id) {
-            shared.emit(if status == GameStatus::Created {
-                MatchEvent::GameCreated { found }
-            } else {
-                MatchEvent::GameFailed { found }
-            });
-        }
+    emit_game_event(&shared, match_id);
+}
+
+/// Tells event listeners how game creation for `match_id` ended.
+fn emit_game_event(shared: &Shared, match_id: MatchId) {
+    if !shared.event_listeners() {
+        return;
+    }
+    if let Some(found) = shared.match_view(match_id) {
+        shared.emit(if found.game_status == GameStatus::Created {
+            MatchEvent::GameCreated { found }
+        } else {
+            MatchEvent::GameFailed { found }
+        });
     }
 }
 
@@ -1074,6 +1112,35 @@ mod tests {
             "a match image needs both users"
         );
         assert_eq!(engine.entry("acme", alice.id).unwrap().found, None);
+        engine.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_cancel_after_a_game_failed_for_good_wins_over_the_return_to_the_queue() {
+        let engine = manual_engine();
+        let alice = engine.enqueue(request("alice", 1500)).await.unwrap();
+        engine.enqueue(request("bob", 1500)).await.unwrap();
+        engine.run_waves(true).await.unwrap();
+        let found = engine.entry("acme", alice.id).unwrap().found.unwrap();
+        let queue = engine.shared.index.entries.get(alice.id).unwrap().queue();
+        // What the game job does once the service refused for good, and then the player's
+        // cancel, which the player sends having seen the failure.
+        engine.actors.router().do_send(GameFailed {
+            queue,
+            match_id: found.match_id,
+        });
+        let cancelled = engine.cancel("acme", alice.id).await.unwrap();
+        assert_eq!(cancelled.status, EntryStatus::Cancelled);
+        let counts = engine.run_waves(true).await.unwrap();
+        assert_eq!(counts.pairs, 0, "alice is not back in the pool");
+        assert_eq!(
+            engine.active("acme", "bob").searching.map(|entry| entry.id),
+            found
+                .players
+                .iter()
+                .map(|p| p.entry_id)
+                .find(|&id| id != alice.id)
+        );
         engine.shutdown();
     }
 

@@ -281,6 +281,18 @@ pub struct RestoreReport {
     pub dropped_unknown_pool: usize,
 }
 
+/// What [`Restored::install`] did, and the decisions it had to finish, which the caller
+/// journals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Installed {
+    /// Figures for logs and metrics.
+    pub(crate) report: RestoreReport,
+    /// Entries that recovery moved: players of a failed match whose return to the queue was
+    /// not on disk. Only files from before a failure and its players' return were one record
+    /// leave such entries.
+    pub(crate) finished: Vec<(EntryId, EntryRecord)>,
+}
+
 impl Restored {
     /// Starts from a snapshot's body (or nothing).
     pub fn from_snapshot(body: Option<SnapshotBody>) -> Self {
@@ -323,7 +335,7 @@ impl Restored {
             }
             Image::Resumed { downtime_ms } => {
                 for entry in self.entries.values_mut() {
-                    if searches(entry.state, &self.matches) {
+                    if entry.state.is_searching() {
                         entry.joined_at_ms = entry.joined_at_ms.saturating_add(downtime_ms);
                     }
                 }
@@ -338,7 +350,7 @@ impl Restored {
 
     /// Puts everything into the (empty) shared state, before the actors start; shifts the
     /// waits of searching entries by the time the engine was down.
-    pub(crate) fn install(self, shared: &Shared) -> RestoreReport {
+    pub(crate) fn install(self, shared: &Shared) -> Installed {
         let now_ms = shared.clock.now_ms();
         let mut report = RestoreReport {
             downtime_ms: if self.last_seen_ms == 0 {
@@ -388,47 +400,75 @@ impl Restored {
             }
         }
 
+        let mut unfinished = Vec::new();
+        let mut finished = Vec::new();
         for (id, entry) in self.entries {
             let Some(pool) = shared.catalog.resolve(&entry.pool) else {
                 report.dropped_unknown_pool += 1;
                 continue;
             };
             let tenant = index.tenants.intern(&entry.tenant);
-            let state = if searches(entry.state, &self.matches) {
-                EntryState::Searching { previous: None }
-            } else {
-                entry.state
-            };
             let mut record = EntryRecord {
                 user: entry.user,
                 joined_at_ms: entry.joined_at_ms,
-                state,
+                state: entry.state,
                 tenant,
                 pool,
                 rating: entry.rating,
             };
-            let user = record.user_key();
-            match state {
+            match entry.state {
                 EntryState::Searching { .. } => {
                     record.joined_at_ms = record.joined_at_ms.saturating_add(report.downtime_ms);
                     // Entries come in id order, so the user's slot holds their entry before
                     // this one, which gives this one its previous match.
-                    if index.claim(&user, id, record.clone()).is_ok() {
+                    if index.claim(&record.user_key(), id, record.clone()).is_ok() {
                         report.searching += 1;
                         shared.metrics.searching(pool).inc();
                         continue;
                     }
-                    // Two searching entries of one user cannot both stand; the older one wins.
+                    // The files say a user searched twice at once, which the engine never
+                    // journals: the older entry stands, and this one's end is journaled.
+                    tracing::error!(entry = %id, "a second searching entry of one user; cancelled");
                     record.state = EntryState::Cancelled { at_ms: now_ms };
                     settled.push((now_ms, Settled::Entry(id)));
+                    finished.push((id, record.clone()));
                 }
                 EntryState::Cancelled { at_ms } | EntryState::Expired { at_ms } => {
                     settled.push((at_ms, Settled::Entry(id)));
                 }
+                EntryState::Matched(match_id) if failed(&self.matches, match_id) => {
+                    unfinished.push((id, match_id, record));
+                    continue;
+                }
                 EntryState::Matched(_) => {}
             }
+            let user = record.user_key();
             index.entries.insert(id, record);
             index.users.note_finished(&user, id, &index.entries);
+        }
+
+        // After every searching entry is in place, so that a player who searches again keeps
+        // that search and their entry of the failed match ends instead.
+        for (id, match_id, mut record) in unfinished {
+            let user = record.user_key();
+            index.entries.insert(id, record.clone());
+            index.users.note_finished(&user, id, &index.entries);
+            record.state = EntryState::Searching { previous: None };
+            record.joined_at_ms = record.joined_at_ms.saturating_add(report.downtime_ms);
+            match index.claim(&user, id, record) {
+                Ok(searching) => {
+                    report.searching += 1;
+                    shared.metrics.searching(searching.pool).inc();
+                    finished.push((id, searching));
+                }
+                Err(_) => {
+                    let cancelled = EntryState::Cancelled { at_ms: now_ms };
+                    if let Some(after) = index.supersede(id, match_id, cancelled) {
+                        settled.push((now_ms, Settled::Entry(id)));
+                        finished.push((id, after));
+                    }
+                }
+            }
         }
 
         for (id, challenge) in self.challenges {
@@ -479,20 +519,15 @@ impl Restored {
         for (at_ms, what) in settled {
             index.settle(at_ms, what);
         }
-        report
+        Installed { report, finished }
     }
 }
 
-/// Whether an entry in `state` searches once recovered: it does, or its game failed and not all
-/// of the match's players were put back yet (recovery finishes putting them back).
-fn searches(state: EntryState, matches: &BTreeMap<MatchId, MatchImage>) -> bool {
-    match state {
-        EntryState::Searching { .. } => true,
-        EntryState::Matched(match_id) => matches
-            .get(&match_id)
-            .is_some_and(|found| found.game_status == GameStatus::Failed),
-        EntryState::Cancelled { .. } | EntryState::Expired { .. } => false,
-    }
+/// Whether `match_id` is known and its game failed for good.
+fn failed(matches: &BTreeMap<MatchId, MatchImage>, match_id: MatchId) -> bool {
+    matches
+        .get(&match_id)
+        .is_some_and(|found| found.game_status == GameStatus::Failed)
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ use futures::future::join_all;
 use crate::index::QueueKey;
 use crate::matching::Waiting;
 use crate::shard::{
-    Cancel, Enqueue, PoolShard, QueueFigures, Requeue, RunDue, ShardTimers, Summarize, TickCounts,
+    Cancel, Enqueue, GameFailed, PoolShard, QueueFigures, RunDue, ShardTimers, Summarize,
+    TickCounts,
 };
 use crate::shared::Shared;
 
@@ -85,11 +86,11 @@ impl Handler<Enqueue> for Router {
     }
 }
 
-impl Handler<Requeue> for Router {
+impl Handler<GameFailed> for Router {
     type Result = ResponseFuture<()>;
 
     /// Answers once the shard has handled it, so the sender knows the players are back.
-    fn handle(&mut self, msg: Requeue, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: GameFailed, _: &mut Self::Context) -> Self::Result {
         let request = self.shard_for(msg.queue).send(msg);
         Box::pin(async move {
             if request.await.is_err() {

@@ -527,26 +527,64 @@ impl PoolShard {
     }
 }
 
-/// Put the players of a failed match back in the queue.
+/// A match's game failed for good: the match is marked failed and its players go back to the
+/// queue with their original waiting time, all in one journal record, so that recovery never
+/// has to finish the decision itself. A player whose user started another search meanwhile
+/// cannot go back (one searching entry per user): that entry ends cancelled instead of
+/// staying matched to a failed match.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
-pub(crate) struct Requeue {
+pub(crate) struct GameFailed {
     pub(crate) queue: QueueKey,
-    pub(crate) id: EntryId,
     pub(crate) match_id: MatchId,
 }
 
-impl Handler<Requeue> for PoolShard {
+impl Handler<GameFailed> for PoolShard {
     type Result = ();
 
-    fn handle(&mut self, msg: Requeue, _: &mut Self::Context) {
-        if let Some(record) = self.shared.index.return_to_searching(msg.id, msg.match_id) {
-            self.shared
-                .record(|| vec![self.shared.entry_image(msg.id, &record)]);
-            let waiting = record.waiting(msg.id);
-            self.queue(msg.queue).waiting.insert(record.rating, waiting);
-            self.shared.metrics.searching(msg.queue.pool).inc();
+    fn handle(&mut self, msg: GameFailed, _: &mut Self::Context) {
+        let now_ms = self.shared.clock.now_ms();
+        let shared = Arc::clone(&self.shared);
+        let index = &shared.index;
+        let Some(record) = index
+            .matches
+            .update(msg.match_id, |record| {
+                (record.game_status == GameStatus::Pending).then(|| {
+                    record.game_status = GameStatus::Failed;
+                    record.clone()
+                })
+            })
+            .flatten()
+        else {
+            return;
+        };
+        let mut after = Vec::with_capacity(2);
+        for seat in &record.players {
+            let id = seat.entry_id;
+            if let Some(searching) = index.return_to_searching(id, msg.match_id) {
+                self.queue(msg.queue)
+                    .waiting
+                    .insert(searching.rating, searching.waiting(id));
+                shared.metrics.searching(msg.queue.pool).inc();
+                after.push((id, searching));
+            } else if let Some(superseded) =
+                index.supersede(id, msg.match_id, EntryState::Cancelled { at_ms: now_ms })
+            {
+                index.settle(now_ms, Settled::Entry(id));
+                after.push((id, superseded));
+            }
         }
+        shared.record(|| {
+            std::iter::once(shared.match_image(msg.match_id))
+                .flatten()
+                .chain(
+                    after
+                        .iter()
+                        .map(|(id, record)| shared.entry_image(*id, record)),
+                )
+                .collect()
+        });
+        index.settle(now_ms, Settled::Match(msg.match_id));
     }
 }
 
