@@ -14,7 +14,7 @@ use crate::http::{self, HttpError};
 use crate::jwt::{self, Claims, JwtSecret, SecretError, SecretOrigin};
 use crate::live_game::{HttpGameCreator, LiveGameError};
 use crate::persistence::{PersistenceConfig, PersistenceError, describe_snapshot};
-use crate::{Engine, EngineError, PoolCatalog};
+use crate::{ChallengeLimits, Engine, EngineError, PoolCatalog};
 use matchwell_actors::pools::PoolsFileError;
 use matchwell_snapshots::FsyncMode;
 use matchwell_snapshots::journal::ParseFsyncModeError;
@@ -130,6 +130,12 @@ pub struct ServeArgs {
     /// How long a graceful stop waits for open requests, in seconds.
     #[arg(long, env = "MATCHWELL_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,
+    /// Pending challenges one user may have sent.
+    #[arg(long, env = "MATCHWELL_MAX_OUTGOING_CHALLENGES", default_value_t = ChallengeLimits::default().max_outgoing)]
+    pub max_outgoing_challenges: usize,
+    /// Pending challenges one user may have received.
+    #[arg(long, env = "MATCHWELL_MAX_INCOMING_CHALLENGES", default_value_t = ChallengeLimits::default().max_incoming)]
+    pub max_incoming_challenges: usize,
     /// Background tasks.
     #[command(flatten)]
     pub tasks: TaskArgs,
@@ -347,6 +353,7 @@ async fn serve(config: ServeConfig) -> Result<(), CliError> {
     let mut builder = Engine::builder()
         .pools(config.catalog)
         .tasks(config.tasks)
+        .challenge_limits(config.challenge_limits)
         .persistence(persistence);
     match &config.live_game {
         Some(live_game) => {

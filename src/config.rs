@@ -11,6 +11,7 @@ use crate::cli::{ServeArgs, Switch, TaskArgs};
 use crate::http::{HttpSettings, RateLimit};
 use crate::live_game::LiveGameSettings;
 use crate::tasks::{BackgroundTasks, TaskSettingsError};
+use matchwell_actors::ChallengeLimits;
 use matchwell_actors::pools::PoolsFileError;
 use matchwell_snapshots::FsyncMode;
 
@@ -20,6 +21,8 @@ const MAX_WORKERS: usize = 256;
 const MAX_BODY_LIMIT_BYTES: usize = 16 * 1024 * 1024;
 /// Longest live-game timeout accepted.
 const MAX_LIVE_GAME_TIMEOUT_MS: u64 = 120_000;
+/// Most pending challenges per user and direction accepted as a limit.
+const MAX_CHALLENGE_LIMIT: u64 = 10_000;
 
 /// A flag or variable with a value that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +74,8 @@ pub struct ServeConfig {
     pub tasks: BackgroundTasks,
     /// The live-game service; `None` lets the engine make game ids itself.
     pub live_game: Option<LiveGameSettings>,
+    /// Pending challenges per user.
+    pub challenge_limits: ChallengeLimits,
 }
 
 fn in_range(name: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
@@ -157,6 +162,20 @@ impl ServeConfig {
             catalog,
             tasks: background_tasks(&args.tasks)?,
             live_game,
+            challenge_limits: ChallengeLimits {
+                max_outgoing: in_range(
+                    "--max-outgoing-challenges / MATCHWELL_MAX_OUTGOING_CHALLENGES",
+                    args.max_outgoing_challenges as u64,
+                    1,
+                    MAX_CHALLENGE_LIMIT,
+                )? as usize,
+                max_incoming: in_range(
+                    "--max-incoming-challenges / MATCHWELL_MAX_INCOMING_CHALLENGES",
+                    args.max_incoming_challenges as u64,
+                    1,
+                    MAX_CHALLENGE_LIMIT,
+                )? as usize,
+            },
         })
     }
 }

@@ -20,13 +20,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use matchwell_actors::ShardTimers;
 use matchwell_actors::clock::{ManualClock, SharedClock, SystemClock};
 use matchwell_actors::error::MatchmakerError;
 use matchwell_actors::games::{GameCreator, LocalGameIds, RetryPolicy};
 use matchwell_actors::matchmaker::{Matchmaker, MatchmakerConfig};
 use matchwell_actors::metrics::Metrics;
 use matchwell_actors::pools::PoolCatalog;
+use matchwell_actors::{ChallengeLimits, ShardTimers};
 use matchwell_snapshots::FsyncMode;
 use prometheus::Registry;
 use tokio::task::JoinHandle;
@@ -74,6 +74,7 @@ pub struct EngineBuilder {
     retry: RetryPolicy,
     registry: Registry,
     event_capacity: usize,
+    challenge_limits: ChallengeLimits,
     persistence: Option<PersistenceConfig>,
 }
 
@@ -90,6 +91,7 @@ impl Default for EngineBuilder {
             retry: RetryPolicy::default(),
             registry: Registry::new(),
             event_capacity: 4_096,
+            challenge_limits: ChallengeLimits::default(),
             persistence: None,
         }
     }
@@ -167,6 +169,12 @@ impl EngineBuilder {
         self
     }
 
+    /// How many pending challenges one user may have sent and received (default 20 and 100).
+    pub fn challenge_limits(mut self, limits: ChallengeLimits) -> Self {
+        self.challenge_limits = limits;
+        self
+    }
+
     /// Persists to a data directory: recovers what is there at start, journals every change,
     /// writes snapshots on the `snapshots` task and at shutdown (default: memory only).
     pub fn persistence(mut self, config: PersistenceConfig) -> Self {
@@ -192,6 +200,7 @@ impl EngineBuilder {
         config.seed = self.seed;
         config.game_creator = self.game_creator;
         config.event_capacity = self.event_capacity;
+        config.challenge_limits = self.challenge_limits;
         let mut recovery = None;
         let persistence = match &self.persistence {
             Some(settings) => {

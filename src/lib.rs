@@ -35,6 +35,7 @@ pub mod replay;
 pub mod tasks;
 
 pub use engine::{Engine, EngineBuilder, EngineError};
+pub use matchwell_actors::ChallengeLimits;
 pub use matchwell_actors::clock::{Clock, ManualClock, SystemClock};
 pub use matchwell_actors::error::MatchmakerError;
 pub use matchwell_actors::games::{

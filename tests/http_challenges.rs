@@ -319,3 +319,41 @@ fn a_service_challenges_for_a_user_of_its_tenant() {
         .ok(200);
     assert_eq!(accepted["status"], "accepted");
 }
+
+/// Pending challenges are limited per user both ways, so that nobody can grow the server or
+/// another user's views without bound; a refusal stores nothing, and a challenge that ends
+/// frees its place.
+#[test]
+fn pending_challenges_per_user_are_limited_both_ways() {
+    let server = Server::options()
+        .env("MATCHWELL_MAX_OUTGOING_CHALLENGES", "3")
+        .env("MATCHWELL_MAX_INCOMING_CHALLENGES", "2")
+        .start();
+    let api = server.api();
+    let alice = token("alice");
+    let sent: Vec<String> = ["p1", "p2", "p3"]
+        .iter()
+        .map(|opponent| id_of(&api.challenge(&alice, &challenge_of(opponent)).ok(201)))
+        .collect();
+    let refused = api
+        .challenge(&alice, &challenge_of("p4"))
+        .expect(409, "TOO_MANY_CHALLENGES");
+    assert!(
+        refused.message().contains("challenger"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(ids(&outgoing(&api, &alice)), sent);
+    assert!(ids(&incoming(&api, &token("p4"))).is_empty());
+
+    let bob = token("bob");
+    api.challenge(&token("carol"), &challenge_of("bob")).ok(201);
+    api.challenge(&token("dave"), &challenge_of("bob")).ok(201);
+    api.challenge(&token("erin"), &challenge_of("bob"))
+        .expect(409, "TOO_MANY_CHALLENGES");
+    assert_eq!(ids(&incoming(&api, &bob)).len(), 2);
+    assert!(ids(&outgoing(&api, &token("erin"))).is_empty());
+
+    act(&api, &alice, &sent[0], "cancel").ok(200);
+    api.challenge(&alice, &challenge_of("p4")).ok(201);
+}

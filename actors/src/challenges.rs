@@ -126,6 +126,34 @@ pub enum ChallengeRefusal {
     /// The challenger already has a pending challenge to this opponent.
     #[error("a pending challenge to this opponent exists: {0}")]
     Duplicate(ChallengeId),
+    /// The challenger has sent, or the opponent has received, as many pending challenges as
+    /// one user may have.
+    #[error("the {party} already has {limit} pending challenges")]
+    TooManyPending {
+        /// `challenger` (outgoing challenges) or `opponent` (incoming ones).
+        party: &'static str,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// How many pending challenges one user may have, so that no user (or client acting for
+/// many) can grow the book, or another user's `active` view, without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChallengeLimits {
+    /// Pending challenges a user may have sent.
+    pub max_outgoing: usize,
+    /// Pending challenges a user may have received.
+    pub max_incoming: usize,
+}
+
+impl Default for ChallengeLimits {
+    fn default() -> Self {
+        Self {
+            max_outgoing: 20,
+            max_incoming: 100,
+        }
+    }
 }
 
 /// Which side of a challenge a transition is for.
@@ -154,19 +182,63 @@ struct Acting<'a> {
 
 /// Every challenge, plus per-user lists of pending ones.
 ///
-/// The per-user lists make `incoming` and `outgoing` cheap; they may briefly hold ids of
-/// challenges that just stopped being pending, so readers filter by state. Deadlines sit in a
-/// heap so the expirer only looks at challenges that are due.
+/// The per-user lists make `incoming` and `outgoing` cheap and bound how many pending
+/// challenges a user has; they may briefly hold ids of challenges that just stopped being
+/// pending, so readers filter by state. The pending challenge of each challenger and opponent
+/// sits in a map of its own, so refusing a duplicate is one lookup whatever the lists hold.
+/// Deadlines sit in a heap so the expirer only looks at challenges that are due.
+///
+/// Lock order: `pending_pairs` → `outgoing` → `incoming` → `challenges`; nothing takes a
+/// guard of a map while holding one of a map later in that order.
 #[derive(Debug, Default)]
 pub(crate) struct ChallengeBook {
     challenges: FastMap<ChallengeId, ChallengeRecord>,
-    pending_by_user: FastMap<UserKey, Vec<ChallengeId>>,
+    pending_pairs: FastMap<PairKey, ChallengeId>,
+    outgoing: FastMap<UserKey, Vec<ChallengeId>>,
+    incoming: FastMap<UserKey, Vec<ChallengeId>>,
     deadlines: Mutex<BinaryHeap<Reverse<(UnixMillis, ChallengeId)>>>,
+    limits: ChallengeLimits,
+}
+
+/// A challenger and an opponent within a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PairKey {
+    tenant: TenantId,
+    challenger: CompactString,
+    opponent: CompactString,
+}
+
+impl ChallengeRecord {
+    fn pair(&self) -> PairKey {
+        PairKey {
+            tenant: self.tenant,
+            challenger: self.challenger.clone(),
+            opponent: self.opponent.clone(),
+        }
+    }
+
+    fn party(&self, party: Party) -> UserKey {
+        UserKey {
+            tenant: self.tenant,
+            user: match party {
+                Party::Challenger => self.challenger.clone(),
+                Party::Opponent => self.opponent.clone(),
+            },
+        }
+    }
 }
 
 impl ChallengeBook {
+    /// An empty book enforcing `limits`.
+    pub(crate) fn new(limits: ChallengeLimits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
     /// Adds a pending challenge unless the challenger already has one pending to the same
-    /// opponent.
+    /// opponent, or either party has as many pending challenges as [`ChallengeLimits`] allow.
     ///
     /// Every change calls `journal` with the new record before anyone else can change the
     /// challenge again (under the map's guard, or before the record is visible), so the journal
@@ -177,35 +249,43 @@ impl ChallengeBook {
         record: ChallengeRecord,
         journal: impl FnOnce(&ChallengeRecord),
     ) -> Result<(), ChallengeRefusal> {
-        let challenger = UserKey {
-            tenant: record.tenant,
-            user: record.challenger.clone(),
-        };
-        let opponent = UserKey {
-            tenant: record.tenant,
-            user: record.opponent.clone(),
-        };
+        let (challenger, opponent) = (
+            record.party(Party::Challenger),
+            record.party(Party::Opponent),
+        );
         let expires_at_ms = record.expires_at_ms;
-        {
-            let mut mine = self.pending_by_user.entry(challenger).or_default();
-            let duplicate = mine.iter().copied().find(|other| {
-                self.challenges.get(other).is_some_and(|other| {
-                    other.challenger == record.challenger
-                        && other.opponent == record.opponent
-                        && matches!(
-                            other.state,
-                            ChallengeState::Pending | ChallengeState::Accepting
-                        )
-                })
-            });
-            if let Some(existing) = duplicate {
-                return Err(ChallengeRefusal::Duplicate(existing));
+        let refused = {
+            let pair = match self.pending_pairs.entry(record.pair()) {
+                MapEntry::Occupied(existing) => {
+                    return Err(ChallengeRefusal::Duplicate(*existing.get()));
+                }
+                MapEntry::Vacant(pair) => pair,
+            };
+            let mut sent = self.outgoing.entry(challenger.clone()).or_default();
+            let mut received = self.incoming.entry(opponent.clone()).or_default();
+            if sent.len() >= self.limits.max_outgoing {
+                Some((Party::Challenger, self.limits.max_outgoing))
+            } else if received.len() >= self.limits.max_incoming {
+                Some((Party::Opponent, self.limits.max_incoming))
+            } else {
+                journal(&record);
+                self.challenges.insert(id, record);
+                sent.push(id);
+                received.push(id);
+                pair.insert(id);
+                None
             }
-            journal(&record);
-            self.challenges.insert(id, record);
-            mine.push(id);
+        };
+        if let Some((party, limit)) = refused {
+            // The refusal may have made an empty list for the other party.
+            self.outgoing
+                .remove_if(&challenger, |_, ids| ids.is_empty());
+            self.incoming.remove_if(&opponent, |_, ids| ids.is_empty());
+            return Err(ChallengeRefusal::TooManyPending {
+                party: party.name(),
+                limit,
+            });
         }
-        self.pending_by_user.entry(opponent).or_default().push(id);
         self.deadlines.lock().push(Reverse((expires_at_ms, id)));
         Ok(())
     }
@@ -412,7 +492,7 @@ impl ChallengeBook {
             user: user.into(),
         };
         let ids = self
-            .pending_by_user
+            .lists(party)
             .get(&key)
             .map(|ids| ids.clone())
             .unwrap_or_default();
@@ -420,16 +500,19 @@ impl ChallengeBook {
             .into_iter()
             .filter_map(|id| {
                 let record = self.challenges.get(&id)?;
-                let side = match party {
-                    Party::Challenger => &record.challenger,
-                    Party::Opponent => &record.opponent,
-                };
-                (side == user && record.status() == ChallengeStatus::Pending)
-                    .then(|| record.view(id))
+                (record.status() == ChallengeStatus::Pending).then(|| record.view(id))
             })
             .collect();
         found.sort_by_key(|challenge| challenge.id);
         found
+    }
+
+    /// The per-user lists of pending challenges where users play `party`.
+    fn lists(&self, party: Party) -> &FastMap<UserKey, Vec<ChallengeId>> {
+        match party {
+            Party::Challenger => &self.outgoing,
+            Party::Opponent => &self.incoming,
+        }
     }
 
     /// Every challenge, for a snapshot.
@@ -440,18 +523,17 @@ impl ChallengeBook {
             .collect()
     }
 
-    /// Puts back a challenge read from disk (before anything else uses the book).
+    /// Puts back a challenge read from disk (before anything else uses the book). Limits are
+    /// not applied: what was accepted before the restart stays.
     pub(crate) fn restore(&self, id: ChallengeId, record: ChallengeRecord) {
         if matches!(
             record.state,
             ChallengeState::Pending | ChallengeState::Accepting
         ) {
-            for user in [&record.challenger, &record.opponent] {
-                self.pending_by_user
-                    .entry(UserKey {
-                        tenant: record.tenant,
-                        user: user.clone(),
-                    })
+            self.pending_pairs.insert(record.pair(), id);
+            for party in [Party::Challenger, Party::Opponent] {
+                self.lists(party)
+                    .entry(record.party(party))
                     .or_default()
                     .push(id);
             }
@@ -464,20 +546,18 @@ impl ChallengeBook {
 
     /// Removes a challenge for good (retention).
     pub(crate) fn remove(&self, id: ChallengeId) {
-        if self.challenges.remove(&id).is_some() {
-            self.forget_pending(id);
-        }
+        self.forget_pending(id);
+        self.challenges.remove(&id);
     }
 
     fn forget_pending(&self, id: ChallengeId) {
         let Some(record) = self.challenges.get(&id).map(|record| record.clone()) else {
             return;
         };
-        for user in [record.challenger, record.opponent] {
-            if let MapEntry::Occupied(mut slot) = self.pending_by_user.entry(UserKey {
-                tenant: record.tenant,
-                user,
-            }) {
+        self.pending_pairs
+            .remove_if(&record.pair(), |_, pending| *pending == id);
+        for party in [Party::Challenger, Party::Opponent] {
+            if let MapEntry::Occupied(mut slot) = self.lists(party).entry(record.party(party)) {
                 slot.get_mut().retain(|other| *other != id);
                 if slot.get().is_empty() {
                     slot.remove();
@@ -541,6 +621,62 @@ mod tests {
                 .is_empty(),
             "other tenants see nothing"
         );
+    }
+
+    #[test]
+    fn pending_challenges_per_user_are_limited_both_ways() {
+        let book = ChallengeBook::new(ChallengeLimits {
+            max_outgoing: 2,
+            max_incoming: 3,
+        });
+        let create =
+            |n: u64, from: &str, to: &str| book.create(id(n), challenge(from, to, 100), |_| {});
+        create(1, "alice", "bob").unwrap();
+        create(2, "alice", "carol").unwrap();
+        assert_eq!(
+            create(3, "alice", "dave"),
+            Err(ChallengeRefusal::TooManyPending {
+                party: "challenger",
+                limit: 2
+            })
+        );
+        create(4, "erin", "bob").unwrap();
+        create(5, "frank", "bob").unwrap();
+        assert_eq!(
+            create(6, "gina", "bob"),
+            Err(ChallengeRefusal::TooManyPending {
+                party: "opponent",
+                limit: 3
+            })
+        );
+        assert!(
+            book.challenges.get(&id(3)).is_none() && book.challenges.get(&id(6)).is_none(),
+            "a refusal stores nothing"
+        );
+        assert!(
+            !book
+                .outgoing
+                .contains_key(&challenge("gina", "bob", 0).party(Party::Challenger)),
+            "nor leaves an empty list behind"
+        );
+        assert!(
+            !book
+                .incoming
+                .contains_key(&challenge("alice", "dave", 0).party(Party::Opponent))
+        );
+        // A challenge that stops being pending frees its place on both sides.
+        book.close(id(1), TENANT, "bob", Party::Opponent, 10, |_| {})
+            .unwrap();
+        create(7, "alice", "dave").unwrap();
+        create(8, "gina", "bob").unwrap();
+        assert_eq!(
+            listed(&book, "bob", Party::Opponent),
+            vec![id(4), id(5), id(8)]
+        );
+        // The same pair may challenge again once the first challenge is over.
+        book.close(id(2), TENANT, "alice", Party::Challenger, 10, |_| {})
+            .unwrap();
+        create(9, "alice", "carol").unwrap();
     }
 
     #[test]

@@ -48,7 +48,7 @@ mod sequence_table;
 mod shard;
 mod shared;
 
-pub use challenges::ChallengeRefusal;
+pub use challenges::{ChallengeLimits, ChallengeRefusal};
 pub use index::{EntryRecord, EntryState, MatchRecord, QueueKey, TenantId, UserKey};
 pub use router::ActorsStopped;
 pub use shard::{ShardTimers, TickCounts};

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::{broadcast, oneshot, watch};
 
-use crate::challenges::{ChallengeBook, ChallengeRecord, ChallengeState, Party};
+use crate::challenges::{ChallengeBook, ChallengeLimits, ChallengeRecord, ChallengeState, Party};
 use crate::clock::{SharedClock, SystemClock, UnixMillis};
 use crate::error::{
     MAX_IDEMPOTENCY_KEY_LEN, MAX_TENANT_LEN, MAX_USER_ID_LEN, MatchmakerError, check_name,
@@ -66,6 +66,8 @@ pub struct MatchmakerConfig {
     pub default_challenge_ttl: Duration,
     /// Longest challenge lifetime a request may ask for.
     pub max_challenge_ttl: Duration,
+    /// How many pending challenges one user may have sent and received.
+    pub challenge_limits: ChallengeLimits,
     /// Capacity of the event stream; a listener that falls further behind skips events.
     pub event_capacity: usize,
     /// Where changes are journaled; `None` keeps everything in memory only.
@@ -93,6 +95,7 @@ impl MatchmakerConfig {
             metrics,
             default_challenge_ttl: Duration::from_secs(120),
             max_challenge_ttl: Duration::from_secs(86_400),
+            challenge_limits: ChallengeLimits::default(),
             event_capacity: 4_096,
             journal: None,
             acknowledge_durable: false,
@@ -197,7 +200,7 @@ impl Matchmaker {
             catalog: config.catalog,
             clock: config.clock,
             index: Index::default(),
-            challenges: ChallengeBook::default(),
+            challenges: ChallengeBook::new(config.challenge_limits),
             games: GameJobs::default(),
             ids: Ids {
                 entries: IdSequence::starting_after(0),

@@ -33,7 +33,7 @@ fn challenge_answer(
         (status = 400, description = "`INVALID_REQUEST` (malformed body, self-challenge, `expires_in_s` out of range; `field` names it) or `UNKNOWN_POOL`", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`: `user_id` names another user and the token is not a service's", body = ErrorBody),
-        (status = 409, description = "`CHALLENGE_EXISTS`: a pending challenge to this opponent exists", body = ErrorBody),
+        (status = 409, description = "`CHALLENGE_EXISTS`: a pending challenge to this opponent exists; `TOO_MANY_CHALLENGES`: the challenger has sent, or the opponent has received, as many pending challenges as a user may have (`--max-outgoing-challenges`, `--max-incoming-challenges`)", body = ErrorBody),
         (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`; see `Retry-After`", body = ErrorBody),

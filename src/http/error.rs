@@ -46,6 +46,9 @@ pub(crate) enum ApiError {
     /// A pending challenge to the same opponent exists.
     #[error("a pending challenge to this opponent exists: {0}")]
     ChallengeExists(String),
+    /// The challenger or the opponent has as many pending challenges as a user may have.
+    #[error("{0}")]
+    TooManyChallenges(String),
     /// The body is over the configured limit.
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -82,6 +85,7 @@ impl ApiError {
             Self::NotCancellable(_) => "NOT_CANCELLABLE",
             Self::ChallengeNotPending(_) => "CHALLENGE_NOT_PENDING",
             Self::ChallengeExists(_) => "CHALLENGE_EXISTS",
+            Self::TooManyChallenges(_) => "TOO_MANY_CHALLENGES",
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::RateLimited { .. } => "RATE_LIMITED",
@@ -120,6 +124,9 @@ impl ApiError {
             }
             MatchmakerError::Challenge(ChallengeRefusal::Duplicate(id)) => {
                 Self::ChallengeExists(id.to_string())
+            }
+            MatchmakerError::Challenge(refusal @ ChallengeRefusal::TooManyPending { .. }) => {
+                Self::TooManyChallenges(refusal.to_string())
             }
             MatchmakerError::GameService(GameCreationError::Transient(reason))
             | MatchmakerError::GameService(GameCreationError::Permanent(reason)) => {
@@ -168,7 +175,8 @@ impl ResponseError for ApiError {
             Self::AlreadyQueued { .. }
             | Self::NotCancellable(_)
             | Self::ChallengeNotPending(_)
-            | Self::ChallengeExists(_) => StatusCode::CONFLICT,
+            | Self::ChallengeExists(_)
+            | Self::TooManyChallenges(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
