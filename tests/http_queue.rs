@@ -171,6 +171,32 @@ fn an_idempotency_key_replays_the_first_entry() {
 }
 
 #[test]
+fn an_idempotency_key_reused_with_another_body_is_refused_and_changes_nothing() {
+    let server = Server::start();
+    let api = server.api();
+    let dave = token("dave");
+    let first = api.enqueue_keyed(&dave, b"k-1", &blitz(1600)).ok(201);
+    let mut other_pool = blitz(1600);
+    other_pool["time_control"] = serde_json::json!("3+0");
+    for body in [blitz(1650), other_pool] {
+        let refused = api
+            .enqueue_keyed(&dave, b"k-1", &body)
+            .expect(422, "IDEMPOTENCY_KEY_REUSED");
+        assert!(
+            refused.message().contains("different"),
+            "{}",
+            refused.message()
+        );
+    }
+    let active = api.get("/v1/matchmaking/active", &dave).ok(200);
+    assert_eq!(active["searching"]["id"], first["id"]);
+    assert_eq!(active["searching"]["rating"], 1600);
+    // The same body still replays the entry.
+    let again = api.enqueue_keyed(&dave, b"k-1", &blitz(1600)).ok(201);
+    assert_eq!(again["id"], first["id"]);
+}
+
+#[test]
 fn cancel_is_repeatable_and_frees_the_user() {
     let server = Server::start();
     let api = server.api();

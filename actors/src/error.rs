@@ -23,6 +23,9 @@ pub enum MatchmakerError {
     /// The user already has a searching entry in this tenant.
     #[error("already queued as {}", .0.id)]
     AlreadyQueued(Box<Entry>),
+    /// The idempotency key was used before for a different request (another pool or rating).
+    #[error("this idempotency key was used for a different request")]
+    IdempotencyKeyReused,
     /// No such entry or challenge for this caller.
     #[error("not found")]
     NotFound,

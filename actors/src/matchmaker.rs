@@ -313,6 +313,12 @@ impl Matchmaker {
                     MapEntry::Occupied(slot) => {
                         let earlier = slot.get().0;
                         drop(slot);
+                        let same_request = index.entries.read(earlier, |first| {
+                            first.pool == pool && first.rating == request.rating
+                        });
+                        if same_request == Some(false) {
+                            return Err(MatchmakerError::IdempotencyKeyReused);
+                        }
                         // The first request may still be on its way to disk.
                         self.shared.durable().await?;
                         return self
@@ -612,6 +618,11 @@ impl Matchmaker {
             self.now_ms(),
             self.journal_challenge(id),
         )?;
+        let in_progress = AcceptInProgress {
+            matchmaker: self,
+            id,
+            abandoned: true,
+        };
         let challenger_color = match record.color {
             ColorChoice::White => Color::White,
             ColorChoice::Black => Color::Black,
@@ -645,11 +656,7 @@ impl Matchmaker {
             .as_ref()
             .ok()
             .map(|game_id| (game_id.clone(), challenger_color));
-        let after = self
-            .shared
-            .challenges
-            .finish_accept(id, game, self.journal_challenge(id))
-            .ok_or(MatchmakerError::NotFound)?;
+        let after = in_progress.finish(game).ok_or(MatchmakerError::NotFound)?;
         match outcome {
             Ok(_) => {
                 self.shared.durable().await?;
@@ -905,6 +912,41 @@ impl Matchmaker {
     /// Stops the actors. Further calls that need them fail with [`ActorsStopped`].
     pub fn shutdown(&self) {
         self.actors.stop();
+    }
+}
+
+/// A challenge between [`ChallengeBook::begin_accept`] and its finish. The accept waits for
+/// the live-game service, and its caller may stop waiting (a timeout or a `select!` drops the
+/// future): the challenge then goes back to pending instead of staying `accepting` for ever,
+/// where nobody could decline, cancel or accept it again. The game may exist by then; a later
+/// accept asks for it again under the same idempotency key and gets the same game.
+struct AcceptInProgress<'a> {
+    matchmaker: &'a Matchmaker,
+    id: ChallengeId,
+    abandoned: bool,
+}
+
+impl AcceptInProgress<'_> {
+    /// Ends the accept with the game, or back to pending when there is none.
+    fn finish(mut self, game: Option<(CompactString, Color)>) -> Option<ChallengeRecord> {
+        self.abandoned = false;
+        self.matchmaker.shared.challenges.finish_accept(
+            self.id,
+            game,
+            self.matchmaker.journal_challenge(self.id),
+        )
+    }
+}
+
+impl Drop for AcceptInProgress<'_> {
+    fn drop(&mut self) {
+        if self.abandoned {
+            self.matchmaker.shared.challenges.finish_accept(
+                self.id,
+                None,
+                self.matchmaker.journal_challenge(self.id),
+            );
+        }
     }
 }
 

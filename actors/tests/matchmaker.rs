@@ -631,3 +631,89 @@ async fn settled_records_are_forgotten_after_the_retention_period() {
     }
     assert_eq!(engine.active("acme", "alice").recent_match, None);
 }
+
+/// A live-game service that never answers while `hanging`, and creates the game otherwise.
+struct Hanging {
+    hanging: std::sync::atomic::AtomicBool,
+}
+
+impl GameCreator for Hanging {
+    fn create_game(
+        &self,
+        request: GameRequest,
+    ) -> BoxFuture<'static, Result<CompactString, GameCreationError>> {
+        if self.hanging.load(Ordering::SeqCst) {
+            Box::pin(std::future::pending())
+        } else {
+            Box::pin(std::future::ready(Ok(CompactString::from(format!(
+                "g_{}",
+                request.match_id
+            )))))
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_accept_given_up_while_the_game_is_created_leaves_the_challenge_pending() {
+    use futures::FutureExt;
+
+    let creator = Arc::new(Hanging {
+        hanging: true.into(),
+    });
+    let Harness { engine, .. } = harness_with(|config| config.game_creator = creator.clone());
+    let challenge = || ChallengeRequest {
+        tenant: "acme".into(),
+        challenger_id: "alice".into(),
+        opponent_id: "bob".into(),
+        time_control: "5+3".parse().unwrap(),
+        variant: "standard".into(),
+        rated: true,
+        color: ColorChoice::Random,
+        expires_in: Some(Duration::from_secs(30)),
+    };
+    // Polled up to the live-game call, which hangs, then dropped: what a timeout or a
+    // `select!` around the accept does. Each time the challenge is pending again, and the
+    // opponent may decline it, the challenger cancel it, or the opponent accept it.
+    let give_up_accepting = |id| {
+        assert!(
+            engine
+                .accept_challenge("acme", "bob", id)
+                .now_or_never()
+                .is_none(),
+            "the accept waits for the game"
+        );
+        assert_eq!(
+            engine.challenge("acme", "bob", id).unwrap().status,
+            ChallengeStatus::Pending
+        );
+        assert_eq!(engine.incoming_challenges("acme", "bob").len(), 1);
+    };
+    let first = engine.create_challenge(challenge()).await.unwrap();
+    give_up_accepting(first.id);
+    let declined = engine
+        .decline_challenge("acme", "bob", first.id)
+        .await
+        .unwrap();
+    assert_eq!(declined.status, ChallengeStatus::Declined);
+
+    let second = engine.create_challenge(challenge()).await.unwrap();
+    give_up_accepting(second.id);
+    let cancelled = engine
+        .cancel_challenge("acme", "alice", second.id)
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, ChallengeStatus::Cancelled);
+
+    let third = engine.create_challenge(challenge()).await.unwrap();
+    give_up_accepting(third.id);
+    creator.hanging.store(false, Ordering::SeqCst);
+    let accepted = engine
+        .accept_challenge("acme", "bob", third.id)
+        .await
+        .unwrap();
+    assert_eq!(accepted.status, ChallengeStatus::Accepted);
+    assert_eq!(
+        accepted.game_id.as_deref(),
+        Some(format!("g_{}", third.id).as_str())
+    );
+}

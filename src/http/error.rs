@@ -49,6 +49,9 @@ pub(crate) enum ApiError {
     /// The challenger or the opponent has as many pending challenges as a user may have.
     #[error("{0}")]
     TooManyChallenges(String),
+    /// An `Idempotency-Key` sent again with a different body.
+    #[error("this Idempotency-Key was used with a different request body")]
+    IdempotencyKeyReused,
     /// The body is over the configured limit.
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -86,6 +89,7 @@ impl ApiError {
             Self::ChallengeNotPending(_) => "CHALLENGE_NOT_PENDING",
             Self::ChallengeExists(_) => "CHALLENGE_EXISTS",
             Self::TooManyChallenges(_) => "TOO_MANY_CHALLENGES",
+            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::RateLimited { .. } => "RATE_LIMITED",
@@ -110,6 +114,7 @@ impl ApiError {
                 Self::NotFound
             }
             MatchmakerError::NotCancellable(status) => Self::NotCancellable(status),
+            MatchmakerError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
             MatchmakerError::Challenge(ChallengeRefusal::WrongParty(party)) => {
                 Self::Forbidden(match party {
                     "opponent" => "only the opponent may do this",
@@ -177,6 +182,7 @@ impl ResponseError for ApiError {
             | Self::ChallengeNotPending(_)
             | Self::ChallengeExists(_)
             | Self::TooManyChallenges(_) => StatusCode::CONFLICT,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -67,7 +67,8 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<CompactString>, ApiEr
 /// Joins a pool's queue.
 ///
 /// With an `Idempotency-Key`, a repeated request answers 201 with the entry the first one
-/// created (whatever its status now) and creates nothing.
+/// created (whatever its status now) and creates nothing; the same key with a different
+/// request (another pool or rating) answers 422, as the IETF Idempotency-Key draft suggests.
 #[utoipa::path(
     tag = "queue",
     security(("bearer" = [])),
@@ -81,6 +82,7 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<CompactString>, ApiEr
         (status = 409, description = "`ALREADY_QUEUED`: the user has a searching entry; `entry` is that entry", body = ErrorBody),
         (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "`IDEMPOTENCY_KEY_REUSED`: the Idempotency-Key was used with a different request (another pool or rating)", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`; see `Retry-After`", body = ErrorBody),
         (status = 503, description = "`UNAVAILABLE`: the engine is not ready (stopping, or its journal failed)", body = ErrorBody),
     ),
