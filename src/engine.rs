@@ -82,7 +82,7 @@ impl Default for EngineBuilder {
     fn default() -> Self {
         Self {
             catalog: PoolCatalog::builtin(),
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(SystemClock::new()),
             tasks: BackgroundTasks::default(),
             shards: std::thread::available_parallelism().map_or(1, usize::from),
             game_creator: Arc::new(LocalGameIds),

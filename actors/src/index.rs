@@ -13,7 +13,7 @@
 //! `matches`. No code holds a guard of one map while taking a guard of a map earlier in that
 //! order, and no code holds two guards of the same map.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -536,6 +536,13 @@ fn previous_match(
         .flatten()
 }
 
+/// Settled items by `(time, arrival)`; see [`Index::settle`].
+#[derive(Debug, Default)]
+pub(crate) struct SettledQueue {
+    items: BTreeMap<(UnixMillis, u64), Settled>,
+    arrivals: u64,
+}
+
 /// The index itself.
 #[derive(Debug)]
 pub(crate) struct Index {
@@ -550,8 +557,10 @@ pub(crate) struct Index {
     /// Number of watched entries, so that a change of an unwatched entry (the common case)
     /// costs one atomic load rather than a map lookup.
     watched: AtomicUsize,
-    /// What settled when, oldest first, for the retention sweep.
-    settled: Mutex<VecDeque<(UnixMillis, Settled)>>,
+    /// What settled when, for the retention sweep: ordered by time (then by arrival), because
+    /// items do not settle in time order (an entry expires at the end of its wait, found by a
+    /// sweep later), and a sweep must take everything due whatever came before it.
+    settled: Mutex<SettledQueue>,
 }
 
 impl Default for Index {
@@ -692,17 +701,23 @@ impl Index {
 
     /// Remembers that `what` settled at `at_ms`.
     pub(crate) fn settle(&self, at_ms: UnixMillis, what: Settled) {
-        self.settled.lock().push_back((at_ms, what));
+        let mut settled = self.settled.lock();
+        settled.arrivals += 1;
+        let arrival = settled.arrivals;
+        settled.items.insert((at_ms, arrival), what);
     }
 
-    /// Removes everything that settled at or before `cutoff_ms`; returns what it removed.
+    /// Removes everything that settled at or before `cutoff_ms`; returns what it removed,
+    /// oldest first.
     pub(crate) fn take_settled(&self, cutoff_ms: UnixMillis) -> Vec<Settled> {
         let mut settled = self.settled.lock();
-        let due = settled
-            .iter()
-            .take_while(|(at_ms, _)| *at_ms <= cutoff_ms)
-            .count();
-        settled.drain(..due).map(|(_, what)| what).collect()
+        let later = match cutoff_ms.checked_add(1) {
+            Some(after) => settled.items.split_off(&(after, 0)),
+            None => BTreeMap::new(),
+        };
+        std::mem::replace(&mut settled.items, later)
+            .into_values()
+            .collect()
     }
 }
 
@@ -867,12 +882,21 @@ mod tests {
     }
 
     #[test]
-    fn settled_items_leave_in_time_order() {
+    fn settled_items_leave_in_time_order_whatever_order_they_came_in() {
         let index = Index::default();
         index.settle(10, Settled::Entry(id(1)));
+        index.settle(30, Settled::Entry(id(3)));
         index.settle(20, Settled::Entry(id(2)));
-        assert_eq!(index.take_settled(15), vec![Settled::Entry(id(1))]);
-        assert_eq!(index.take_settled(15), vec![]);
-        assert_eq!(index.take_settled(20), vec![Settled::Entry(id(2))]);
+        index.settle(10, Settled::Entry(id(4)));
+        assert_eq!(
+            index.take_settled(25),
+            vec![
+                Settled::Entry(id(1)),
+                Settled::Entry(id(4)),
+                Settled::Entry(id(2))
+            ]
+        );
+        assert_eq!(index.take_settled(25), vec![]);
+        assert_eq!(index.take_settled(u64::MAX), vec![Settled::Entry(id(3))]);
     }
 }

@@ -85,7 +85,7 @@ impl MatchmakerConfig {
         let metrics = Metrics::unregistered(&catalog);
         Self {
             catalog: Arc::new(catalog),
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(SystemClock::new()),
             shards: std::thread::available_parallelism().map_or(1, usize::from),
             timers: ShardTimers::default(),
             retention: Duration::from_secs(3_600),
@@ -1186,6 +1186,46 @@ mod tests {
                 .map(|p| p.entry_id)
                 .find(|&id| id != alice.id)
         );
+        engine.shutdown();
+    }
+
+    /// The wall clock steps an hour forward and back (an NTP step and its correction) while
+    /// the monotonic clock does not: waits, windows and retention follow the monotonic clock.
+    #[tokio::test]
+    async fn a_wall_clock_step_moves_neither_waits_nor_retention() {
+        use crate::clock::ScriptedTime;
+        use std::sync::atomic::Ordering;
+
+        const HOUR_MS: u64 = 3_600_000;
+        let time = Arc::new(ScriptedTime::default());
+        time.wall_ms.store(1_700_000_000_000, Ordering::SeqCst);
+        let mut config = MatchmakerConfig::new(PoolCatalog::builtin());
+        config.clock = Arc::new(SystemClock::with_source(Arc::clone(&time)));
+        config.timers = ShardTimers::default();
+        config.retention = Duration::from_secs(1);
+        let engine = Matchmaker::start(config).unwrap();
+        let cancel_someone = |user: &'static str| {
+            let engine = &engine;
+            async move {
+                let entry = engine.enqueue(request(user, 3_000)).await.unwrap();
+                engine.cancel("acme", entry.id).await.unwrap();
+            }
+        };
+        let alice = engine.enqueue(request("alice", 1_000)).await.unwrap();
+        cancel_someone("first").await;
+        time.wall_ms.fetch_add(HOUR_MS, Ordering::SeqCst);
+        let bob = engine.enqueue(request("bob", 2_000)).await.unwrap();
+        cancel_someone("second").await;
+        time.wall_ms.fetch_sub(HOUR_MS, Ordering::SeqCst);
+        cancel_someone("third").await;
+        for clock in [&time.wall_ms, &time.monotonic_ms] {
+            clock.fetch_add(20_000, Ordering::SeqCst);
+        }
+        for id in [alice.id, bob.id] {
+            let entry = engine.entry("acme", id).unwrap();
+            assert_eq!((entry.wait_ms, entry.window), (20_000, 150), "{id}");
+        }
+        assert_eq!(engine.prune(), 3, "every cancelled entry is forgotten");
         engine.shutdown();
     }
 
