@@ -184,11 +184,17 @@ pub struct TaskArgs {
     /// Interval between snapshots, in ms.
     #[arg(long, env = "MATCHWELL_TASK_SNAPSHOTS_MS")]
     pub task_snapshots_ms: Option<u64>,
+    /// Journal heartbeat, which bounds what recovery counts as downtime.
+    #[arg(long, env = "MATCHWELL_TASK_HEARTBEAT", value_enum)]
+    pub task_heartbeat: Option<Switch>,
+    /// Interval of the journal heartbeat, in ms.
+    #[arg(long, env = "MATCHWELL_TASK_HEARTBEAT_MS")]
+    pub task_heartbeat_ms: Option<u64>,
 }
 
 impl TaskArgs {
     /// Each task's name with its own switch and interval, if given.
-    pub fn overrides(&self) -> [(&'static str, Option<Switch>, Option<u64>); 6] {
+    pub fn overrides(&self) -> [(&'static str, Option<Switch>, Option<u64>); 7] {
         [
             ("matching", self.task_matching, self.task_matching_ms),
             ("expiry", self.task_expiry, self.task_expiry_ms),
@@ -196,6 +202,7 @@ impl TaskArgs {
             ("challenges", self.task_challenges, self.task_challenges_ms),
             ("retention", self.task_retention, self.task_retention_ms),
             ("snapshots", self.task_snapshots, self.task_snapshots_ms),
+            ("heartbeat", self.task_heartbeat, self.task_heartbeat_ms),
         ]
     }
 }

@@ -37,10 +37,6 @@ use crate::persistence::{
 };
 use crate::tasks::{BackgroundTasks, TaskSettingsError};
 
-/// How often a running engine with persistence tells the journal it is alive, which bounds how
-/// much waiting time recovery may wrongly count as downtime.
-const HEARTBEAT: Duration = Duration::from_secs(1);
-
 /// Why an engine did not start, or an operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -292,18 +288,17 @@ fn spawn_persistence_tasks(
     tasks: &BackgroundTasks,
 ) -> Vec<JoinHandle<()>> {
     let mut handles = Vec::new();
-    let heartbeat = {
+    if let Some(period) = tasks.heartbeat.when_enabled() {
         let matchmaker = Arc::clone(matchmaker);
         let persistence = Arc::clone(persistence);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(HEARTBEAT);
+        handles.push(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
             loop {
                 ticks.tick().await;
                 persistence.heartbeat(matchmaker.now_ms());
             }
-        })
-    };
-    handles.push(heartbeat);
+        }));
+    }
     if let Some(period) = tasks.snapshots.when_enabled() {
         let matchmaker = Arc::clone(matchmaker);
         let persistence = Arc::clone(persistence);

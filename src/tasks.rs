@@ -45,6 +45,9 @@ pub struct BackgroundTasks {
     pub retention: TaskSettings,
     /// A snapshot is written and the journal rotated.
     pub snapshots: TaskSettings,
+    /// An empty journal record tells a later recovery that the engine was up until then, which
+    /// bounds how much waiting time recovery may count as downtime (engines that persist).
+    pub heartbeat: TaskSettings,
 }
 
 impl Default for BackgroundTasks {
@@ -56,6 +59,7 @@ impl Default for BackgroundTasks {
             challenges: TaskSettings::every(1_000),
             retention: TaskSettings::every(10_000),
             snapshots: TaskSettings::every(60_000),
+            heartbeat: TaskSettings::every(1_000),
         }
     }
 }
@@ -85,7 +89,7 @@ impl BackgroundTasks {
     }
 
     /// Names and settings of every task, in a fixed order.
-    pub fn iter(&self) -> [(&'static str, TaskSettings); 6] {
+    pub fn iter(&self) -> [(&'static str, TaskSettings); 7] {
         [
             ("matching", self.matching),
             ("expiry", self.expiry),
@@ -93,11 +97,12 @@ impl BackgroundTasks {
             ("challenges", self.challenges),
             ("retention", self.retention),
             ("snapshots", self.snapshots),
+            ("heartbeat", self.heartbeat),
         ]
     }
 
     /// Names and mutable settings of every task.
-    pub fn iter_mut(&mut self) -> [(&'static str, &mut TaskSettings); 6] {
+    pub fn iter_mut(&mut self) -> [(&'static str, &mut TaskSettings); 7] {
         [
             ("matching", &mut self.matching),
             ("expiry", &mut self.expiry),
@@ -105,6 +110,7 @@ impl BackgroundTasks {
             ("challenges", &mut self.challenges),
             ("retention", &mut self.retention),
             ("snapshots", &mut self.snapshots),
+            ("heartbeat", &mut self.heartbeat),
         ]
     }
 
@@ -169,8 +175,8 @@ mod tests {
     fn the_master_switch_turns_everything_off() {
         let tasks = BackgroundTasks::all_off();
         assert_eq!(tasks.enabled_count(), 0);
-        assert!(tasks.to_string().ends_with("0/6 tasks enabled"), "{tasks}");
-        assert_eq!(BackgroundTasks::default().enabled_count(), 6);
+        assert!(tasks.to_string().ends_with("0/7 tasks enabled"), "{tasks}");
+        assert_eq!(BackgroundTasks::default().enabled_count(), 7);
     }
 
     #[test]
@@ -192,6 +198,6 @@ mod tests {
             text.starts_with("matching=every 20 ms, expiry=off, games=every 100 ms"),
             "{text}"
         );
-        assert!(text.ends_with("5/6 tasks enabled"));
+        assert!(text.ends_with("6/7 tasks enabled"));
     }
 }

@@ -193,7 +193,7 @@ fn start_up_lists_the_tasks_and_refuses_bad_settings() {
         server
             .log()
             .iter()
-            .any(|line| line.contains("snapshots=off") && line.contains("5/6 tasks enabled")),
+            .any(|line| line.contains("snapshots=off") && line.contains("6/7 tasks enabled")),
         "{:#?}",
         server.log()
     );
