@@ -131,8 +131,7 @@ pub struct UserKey {
 
 /// Where an entry stands, with what that state needs to remember.
 ///
-/// On disk a searching entry is stored without its previous match (see [`StoredEntryState`]);
-/// recovery finds that again among the matches it restores.
+/// On disk it is a [`StoredEntryState`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "StoredEntryState", into = "StoredEntryState")]
 pub enum EntryState {
@@ -158,7 +157,7 @@ pub enum EntryState {
 /// A player's previous match, carried by their next entry while it searches: the wave that
 /// pairs the entry reads it for fair colors without another lookup, and the `active` view
 /// shows it as the recent match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreviousMatch {
     /// The match.
     pub match_id: MatchId,
@@ -183,20 +182,46 @@ impl EntryState {
     }
 }
 
-/// [`EntryState`] as journal records and snapshots have always stored it.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+/// [`EntryState`] as journal records and snapshots store it.
+///
+/// A searching entry is stored with its previous match (`SearchingAfter`), which the engine
+/// decided when the entry started searching, so that recovery installs that decision rather
+/// than making one of its own. Files written before hold `Searching`, without it: recovery
+/// then finds the previous match again from the user's earlier entry. New variants go last,
+/// so that older files decode unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename = "EntryState")]
-enum StoredEntryState {
+pub(crate) enum StoredEntryState {
+    /// Searching, its previous match not stored (older files).
     Searching,
+    /// Paired into this match.
     Matched(MatchId),
-    Cancelled { at_ms: UnixMillis },
-    Expired { at_ms: UnixMillis },
+    /// Withdrawn at this time.
+    Cancelled {
+        /// When.
+        at_ms: UnixMillis,
+    },
+    /// Expired at this time.
+    Expired {
+        /// When.
+        at_ms: UnixMillis,
+    },
+    /// Searching, with the player's previous match as the engine decided it.
+    SearchingAfter(Option<PreviousMatch>),
+}
+
+impl StoredEntryState {
+    /// Whether the entry searches.
+    pub(crate) fn is_searching(self) -> bool {
+        matches!(self, Self::Searching | Self::SearchingAfter(_))
+    }
 }
 
 impl From<StoredEntryState> for EntryState {
     fn from(stored: StoredEntryState) -> Self {
         match stored {
             StoredEntryState::Searching => Self::Searching { previous: None },
+            StoredEntryState::SearchingAfter(previous) => Self::Searching { previous },
             StoredEntryState::Matched(id) => Self::Matched(id),
             StoredEntryState::Cancelled { at_ms } => Self::Cancelled { at_ms },
             StoredEntryState::Expired { at_ms } => Self::Expired { at_ms },
@@ -207,12 +232,21 @@ impl From<StoredEntryState> for EntryState {
 impl From<EntryState> for StoredEntryState {
     fn from(state: EntryState) -> Self {
         match state {
-            EntryState::Searching { .. } => Self::Searching,
+            EntryState::Searching { previous } => Self::SearchingAfter(previous),
             EntryState::Matched(id) => Self::Matched(id),
             EntryState::Cancelled { at_ms } => Self::Cancelled { at_ms },
             EntryState::Expired { at_ms } => Self::Expired { at_ms },
         }
     }
+}
+
+/// Where the previous match of an entry that starts searching comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Previous {
+    /// The match of the user's latest entry, if it was matched: a new search.
+    FromUserSlot,
+    /// Already decided (recovery installs what the engine decided before the stop).
+    Known(Option<PreviousMatch>),
 }
 
 /// One entry as the index keeps it: 56 bytes, because a million of them must fit in well under
@@ -395,26 +429,33 @@ impl<S: BuildHasher> UserEntries<S> {
         user: &UserKey,
         id: EntryId,
         mut record: EntryRecord,
+        previous: Previous,
         entries: &EntryTable,
         matches: &MatchTable,
     ) -> Result<EntryRecord, AlreadySearching> {
         // Held to the end: it serialises every change for this user.
         let slot = self.primary.entry(self.slot(user));
-        let previous = match &slot {
+        let latest_match = match &slot {
             MapEntry::Occupied(occupied) => {
                 let occupant = *occupied.get();
                 match Self::occupant(user, occupant, entries) {
                     Occupant::Searching => return Err(AlreadySearching(occupant)),
                     Occupant::CollidingSearching => {
-                        return self.claim_overflow(user, id, record, entries);
+                        return self.claim_overflow(user, id, record, previous, entries);
                     }
-                    Occupant::Done(Some(match_id)) => previous_match(matches, match_id, occupant),
+                    Occupant::Done(Some(match_id)) => Some((match_id, occupant)),
                     Occupant::Done(None) | Occupant::Stale => None,
                 }
             }
             MapEntry::Vacant(_) => None,
         };
         self.claim_overflow_free(user, entries)?;
+        let previous = match previous {
+            Previous::FromUserSlot => {
+                latest_match.and_then(|(match_id, entry)| previous_match(matches, match_id, entry))
+            }
+            Previous::Known(previous) => previous,
+        };
         record.state = EntryState::Searching { previous };
         entries.insert(id, record.clone());
         slot.insert(id);
@@ -449,6 +490,7 @@ impl<S: BuildHasher> UserEntries<S> {
         user: &UserKey,
         id: EntryId,
         mut record: EntryRecord,
+        previous: Previous,
         entries: &EntryTable,
     ) -> Result<EntryRecord, AlreadySearching> {
         self.overflow_used.store(true, Ordering::Release);
@@ -459,11 +501,44 @@ impl<S: BuildHasher> UserEntries<S> {
                 return Err(AlreadySearching(occupant));
             }
         }
-        // Colliding users are rare enough not to carry their previous match.
-        record.state = EntryState::Searching { previous: None };
+        // Colliding users are rare enough not to look for their previous match.
+        let previous = match previous {
+            Previous::FromUserSlot => None,
+            Previous::Known(previous) => previous,
+        };
+        record.state = EntryState::Searching { previous };
         entries.insert(id, record.clone());
         slot.insert(id);
         Ok(record)
+    }
+
+    /// Puts `record`, the entry `id` matched in `match_id`, back to searching if it is still
+    /// `user`'s latest entry: a user who queued again since (whatever became of that search)
+    /// has moved on, and the old entry does not come back. So the entry a user searches with is
+    /// always their latest one, which is what lets recovery find a user's latest entry by id
+    /// alone. Returns the record as inserted.
+    pub(crate) fn reclaim(
+        &self,
+        user: &UserKey,
+        id: EntryId,
+        match_id: MatchId,
+        mut record: EntryRecord,
+        entries: &EntryTable,
+        matches: &MatchTable,
+    ) -> Option<EntryRecord> {
+        // Held to the end: it serialises every change for this user.
+        let slot = self.primary.get(&self.slot(user));
+        let latest = *slot.as_deref()? == id
+            || (self.overflow_used.load(Ordering::Acquire)
+                && self.overflow.get(user).is_some_and(|latest| *latest == id));
+        if !latest {
+            return None;
+        }
+        record.state = EntryState::Searching {
+            previous: previous_match(matches, match_id, id),
+        };
+        entries.insert(id, record.clone());
+        Some(record)
     }
 
     /// Records `id`, an entry that no longer searches, as `user`'s latest entry unless the
@@ -586,9 +661,10 @@ impl Index {
         user: &UserKey,
         id: EntryId,
         record: EntryRecord,
+        previous: Previous,
     ) -> Result<EntryRecord, AlreadySearching> {
         self.users
-            .claim(user, id, record, &self.entries, &self.matches)
+            .claim(user, id, record, previous, &self.entries, &self.matches)
     }
 
     /// Moves a searching entry to `state`. Returns the record as it was, or `None` if the
@@ -605,8 +681,8 @@ impl Index {
         Some(before)
     }
 
-    /// Returns an entry to `searching` after its match failed, if its user has not started
-    /// another search meanwhile. Returns the record on success.
+    /// Returns an entry to `searching` after its match failed, if its user has not queued
+    /// again meanwhile (see [`UserEntries::reclaim`]). Returns the record on success.
     pub(crate) fn return_to_searching(
         &self,
         id: EntryId,
@@ -616,9 +692,16 @@ impl Index {
             .entries
             .get(id)
             .filter(|record| record.state == EntryState::Matched(match_id))?;
-        // `claim` re-inserts the record under the user's slot lock, which is what makes
-        // "one searching entry per user" hold against a concurrent enqueue.
-        let searching = self.claim(&record.user_key(), id, record).ok()?;
+        // Under the user's slot lock, which is what makes "one searching entry per user" hold
+        // against a concurrent enqueue.
+        let searching = self.users.reclaim(
+            &record.user_key(),
+            id,
+            match_id,
+            record,
+            &self.entries,
+            &self.matches,
+        )?;
         self.notify(id);
         Some(searching)
     }
@@ -774,7 +857,14 @@ mod tests {
         let find = |user: &str| users.latest(&key(user), &entries).map(|(id, _)| id);
         let claim = |user: &str, n: u64| {
             users
-                .claim(&key(user), id(n), record(user), &entries, &matches)
+                .claim(
+                    &key(user),
+                    id(n),
+                    record(user),
+                    Previous::FromUserSlot,
+                    &entries,
+                    &matches,
+                )
                 .map(|_| ())
         };
         assert_eq!(claim("alice", 1), Ok(()));
@@ -814,8 +904,17 @@ mod tests {
     #[test]
     fn a_new_entry_carries_its_players_previous_match() {
         let index = Index::default();
-        index.claim(&key("alice"), id(1), record("alice")).unwrap();
-        index.claim(&key("bob"), id(2), record("bob")).unwrap();
+        index
+            .claim(
+                &key("alice"),
+                id(1),
+                record("alice"),
+                Previous::FromUserSlot,
+            )
+            .unwrap();
+        index
+            .claim(&key("bob"), id(2), record("bob"), Previous::FromUserSlot)
+            .unwrap();
         let match_id = MatchId::new(9).unwrap();
         let player = |n: u64, color| MatchSeat {
             rating: 1500,
@@ -836,7 +935,14 @@ mod tests {
         for n in [1, 2] {
             index.leave_searching(id(n), EntryState::Matched(match_id));
         }
-        let again = index.claim(&key("alice"), id(3), record("alice")).unwrap();
+        let again = index
+            .claim(
+                &key("alice"),
+                id(3),
+                record("alice"),
+                Previous::FromUserSlot,
+            )
+            .unwrap();
         assert_eq!(
             again.state,
             EntryState::Searching {

@@ -26,7 +26,7 @@ use crate::games::{
 };
 use crate::ids::{ChallengeId, EntryId, IdSequence, MatchId};
 use crate::index::{
-    EntryRecord, EntryState, IdempotencyKey, Index, QueueKey, Settled, TenantId, UserKey,
+    EntryRecord, EntryState, IdempotencyKey, Index, Previous, QueueKey, Settled, TenantId, UserKey,
 };
 use crate::metrics::Metrics;
 use crate::model::{
@@ -249,14 +249,18 @@ impl Matchmaker {
             config.seed,
             config.timers,
         )?;
-        Ok(Self {
+        let matchmaker = Self {
             shared,
             actors,
             challenge_rng: Mutex::new(ChaCha8Rng::seed_from_u64(config.seed ^ 0xC4A1_1E46E)),
             retention_ms: u64::try_from(config.retention.as_millis()).unwrap_or(u64::MAX),
             default_challenge_ttl: config.default_challenge_ttl,
             max_challenge_ttl: config.max_challenge_ttl,
-        })
+        };
+        // What recovery brought back that the retention period already let go of, as the
+        // engine before the stop would have by now.
+        matchmaker.prune();
+        Ok(matchmaker)
     }
 
     /// The pools served.
@@ -358,7 +362,7 @@ impl Matchmaker {
         let id =
             EntryId::new(self.shared.ids.entries.next().get()).expect("sequences never yield zero");
         let index = &self.shared.index;
-        match index.claim(user, id, record) {
+        match index.claim(user, id, record, Previous::FromUserSlot) {
             Ok(record) => {
                 self.shared.record(|| {
                     let mut images = vec![self.shared.entry_image(id, &record)];

@@ -21,7 +21,8 @@ use crate::clock::UnixMillis;
 use crate::games::GameJob;
 use crate::ids::{ChallengeId, EntryId, MatchId};
 use crate::index::{
-    EntryRecord, EntryState, IdempotencyKey, MatchRecord, MatchSeat, Settled, TenantId, UserKey,
+    EntryRecord, EntryState, IdempotencyKey, MatchRecord, MatchSeat, Previous, Settled,
+    StoredEntryState, TenantId, UserKey,
 };
 use crate::model::{ColorChoice, GameStatus, MatchPlayer};
 use crate::pools::{PoolSpec, TimeControl};
@@ -67,7 +68,7 @@ pub struct EntryImage {
     pool: PoolSpec,
     rating: u16,
     joined_at_ms: UnixMillis,
-    state: EntryState,
+    state: StoredEntryState,
 }
 
 /// A match on disk, with its game-creation job while the game is pending.
@@ -155,7 +156,7 @@ impl Shared {
             pool: self.catalog.get(record.pool).spec.clone(),
             rating: record.rating,
             joined_at_ms: record.joined_at_ms,
-            state: record.state,
+            state: record.state.into(),
         })
     }
 
@@ -411,17 +412,22 @@ impl Restored {
             let mut record = EntryRecord {
                 user: entry.user,
                 joined_at_ms: entry.joined_at_ms,
-                state: entry.state,
+                state: entry.state.into(),
                 tenant,
                 pool,
                 rating: entry.rating,
             };
-            match entry.state {
+            let previous = match entry.state {
+                StoredEntryState::SearchingAfter(previous) => Previous::Known(previous),
+                // Older files: entries come in id order, so the user's slot holds their entry
+                // before this one, which gives this one its previous match.
+                _ => Previous::FromUserSlot,
+            };
+            match record.state {
                 EntryState::Searching { .. } => {
                     record.joined_at_ms = record.joined_at_ms.saturating_add(report.downtime_ms);
-                    // Entries come in id order, so the user's slot holds their entry before
-                    // this one, which gives this one its previous match.
-                    if index.claim(&record.user_key(), id, record.clone()).is_ok() {
+                    let user = record.user_key();
+                    if index.claim(&user, id, record.clone(), previous).is_ok() {
                         report.searching += 1;
                         shared.metrics.searching(pool).inc();
                         continue;
@@ -437,8 +443,7 @@ impl Restored {
                     settled.push((at_ms, Settled::Entry(id)));
                 }
                 EntryState::Matched(match_id) if failed(&self.matches, match_id) => {
-                    unfinished.push((id, match_id, record));
-                    continue;
+                    unfinished.push((id, match_id));
                 }
                 EntryState::Matched(_) => {}
             }
@@ -447,27 +452,25 @@ impl Restored {
             index.users.note_finished(&user, id, &index.entries);
         }
 
-        // After every searching entry is in place, so that a player who searches again keeps
-        // that search and their entry of the failed match ends instead.
-        for (id, match_id, mut record) in unfinished {
-            let user = record.user_key();
-            index.entries.insert(id, record.clone());
-            index.users.note_finished(&user, id, &index.entries);
-            record.state = EntryState::Searching { previous: None };
-            record.joined_at_ms = record.joined_at_ms.saturating_add(report.downtime_ms);
-            match index.claim(&user, id, record) {
-                Ok(searching) => {
-                    report.searching += 1;
-                    shared.metrics.searching(searching.pool).inc();
-                    finished.push((id, searching));
-                }
-                Err(_) => {
-                    let cancelled = EntryState::Cancelled { at_ms: now_ms };
-                    if let Some(after) = index.supersede(id, match_id, cancelled) {
-                        settled.push((now_ms, Settled::Entry(id)));
-                        finished.push((id, after));
-                    }
-                }
+        // After every entry is in place, so that a player who queued again keeps that entry
+        // and their entry of the failed match ends instead.
+        for (id, match_id) in unfinished {
+            let returned = index.return_to_searching(id, match_id).and_then(|_| {
+                index.entries.update(id, |record| {
+                    record.joined_at_ms = record.joined_at_ms.saturating_add(report.downtime_ms);
+                    record.clone()
+                })
+            });
+            if let Some(searching) = returned {
+                report.searching += 1;
+                shared.metrics.searching(searching.pool).inc();
+                finished.push((id, searching));
+                continue;
+            }
+            let cancelled = EntryState::Cancelled { at_ms: now_ms };
+            if let Some(after) = index.supersede(id, match_id, cancelled) {
+                settled.push((now_ms, Settled::Entry(id)));
+                finished.push((id, after));
             }
         }
 
@@ -552,7 +555,7 @@ mod tests {
                 pool: pool.clone(),
                 rating: 1500,
                 joined_at_ms: 1_000,
-                state,
+                state: state.into(),
             })
         };
         let match_id = MatchId::new(1).unwrap();
