@@ -88,7 +88,7 @@ pub(crate) struct AppState {
     pub(crate) metrics: HttpMetrics,
     /// `/openapi.json`, serialized once.
     pub(crate) openapi_json: String,
-    /// The routes, to tell a 405 from a 404.
+    /// The routes, to tell a 405 from a 404 and to label metrics by route template.
     pub(crate) routes: RouteTable,
 }
 

@@ -32,6 +32,20 @@ pub fn seed_from_env() -> Option<u64> {
     })
 }
 
+/// The seed of a randomized test named `what`: `MATCHWELL_TEST_SEED` when set, else drawn
+/// from the clock. Printed, so that a failure shows how to run it again.
+pub fn seed(what: &str) -> u64 {
+    let seed = seed_from_env().unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+            .into()
+    });
+    eprintln!("{what} seed {seed}; rerun with MATCHWELL_TEST_SEED={seed}");
+    seed
+}
+
 /// The `matchwell` binary with none of the caller's `MATCHWELL_*` variables, so that a
 /// developer's environment cannot change what a test sees.
 pub fn matchwell() -> Command {
