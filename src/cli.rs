@@ -115,6 +115,20 @@ pub struct ServeArgs {
     /// Writes a user may make at once above the sustained rate.
     #[arg(long, env = "MATCHWELL_RATE_LIMIT_BURST", default_value_t = 40)]
     pub rate_limit_burst: u32,
+    /// Reads per second allowed to each user (0 turns the limit off): entry status, event
+    /// streams, active state, challenges. Apart from the write budget.
+    #[arg(long, env = "MATCHWELL_READ_RATE_LIMIT_PER_S", default_value_t = 200)]
+    pub read_rate_limit_per_s: u32,
+    /// Reads a user may make at once above the sustained rate.
+    #[arg(long, env = "MATCHWELL_READ_RATE_LIMIT_BURST", default_value_t = 400)]
+    pub read_rate_limit_burst: u32,
+    /// Event streams (`/v1/matchmaking/queue/{id}/events`) one user may have open at once.
+    #[arg(long, env = "MATCHWELL_SSE_MAX_PER_USER", default_value_t = 8)]
+    pub sse_max_per_user: usize,
+    /// Event streams the server keeps open at once; keep it below the process's limit of open
+    /// files, since each stream holds a connection.
+    #[arg(long, env = "MATCHWELL_SSE_MAX_TOTAL", default_value_t = 10_000)]
+    pub sse_max_total: usize,
     /// Largest JSON body accepted, in bytes.
     #[arg(long, env = "MATCHWELL_BODY_LIMIT_BYTES", default_value_t = 16 * 1024)]
     pub body_limit_bytes: usize,

@@ -8,7 +8,7 @@ use reqwest::Url;
 
 use crate::PoolCatalog;
 use crate::cli::{ServeArgs, Switch, TaskArgs};
-use crate::http::{HttpSettings, RateLimit};
+use crate::http::{HttpSettings, RateLimit, StreamLimits};
 use crate::live_game::LiveGameSettings;
 use crate::tasks::{BackgroundTasks, TaskSettingsError};
 use matchwell_actors::pools::PoolsFileError;
@@ -18,6 +18,9 @@ use matchwell_snapshots::FsyncMode;
 const MAX_WORKERS: usize = 256;
 /// Largest body limit accepted.
 const MAX_BODY_LIMIT_BYTES: usize = 16 * 1024 * 1024;
+/// Most event streams accepted as a cap, per user or in total: far beyond what one process
+/// can hold open.
+const MAX_STREAMS: u64 = 1_000_000;
 /// Longest live-game timeout accepted.
 const MAX_LIVE_GAME_TIMEOUT_MS: u64 = 120_000;
 
@@ -86,6 +89,25 @@ fn in_range(name: &'static str, value: u64, min: u64, max: u64) -> Result<u64, C
     }
 }
 
+/// A rate of `per_s` with `burst`, or none when `per_s` is 0; `burst_name` names the burst's
+/// flag and variable, which must not be 0 while the rate is on.
+fn checked_rate(
+    per_s: u32,
+    burst: u32,
+    burst_name: &'static str,
+) -> Result<Option<RateLimit>, ConfigError> {
+    let Some(per_s) = NonZeroU32::new(per_s) else {
+        return Ok(None);
+    };
+    let burst = NonZeroU32::new(burst).ok_or(ConfigError::OutOfRange {
+        name: burst_name,
+        value: 0,
+        min: 1,
+        max: u64::from(u32::MAX),
+    })?;
+    Ok(Some(RateLimit { per_s, burst }))
+}
+
 impl ServeConfig {
     /// Checks `args`, loading the pools file if any.
     pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
@@ -107,17 +129,29 @@ impl ServeConfig {
             1,
             MAX_BODY_LIMIT_BYTES as u64,
         )? as usize;
-        let rate_limit = match NonZeroU32::new(args.rate_limit_per_s) {
-            None => None,
-            Some(per_s) => Some(RateLimit {
-                per_s,
-                burst: NonZeroU32::new(args.rate_limit_burst).ok_or(ConfigError::OutOfRange {
-                    name: "--rate-limit-burst / MATCHWELL_RATE_LIMIT_BURST",
-                    value: 0,
-                    min: 1,
-                    max: u64::from(u32::MAX),
-                })?,
-            }),
+        let rate_limit = checked_rate(
+            args.rate_limit_per_s,
+            args.rate_limit_burst,
+            "--rate-limit-burst / MATCHWELL_RATE_LIMIT_BURST",
+        )?;
+        let read_rate_limit = checked_rate(
+            args.read_rate_limit_per_s,
+            args.read_rate_limit_burst,
+            "--read-rate-limit-burst / MATCHWELL_READ_RATE_LIMIT_BURST",
+        )?;
+        let streams = StreamLimits {
+            per_user: in_range(
+                "--sse-max-per-user / MATCHWELL_SSE_MAX_PER_USER",
+                args.sse_max_per_user as u64,
+                1,
+                MAX_STREAMS,
+            )? as usize,
+            total: in_range(
+                "--sse-max-total / MATCHWELL_SSE_MAX_TOTAL",
+                args.sse_max_total as u64,
+                1,
+                MAX_STREAMS,
+            )? as usize,
         };
         let catalog = match &args.pools {
             Some(path) => PoolCatalog::load(path)?,
@@ -148,6 +182,8 @@ impl ServeConfig {
                 workers,
                 body_limit_bytes,
                 rate_limit,
+                read_rate_limit,
+                streams,
                 shutdown_timeout: Duration::from_secs(args.shutdown_timeout_s),
             },
             data_dir: args.secret.data_dir.clone(),

@@ -343,6 +343,17 @@ fn start_up_lists_the_tasks_and_refuses_bad_settings() {
             "0",
             "MATCHWELL_RATE_LIMIT_BURST",
         ),
+        (
+            "MATCHWELL_READ_RATE_LIMIT_BURST",
+            "0",
+            "MATCHWELL_READ_RATE_LIMIT_BURST",
+        ),
+        (
+            "MATCHWELL_SSE_MAX_PER_USER",
+            "0",
+            "MATCHWELL_SSE_MAX_PER_USER",
+        ),
+        ("MATCHWELL_SSE_MAX_TOTAL", "0", "MATCHWELL_SSE_MAX_TOTAL"),
         ("MATCHWELL_LIVE_GAME_API_URL", "not a url", "is not a URL"),
         ("MATCHWELL_POOLS", "/nonexistent/pools.toml", "pools.toml"),
         ("MATCHWELL_LISTEN", "127.0.0.1:99999", "127.0.0.1:99999"),

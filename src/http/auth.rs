@@ -209,10 +209,20 @@ pub(crate) struct Acting<'a> {
     ratings: Option<&'a RatingsClaim>,
 }
 
-impl Acting<'_> {
+impl<'a> Acting<'a> {
     /// The rating the token vouches for in `time_control`, if any.
     pub(crate) fn claimed_rating(&self, time_control: &str) -> Option<i64> {
         self.ratings?.get(time_control).copied()
+    }
+
+    /// `user` of `tenant`, vouched for by no token.
+    #[cfg(test)]
+    pub(crate) fn new(tenant: &'a str, user: &'a str) -> Self {
+        Self {
+            tenant,
+            user,
+            ratings: None,
+        }
     }
 }
 
