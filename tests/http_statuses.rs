@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use matchwell::Engine;
 use matchwell::http::{HttpSettings, StreamLimits};
-use matchwell::jwt::JwtSecret;
+use matchwell::jwt::{JwtSecret, TokenScope};
 use serde_json::{Value, json};
 use support::{Api, Reply, SECRET, Server, blitz, challenge_of, id_of, token, token_with};
 
@@ -258,6 +258,7 @@ fn in_process_server() -> (String, Arc<Engine>, mpsc::Sender<()>) {
                 listen: "127.0.0.1:0".into(),
                 workers: 1,
                 body_limit_bytes: 16 * 1024,
+                tokens: TokenScope::default(),
                 rate_limit: None,
                 read_rate_limit: None,
                 streams: StreamLimits {

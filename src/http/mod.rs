@@ -29,7 +29,7 @@ use utoipa_actix_web::AppExt;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::Engine;
-use crate::jwt::JwtSecret;
+use crate::jwt::{JwtSecret, TokenScope};
 pub use rate_limit::{RateLimit, StreamLimits};
 
 use self::auth::{Acting, Authenticator};
@@ -50,6 +50,8 @@ pub struct HttpSettings {
     pub workers: usize,
     /// Largest JSON body accepted, in bytes.
     pub body_limit_bytes: usize,
+    /// The audience and issuer tokens must name, where set.
+    pub tokens: TokenScope,
     /// Per-user write limit; `None` turns limiting off.
     pub rate_limit: Option<RateLimit>,
     /// Per-user read limit (the routes that need a token and change nothing); `None` turns
@@ -196,7 +198,7 @@ pub fn start(
     let state = web::Data::new(AppState {
         metrics: HttpMetrics::register(engine.metrics_registry())?,
         engine,
-        auth: Authenticator::new(secret),
+        auth: Authenticator::new(secret, &settings.tokens),
         writes: settings
             .rate_limit
             .map(|rate| UserRateLimiter::new(rate, Limit::Writes)),

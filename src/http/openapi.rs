@@ -37,7 +37,7 @@ impl Modify for BearerAuth {
         let mut scheme = Http::new(HttpAuthScheme::Bearer);
         scheme.bearer_format = Some("JWT".into());
         scheme.description = Some(
-            "HS256 JWT. Claims: `sub` (user id, required), `exp` (required), `tenant` (default \"default\"), `role` (`service`: may act for any user of its tenant through `user_id`; `admin`: may read `/internal/*`), `ratings` (time control → rating, wins over a body's `rating`).".into(),
+            "HS256 JWT. Claims: `sub` (user id, required), `exp` (required), `tenant` (default \"default\"), `role` (`service`: may act for any user of its tenant through `user_id`; `admin`: may read `/internal/*`), `ratings` (time control → rating, wins over a body's `rating`); `aud` and `iss` when the server is configured with an audience and an issuer.".into(),
         );
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
     }
