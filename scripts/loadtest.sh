@@ -20,8 +20,9 @@
 # MATCHWELL_FSYNC (always|batch|none), RUNS (3),
 # DURATION (20s), CONNECTIONS (64), THREADS (1: one wrk thread drives 64 connections at
 # 60,000 requests/s, and on a 2-core machine a second one only takes turns with the server's
-# two workers), USERS (3000; each user writes at most 20 times a second, the server's default
-# per-user limit, so enough users keep 429s out of the figures).
+# two workers), USERS (3000; each user writes at most 20 times a second and reads at most
+# 200 times a second, the server's default per-user limits, so enough users keep 429s out of
+# the figures).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

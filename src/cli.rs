@@ -3,15 +3,16 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::builder::NonEmptyStringValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{ConfigError, ServeConfig};
 use crate::http::{self, HttpError};
-use crate::jwt::{self, Claims, JwtSecret, SecretError, SecretOrigin};
+use crate::jwt::{self, Claims, JwtSecret, SecretError, SecretOrigin, TokenScope};
 use crate::live_game::{HttpGameCreator, LiveGameError};
 use crate::persistence::{PersistenceConfig, PersistenceError, describe_snapshot};
 use crate::{ChallengeLimits, Engine, EngineError, PoolCatalog};
@@ -79,15 +80,33 @@ pub enum Switch {
     Off,
 }
 
-/// Where the JWT secret comes from (shared by `serve` and `token`).
+/// The JWT settings shared by `serve` and `token`: where the secret comes from, and the
+/// audience and issuer that tokens name.
 #[derive(Debug, Args)]
 pub struct SecretArgs {
     /// Data directory; holds the development JWT secret when no secret is configured.
     #[arg(long, env = "MATCHWELL_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// HS256 secret (at least 32 bytes). When set, it is the only secret used.
+    /// HS256 secret (at least 32 bytes). When set, it is the only secret used. Without it,
+    /// `serve` listens on loopback addresses only.
     #[arg(long, env = "MATCHWELL_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// Audience (`aud`) that tokens must name; `token` writes it into the tokens it mints.
+    #[arg(long, env = "MATCHWELL_JWT_AUDIENCE", value_parser = NonEmptyStringValueParser::new())]
+    pub jwt_audience: Option<String>,
+    /// Issuer (`iss`) that tokens must carry; `token` writes it into the tokens it mints.
+    #[arg(long, env = "MATCHWELL_JWT_ISSUER", value_parser = NonEmptyStringValueParser::new())]
+    pub jwt_issuer: Option<String>,
+}
+
+impl SecretArgs {
+    /// The audience and issuer that tokens name.
+    pub fn token_scope(&self) -> TokenScope {
+        TokenScope {
+            audience: self.jwt_audience.clone(),
+            issuer: self.jwt_issuer.clone(),
+        }
+    }
 }
 
 /// `matchwell serve`.
@@ -115,6 +134,20 @@ pub struct ServeArgs {
     /// Writes a user may make at once above the sustained rate.
     #[arg(long, env = "MATCHWELL_RATE_LIMIT_BURST", default_value_t = 40)]
     pub rate_limit_burst: u32,
+    /// Reads per second allowed to each user (0 turns the limit off): entry status, event
+    /// streams, active state, challenges. Apart from the write budget.
+    #[arg(long, env = "MATCHWELL_READ_RATE_LIMIT_PER_S", default_value_t = 200)]
+    pub read_rate_limit_per_s: u32,
+    /// Reads a user may make at once above the sustained rate.
+    #[arg(long, env = "MATCHWELL_READ_RATE_LIMIT_BURST", default_value_t = 400)]
+    pub read_rate_limit_burst: u32,
+    /// Event streams (`/v1/matchmaking/queue/{id}/events`) one user may have open at once.
+    #[arg(long, env = "MATCHWELL_SSE_MAX_PER_USER", default_value_t = 8)]
+    pub sse_max_per_user: usize,
+    /// Event streams the server keeps open at once; keep it below the process's limit of open
+    /// files, since each stream holds a connection.
+    #[arg(long, env = "MATCHWELL_SSE_MAX_TOTAL", default_value_t = 10_000)]
+    pub sse_max_total: usize,
     /// Largest JSON body accepted, in bytes.
     #[arg(long, env = "MATCHWELL_BODY_LIMIT_BYTES", default_value_t = 16 * 1024)]
     pub body_limit_bytes: usize,
@@ -314,8 +347,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-fn load_secret(args: &SecretArgs) -> Result<JwtSecret, SecretError> {
-    let secret = JwtSecret::resolve(args.jwt_secret.as_deref(), &args.data_dir)?;
+/// The configured secret, or the development secret of `data_dir`.
+fn load_secret(configured: Option<&str>, data_dir: &Path) -> Result<JwtSecret, SecretError> {
+    let secret = JwtSecret::resolve(configured, data_dir)?;
     match &secret.origin {
         SecretOrigin::Configured => tracing::info!("JWT secret from MATCHWELL_JWT_SECRET"),
         SecretOrigin::DevFile(path) => tracing::warn!(
@@ -332,8 +366,9 @@ fn load_secret(args: &SecretArgs) -> Result<JwtSecret, SecretError> {
 
 /// Mints the token `args` describe.
 fn token(args: &TokenArgs) -> Result<String, CliError> {
-    let secret = load_secret(&args.secret)?;
-    let mut claims = Claims::new(&args.user, Duration::from_secs(args.ttl_s));
+    let secret = load_secret(args.secret.jwt_secret.as_deref(), &args.secret.data_dir)?;
+    let mut claims =
+        Claims::new(&args.user, Duration::from_secs(args.ttl_s)).scoped(&args.secret.token_scope());
     claims.role = args.role.clone();
     claims.tenant = args.tenant.clone();
     if !args.ratings.is_empty() {
@@ -345,10 +380,7 @@ fn token(args: &TokenArgs) -> Result<String, CliError> {
 /// Starts the engine and the server, and stops the engine once the server has stopped
 /// (SIGINT or SIGTERM stop the server gracefully).
 async fn serve(config: ServeConfig) -> Result<(), CliError> {
-    let secret = load_secret(&SecretArgs {
-        data_dir: config.data_dir.clone(),
-        jwt_secret: config.jwt_secret.clone(),
-    })?;
+    let secret = load_secret(config.jwt_secret.as_deref(), &config.data_dir)?;
     match &config.pools_file {
         Some(path) => {
             tracing::info!(path = %path.display(), pools = config.catalog.len(), "pools file")

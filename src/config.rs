@@ -1,5 +1,6 @@
 //! The validated configuration of `matchwell serve`, built from its flags and environment.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +9,8 @@ use reqwest::Url;
 
 use crate::PoolCatalog;
 use crate::cli::{ServeArgs, Switch, TaskArgs};
-use crate::http::{HttpSettings, RateLimit};
+use crate::http::{HttpSettings, RateLimit, StreamLimits};
+use crate::jwt::MIN_SECRET_LEN;
 use crate::live_game::LiveGameSettings;
 use crate::tasks::{BackgroundTasks, TaskSettingsError};
 use matchwell_actors::ChallengeLimits;
@@ -19,6 +21,9 @@ use matchwell_snapshots::FsyncMode;
 const MAX_WORKERS: usize = 256;
 /// Largest body limit accepted.
 const MAX_BODY_LIMIT_BYTES: usize = 16 * 1024 * 1024;
+/// Most event streams accepted as a cap, per user or in total: far beyond what one process
+/// can hold open.
+const MAX_STREAMS: u64 = 1_000_000;
 /// Longest live-game timeout accepted.
 const MAX_LIVE_GAME_TIMEOUT_MS: u64 = 120_000;
 /// Most pending challenges per user and direction accepted as a limit.
@@ -45,6 +50,27 @@ pub enum ConfigError {
     /// The pools file is unreadable or invalid.
     #[error(transparent)]
     Pools(#[from] PoolsFileError),
+    /// The listen address does not resolve to any address.
+    #[error("--listen / MATCHWELL_LISTEN `{listen}` is not an address to listen on: {source}")]
+    Listen {
+        /// The value.
+        listen: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No JWT secret is configured and the server would be reachable from other machines.
+    #[error(
+        "refusing to listen on {listen} with the development JWT secret, which is for local \
+         use only (anyone who can read the data directory can mint tokens with it): set \
+         MATCHWELL_JWT_SECRET (or --jwt-secret) to a secret of at least {MIN_SECRET_LEN} bytes, \
+         e.g. `export MATCHWELL_JWT_SECRET=$(openssl rand -hex 32)`, and mint tokens with the \
+         same secret; or listen on a loopback address (127.0.0.1, ::1, localhost)"
+    )]
+    DevSecretOffLoopback {
+        /// The listen address.
+        listen: String,
+    },
     /// The live-game URL does not parse.
     #[error("--live-game-api-url / MATCHWELL_LIVE_GAME_API_URL `{url}` is not a URL: {reason}")]
     LiveGameUrl {
@@ -91,9 +117,52 @@ fn in_range(name: &'static str, value: u64, min: u64, max: u64) -> Result<u64, C
     }
 }
 
+/// A rate of `per_s` with `burst`, or none when `per_s` is 0; `burst_name` names the burst's
+/// flag and variable, which must not be 0 while the rate is on.
+fn checked_rate(
+    per_s: u32,
+    burst: u32,
+    burst_name: &'static str,
+) -> Result<Option<RateLimit>, ConfigError> {
+    let Some(per_s) = NonZeroU32::new(per_s) else {
+        return Ok(None);
+    };
+    let burst = NonZeroU32::new(burst).ok_or(ConfigError::OutOfRange {
+        name: burst_name,
+        value: 0,
+        min: 1,
+        max: u64::from(u32::MAX),
+    })?;
+    Ok(Some(RateLimit { per_s, burst }))
+}
+
+/// Refuses to serve the development secret on `listen` unless every address it resolves to is
+/// a loopback address: the development secret is made without anyone choosing it, lies in the
+/// data directory, and would let whoever reads it act as any user or admin.
+fn check_dev_secret_listen(listen: &str) -> Result<(), ConfigError> {
+    let addrs: Vec<SocketAddr> = listen
+        .to_socket_addrs()
+        .map_err(|source| ConfigError::Listen {
+            listen: listen.to_owned(),
+            source,
+        })?
+        .collect();
+    let loopback = |addr: &SocketAddr| addr.ip().to_canonical().is_loopback();
+    if !addrs.is_empty() && addrs.iter().all(loopback) {
+        Ok(())
+    } else {
+        Err(ConfigError::DevSecretOffLoopback {
+            listen: listen.to_owned(),
+        })
+    }
+}
+
 impl ServeConfig {
     /// Checks `args`, loading the pools file if any.
     pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        if args.secret.jwt_secret.is_none() {
+            check_dev_secret_listen(&args.listen)?;
+        }
         let workers = match args.workers {
             Some(workers) => {
                 in_range(
@@ -112,17 +181,29 @@ impl ServeConfig {
             1,
             MAX_BODY_LIMIT_BYTES as u64,
         )? as usize;
-        let rate_limit = match NonZeroU32::new(args.rate_limit_per_s) {
-            None => None,
-            Some(per_s) => Some(RateLimit {
-                per_s,
-                burst: NonZeroU32::new(args.rate_limit_burst).ok_or(ConfigError::OutOfRange {
-                    name: "--rate-limit-burst / MATCHWELL_RATE_LIMIT_BURST",
-                    value: 0,
-                    min: 1,
-                    max: u64::from(u32::MAX),
-                })?,
-            }),
+        let rate_limit = checked_rate(
+            args.rate_limit_per_s,
+            args.rate_limit_burst,
+            "--rate-limit-burst / MATCHWELL_RATE_LIMIT_BURST",
+        )?;
+        let read_rate_limit = checked_rate(
+            args.read_rate_limit_per_s,
+            args.read_rate_limit_burst,
+            "--read-rate-limit-burst / MATCHWELL_READ_RATE_LIMIT_BURST",
+        )?;
+        let streams = StreamLimits {
+            per_user: in_range(
+                "--sse-max-per-user / MATCHWELL_SSE_MAX_PER_USER",
+                args.sse_max_per_user as u64,
+                1,
+                MAX_STREAMS,
+            )? as usize,
+            total: in_range(
+                "--sse-max-total / MATCHWELL_SSE_MAX_TOTAL",
+                args.sse_max_total as u64,
+                1,
+                MAX_STREAMS,
+            )? as usize,
         };
         let catalog = match &args.pools {
             Some(path) => PoolCatalog::load(path)?,
@@ -152,7 +233,10 @@ impl ServeConfig {
                 listen: args.listen.clone(),
                 workers,
                 body_limit_bytes,
+                tokens: args.secret.token_scope(),
                 rate_limit,
+                read_rate_limit,
+                streams,
                 shutdown_timeout: Duration::from_secs(args.shutdown_timeout_s),
             },
             data_dir: args.secret.data_dir.clone(),
@@ -198,4 +282,29 @@ fn background_tasks(args: &TaskArgs) -> Result<BackgroundTasks, ConfigError> {
     }
     tasks.validate()?;
     Ok(tasks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_development_secret_serves_loopback_addresses_only() {
+        for listen in ["127.0.0.1:0", "127.0.0.2:8080", "[::1]:0", "localhost:0"] {
+            assert!(check_dev_secret_listen(listen).is_ok(), "{listen}");
+        }
+        for listen in ["0.0.0.0:8080", "[::]:0", "192.0.2.7:80", "[2001:db8::1]:0"] {
+            let refused = check_dev_secret_listen(listen)
+                .expect_err(listen)
+                .to_string();
+            assert!(
+                refused.contains("MATCHWELL_JWT_SECRET") && refused.contains(listen),
+                "{refused}"
+            );
+        }
+        assert!(matches!(
+            check_dev_secret_listen("127.0.0.1:99999"),
+            Err(ConfigError::Listen { .. })
+        ));
+    }
 }

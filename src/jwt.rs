@@ -1,4 +1,5 @@
-//! JSON Web Tokens: the HS256 secret, the claims the API understands, and minting tokens.
+//! JSON Web Tokens: the HS256 secret, the claims the API understands, the audience and
+//! issuer tokens must name, and minting tokens.
 //!
 //! The secret comes from `MATCHWELL_JWT_SECRET` when set, and nothing else is then consulted.
 //! Without it a development secret is generated once and kept in the data directory (file
@@ -123,6 +124,27 @@ impl JwtSecret {
     }
 }
 
+/// The audience (`aud`) and issuer (`iss`) of tokens. The server requires each one that is
+/// set, and `matchwell token` writes it, so that a token minted for another service or by
+/// another issuer sharing the secret is refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenScope {
+    /// The `aud` tokens must name.
+    pub audience: Option<String>,
+    /// The `iss` tokens must carry.
+    pub issuer: Option<String>,
+}
+
+/// A token's `aud`: RFC 7519 allows one audience as a string or several as an array.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// One audience.
+    One(String),
+    /// Several audiences.
+    Many(Vec<String>),
+}
+
 /// The claims of a matchwell token (SPEC §4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -139,6 +161,12 @@ pub struct Claims {
     /// Ratings by time control (`"5+3"` → 1800); they win over a request's `rating`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ratings: Option<BTreeMap<String, i64>>,
+    /// Who the token is for; checked when the server has an audience ([`TokenScope`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Audience>,
+    /// Who issued the token; checked when the server has an issuer ([`TokenScope`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
 }
 
 impl Claims {
@@ -153,6 +181,17 @@ impl Claims {
             tenant: None,
             role: None,
             ratings: None,
+            aud: None,
+            iss: None,
+        }
+    }
+
+    /// These claims naming the audience and issuer of `scope`.
+    pub fn scoped(self, scope: &TokenScope) -> Self {
+        Self {
+            aud: scope.audience.clone().map(Audience::One),
+            iss: scope.issuer.clone(),
+            ..self
         }
     }
 }

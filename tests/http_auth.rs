@@ -1,7 +1,8 @@
 //! Authentication against the real binary: every endpoint refuses a missing, expired,
 //! forged or malformed token and leaks nothing; `/internal/*` is for admins of their own
-//! tenant; `matchwell serve` without configuration makes a development secret that
-//! `matchwell token` signs with, and a configured secret is the only one used.
+//! tenant; a configured audience and issuer are required of every token; `matchwell serve`
+//! without configuration makes a development secret that `matchwell token` signs with, but
+//! serves it on loopback addresses only, and a configured secret is the only one used.
 
 mod support;
 
@@ -342,4 +343,103 @@ fn a_short_secret_is_refused_with_a_clear_message() {
     assert!(!minted.status.success());
     assert!(String::from_utf8_lossy(&minted.stderr).contains("at least 32 bytes"));
     assert!(!dir.path().join("jwt-dev-secret").exists());
+}
+
+#[test]
+fn a_configured_audience_and_issuer_are_required() {
+    let scope = [
+        ("MATCHWELL_JWT_AUDIENCE", "matchwell"),
+        ("MATCHWELL_JWT_ISSUER", "https://id.example"),
+    ];
+    let server = Server::options()
+        .env(scope[0].0, scope[0].1)
+        .env(scope[1].0, scope[1].1)
+        .start();
+    let api = server.api();
+    let active = |token: &str| api.get("/v1/matchmaking/active", token);
+    let signed = |claims: Value| {
+        let mut all = json!({"sub": "alice", "exp": now_s() + 600});
+        all.as_object_mut()
+            .unwrap()
+            .extend(claims.as_object().unwrap().clone());
+        forge(&all, SECRET, Algorithm::HS256)
+    };
+    let issuer = "https://id.example";
+    for right in [
+        json!({"aud": "matchwell", "iss": issuer}),
+        json!({"aud": ["billing", "matchwell"], "iss": issuer}),
+    ] {
+        active(&signed(right)).ok(200);
+    }
+    for (wrong, named) in [
+        (json!({"aud": "billing", "iss": issuer}), "`aud`"),
+        (json!({"aud": ["billing"], "iss": issuer}), "`aud`"),
+        (json!({"iss": issuer}), "`aud`"),
+        (
+            json!({"aud": "matchwell", "iss": "https://other.example"}),
+            "`iss`",
+        ),
+        (json!({"aud": "matchwell"}), "`iss`"),
+    ] {
+        let refused = active(&signed(wrong.clone())).expect(401, "UNAUTHORIZED");
+        assert!(refused.message().contains(named), "{wrong}: {refused:?}");
+    }
+    active(&token("alice")).expect(401, "UNAUTHORIZED");
+
+    // `matchwell token` with the same settings, as variables or flags, mints accepted tokens.
+    let with_secret = [scope[0], scope[1], ("MATCHWELL_JWT_SECRET", SECRET)];
+    let minted = mint(&["--user", "alice"], &with_secret);
+    assert!(minted.status.success(), "{minted:?}");
+    active(String::from_utf8(minted.stdout).unwrap().trim()).ok(200);
+    let flags = [
+        "--user",
+        "bob",
+        "--jwt-audience",
+        "matchwell",
+        "--jwt-issuer",
+        issuer,
+    ];
+    let minted = mint(&flags, &[("MATCHWELL_JWT_SECRET", SECRET)]);
+    assert!(minted.status.success(), "{minted:?}");
+    active(String::from_utf8(minted.stdout).unwrap().trim()).ok(200);
+
+    // A server without them takes tokens with or without an audience and an issuer.
+    let plain = Server::start();
+    let api = plain.api();
+    api.get(
+        "/v1/matchmaking/active",
+        &signed(json!({"aud": "billing", "iss": issuer})),
+    )
+    .ok(200);
+    api.get("/v1/matchmaking/active", &token("alice")).ok(200);
+}
+
+#[test]
+fn the_development_secret_is_served_on_loopback_addresses_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        let log = support::refused_start(&[
+            ("MATCHWELL_LISTEN", listen),
+            ("MATCHWELL_DATA_DIR", data_dir),
+        ]);
+        for needle in [
+            listen,
+            "development JWT secret",
+            "MATCHWELL_JWT_SECRET",
+            "at least 32 bytes",
+            "openssl rand -hex 32",
+        ] {
+            assert!(log.contains(needle), "{listen}: no {needle} in {log}");
+        }
+    }
+    assert!(!dir.path().join("jwt-dev-secret").exists());
+    // With a secret the same address serves.
+    let server = Server::options()
+        .env("MATCHWELL_LISTEN", "0.0.0.0:0")
+        .start();
+    server
+        .api()
+        .get("/v1/matchmaking/active", &token("alice"))
+        .ok(200);
 }

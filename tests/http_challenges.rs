@@ -152,9 +152,11 @@ fn a_declined_or_cancelled_challenge_is_settled() {
 #[test]
 fn an_expired_challenge_cannot_be_accepted() {
     let games = FakeLiveGame::start();
+    // The challenge is polled without pause, faster than the read limit allows.
     let server = Server::options()
         .live_game(&games)
         .env("MATCHWELL_TASK_CHALLENGES_MS", "50")
+        .env("MATCHWELL_READ_RATE_LIMIT_PER_S", "0")
         .start();
     let api = server.api();
     let id = id_of(&short_lived(&api, "fay", "gus"));

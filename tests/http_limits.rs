@@ -1,6 +1,6 @@
 //! Limits against the real binary: body size, field lengths, rating range, malformed and
-//! unknown JSON, content type, and the per-user write rate. Every refusal names its cause and
-//! changes nothing.
+//! unknown JSON, content type, the per-user write and read rates, and the event streams open
+//! per user and in total. Every refusal names its cause and changes nothing.
 
 mod support;
 
@@ -8,7 +8,7 @@ use std::io::Cursor;
 
 use reqwest::blocking::Body;
 use serde_json::{Value, json};
-use support::{Api, Reply, Server, blitz, id_of, token, token_with};
+use support::{Api, EventStream, Reply, Server, blitz, id_of, token, token_with};
 
 /// `POST /v1/matchmaking/queue` with `body` sent as is, under `content_type` if any.
 fn raw_enqueue(api: &Api, token: &str, content_type: Option<&str>, body: impl Into<Body>) -> Reply {
@@ -203,6 +203,28 @@ fn bodies_that_are_not_json_are_415() {
     raw_enqueue(&api, &yan, Some("application/json; charset=utf-8"), body).ok(201);
 }
 
+/// Sends `request` (a `what`) until it is refused with 429; how many passed, and the refusal.
+fn spend(what: &str, mut request: impl FnMut() -> Reply) -> (u64, Reply) {
+    let mut allowed = 0;
+    loop {
+        let reply = request();
+        if reply.status != 200 {
+            return (allowed, reply.expect(429, "RATE_LIMITED"));
+        }
+        allowed += 1;
+        assert!(allowed < 50, "no {what} was refused");
+    }
+}
+
+/// The `Retry-After` of a refusal, in seconds.
+fn retry_after(refused: &Reply) -> u64 {
+    refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 #[test]
 fn writes_over_the_per_user_rate_are_429_with_retry_after() {
     let server = Server::options()
@@ -214,15 +236,8 @@ fn writes_over_the_per_user_rate_are_429_with_retry_after() {
     let started = std::time::Instant::now();
     let id = id_of(&api.enqueue(&zed, &blitz(1500)).ok(201));
     // Cancelling a cancelled entry is a write that changes nothing: spend the budget on it.
-    let mut allowed = 1;
-    let refused = loop {
-        let reply = api.cancel(&zed, &id);
-        if reply.status != 200 {
-            break reply.expect(429, "RATE_LIMITED");
-        }
-        allowed += 1;
-        assert!(allowed < 20, "no write was refused");
-    };
+    let (cancels, refused) = spend("write", || api.cancel(&zed, &id));
+    let allowed = 1 + cancels;
     // A service acting for zed spends zed's budget.
     let mut for_zed = blitz(1500);
     for_zed["user_id"] = json!("zed");
@@ -232,13 +247,8 @@ fn writes_over_the_per_user_rate_are_429_with_retry_after() {
         (3..=4 + refilled).contains(&allowed),
         "{allowed} writes allowed in {refilled} s"
     );
-    let retry_after: u64 = refused.headers["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=2).contains(&retry_after), "{refused:?}");
-    // The refused writes changed nothing; reads are not limited.
+    assert!((1..=2).contains(&retry_after(&refused)), "{refused:?}");
+    // The refused writes changed nothing; reads have a budget of their own.
     for _ in 0..10 {
         assert_eq!(api.entry(&zed, &id).ok(200)["status"], "cancelled");
     }
@@ -257,4 +267,138 @@ fn writes_over_the_per_user_rate_are_429_with_retry_after() {
         (reply.status == 201).then_some(reply.body)
     });
     assert_eq!(entry["status"], "searching");
+}
+
+#[test]
+fn reads_over_the_per_user_rate_are_429_and_leave_the_write_budget_alone() {
+    let server = Server::options()
+        .env("MATCHWELL_READ_RATE_LIMIT_PER_S", "1")
+        .env("MATCHWELL_READ_RATE_LIMIT_BURST", "5")
+        .env("MATCHWELL_RATE_LIMIT_PER_S", "1")
+        .env("MATCHWELL_RATE_LIMIT_BURST", "4")
+        .start();
+    let api = server.api();
+    let zoe = token("zoe");
+    let id = id_of(&api.enqueue(&zoe, &blitz(1500)).ok(201));
+    let started = std::time::Instant::now();
+    let (allowed, refused) = spend("read", || api.entry(&zoe, &id));
+    let refilled = started.elapsed().as_secs();
+    assert!(
+        (5..=6 + refilled).contains(&allowed),
+        "{allowed} reads allowed in {refilled} s"
+    );
+    assert!((1..=2).contains(&retry_after(&refused)), "{refused:?}");
+    assert!(refused.message().contains("too many reads"), "{refused:?}");
+    // Writes have a budget of their own: zoe's 2nd to 4th writes pass.
+    api.cancel(&zoe, &id).ok(200);
+    let id = id_of(&api.enqueue(&zoe, &blitz(1500)).ok(201));
+    api.cancel(&zoe, &id).ok(200);
+    // Every read route spends the same budget (the stream of a cancelled entry ends at once).
+    for path in [
+        format!("/v1/matchmaking/queue/{id}"),
+        format!("/v1/matchmaking/queue/{id}/events"),
+        "/v1/matchmaking/active".to_owned(),
+        "/v1/matchmaking/challenges/incoming".to_owned(),
+        "/v1/matchmaking/challenges/outgoing".to_owned(),
+        "/v1/matchmaking/challenges/c_1".to_owned(),
+    ] {
+        let refused = support::poll(&format!("{path} to be refused"), || {
+            let reply = api.get(&path, &zoe);
+            (reply.status == 429).then_some(reply)
+        });
+        assert!(refused.message().contains("too many reads"), "{refused:?}");
+        assert!(retry_after(&refused) >= 1, "{refused:?}");
+    }
+    // Spent writes leave the reads alone, and other users have budgets of their own.
+    let ben = token("ben");
+    support::poll("ben's writes to run out", || {
+        (api.cancel(&ben, "q_ffffffff").status == 429).then_some(())
+    });
+    for _ in 0..5 {
+        api.get("/v1/matchmaking/active", &ben).ok(200);
+    }
+    // The budget refills.
+    let entry = support::poll("zoe's reads to refill", || {
+        let reply = api.entry(&zoe, &id);
+        (reply.status == 200).then_some(reply.body)
+    });
+    assert_eq!(entry["status"], "cancelled");
+}
+
+/// A server with the stream cap `variable` at `value`, where nobody is matched, so that
+/// streams stay open. Reads are not limited: the tests open streams in loops without pause
+/// (the read limit is tested above).
+fn stream_server(variable: &str, value: &str) -> Server {
+    Server::options()
+        .env(variable, value)
+        .env("MATCHWELL_READ_RATE_LIMIT_PER_S", "0")
+        .env("MATCHWELL_TASK_MATCHING", "off")
+        .start()
+}
+
+/// Asserts that `opened` was refused by the cap of event streams that `message` names.
+fn refused_stream(opened: Result<EventStream, Box<Reply>>, message: &str) {
+    let Err(refused) = opened else {
+        panic!("a stream past the cap ({message}) was admitted");
+    };
+    let refused = refused.expect(429, "RATE_LIMITED");
+    assert_eq!(retry_after(&refused), 5, "{refused:?}");
+    assert!(refused.message().contains(message), "{refused:?}");
+}
+
+#[test]
+fn event_streams_per_user_are_capped_and_give_their_slots_back() {
+    let server = stream_server("MATCHWELL_SSE_MAX_PER_USER", "3");
+    let api = server.api();
+    let (ann, ben) = (token("ann"), token("ben"));
+    let service = token_with("backend", &["--role", "service"]);
+    let id = id_of(&api.enqueue(&ann, &blitz(1500)).ok(201));
+    let mut streams: Vec<EventStream> =
+        (0..3).map(|_| EventStream::open(&api, &ann, &id)).collect();
+    refused_stream(
+        EventStream::try_open(&api, &ann, &id),
+        "event streams open for this user",
+    );
+    // A service acting for ann uses ann's slots; another user has slots of their own.
+    let for_ann = format!("/v1/matchmaking/queue/{id}/events?user_id=ann");
+    api.get(&for_ann, &service).expect(429, "RATE_LIMITED");
+    let ben_entry = id_of(&api.enqueue(&ben, &blitz(1500)).ok(201));
+    let _ben_stream = EventStream::open(&api, &ben, &ben_entry);
+
+    // A client that goes away gives its slot back.
+    drop(streams.pop());
+    let again = support::poll("the closed stream's slot to come back", || {
+        EventStream::try_open(&api, &ann, &id).ok()
+    });
+    streams.push(again);
+    // So does a stream that ends: the entry is cancelled, its three streams end.
+    api.cancel(&ann, &id).ok(200);
+    for stream in streams {
+        let events = stream.until_end();
+        assert_eq!(events.last().unwrap()["status"], "cancelled");
+    }
+    let id = id_of(&api.enqueue(&ann, &blitz(1500)).ok(201));
+    let _streams: Vec<EventStream> = (0..3).map(|_| EventStream::open(&api, &ann, &id)).collect();
+}
+
+#[test]
+fn event_streams_in_total_are_capped() {
+    let server = stream_server("MATCHWELL_SSE_MAX_TOTAL", "2");
+    let api = server.api();
+    let users: Vec<(String, String)> = ["ann", "ben", "cat"]
+        .into_iter()
+        .map(|user| {
+            let token = token(user);
+            let id = id_of(&api.enqueue(&token, &blitz(1500)).ok(201));
+            (token, id)
+        })
+        .collect();
+    let open = |(token, id): &(String, String)| EventStream::try_open(&api, token, id);
+    let first = open(&users[0]).expect("a first stream");
+    let _second = open(&users[1]).expect("a second stream");
+    refused_stream(open(&users[2]), "event streams open on this server");
+    drop(first);
+    support::poll("the closed stream's slot to come back", || {
+        open(&users[2]).ok()
+    });
 }

@@ -3,6 +3,10 @@
 
 mod support;
 
+use std::collections::BTreeSet;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 use support::{SECRET, Server, blitz, id_of, token, token_with};
 
@@ -103,6 +107,132 @@ fn health_metrics_and_request_ids() {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
     assert!(!text.contains("passwd"), "a raw path became a label");
+}
+
+/// The series (name and labels, without the value) of the HTTP metrics in a Prometheus text
+/// page.
+fn http_series(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|line| line.starts_with("matchwell_http_"))
+        .filter_map(|line| Some(line.rsplit_once(' ')?.0.to_owned()))
+        .collect()
+}
+
+/// The value of label `name` in `series`.
+fn label<'a>(series: &'a str, name: &str) -> Option<&'a str> {
+    let start = series.find(&format!("{name}=\""))? + name.len() + 2;
+    let length = series[start..].find('"')?;
+    Some(&series[start..start + length])
+}
+
+#[test]
+fn made_up_methods_and_paths_add_no_metric_series() {
+    let seed = support::seed("metrics labels");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let server = Server::start();
+    let api = server.api();
+    let metrics = || {
+        let reply = api.client.get(server.url("/metrics")).send().unwrap();
+        assert_eq!(reply.status(), 200);
+        reply.text().unwrap()
+    };
+    let document = api.send(api.request("GET", "/openapi.json", None)).ok(200);
+    let templates: Vec<String> = document["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let concrete = |template: &str, id: &str| template.replace("{id}", id);
+    // Each route with each of its methods and with a method it does not know, and a path
+    // that is no route: every series the random requests below can reach exists now.
+    for template in &templates {
+        for method in document["paths"][template].as_object().unwrap().keys() {
+            let request = api.request(&method.to_uppercase(), &concrete(template, "q_1"), None);
+            api.send(request);
+        }
+        api.send(api.request("XQZ123", &concrete(template, "q_1"), None))
+            .expect(405, "METHOD_NOT_ALLOWED");
+    }
+    api.send(api.request("XQZ123", "/no/such/route", None))
+        .expect(404, "NOT_FOUND");
+    let before = http_series(&metrics());
+    for template in &templates {
+        assert!(
+            before
+                .iter()
+                .any(|series| label(series, "route") == Some(template)),
+            "no series of route {template}: {before:#?}"
+        );
+    }
+
+    // Random methods (tokens that name no HTTP method, up to 1 KB) on random paths and on
+    // the routes' paths with random ids.
+    const TOKEN: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_";
+    let text = |rng: &mut ChaCha8Rng, length: usize, alphabet: &[u8]| -> String {
+        (0..length)
+            .map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())]))
+            .collect()
+    };
+    let known = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    let mut sent = Vec::new();
+    for n in 0..1_000 {
+        let length = if rng.random_bool(0.1) {
+            1_024
+        } else {
+            rng.random_range(1..=24)
+        };
+        let method = text(&mut rng, length, TOKEN);
+        if known.contains(&method.as_str()) {
+            continue;
+        }
+        let id = text(&mut rng, 12, b"abcdefghijklmnopqrstuvwxyz0123456789");
+        let path = if rng.random_bool(0.5) {
+            let template = &templates[rng.random_range(0..templates.len())];
+            concrete(template, &id)
+        } else {
+            format!("/{id}/{}", text(&mut rng, 6, b"abcdefghijklmnopqrstuvwxyz"))
+        };
+        let reply = api.send(api.request(&method, &path, None));
+        assert!(
+            [404, 405].contains(&reply.status),
+            "seed {seed}, request {n}: {method} {path}: {reply:?}"
+        );
+        sent.push((method, id));
+    }
+
+    let page = metrics();
+    let after = http_series(&page);
+    let added: Vec<&String> = after.difference(&before).collect();
+    assert!(
+        added.is_empty(),
+        "seed {seed}: random requests added {} series, such as {:?}",
+        added.len(),
+        added.first().map(|series| &series[..series.len().min(300)])
+    );
+    for series in &after {
+        if let Some(method) = label(series, "method") {
+            assert!(
+                known.contains(&method) || method == "other",
+                "seed {seed}: method label {method} in {series}"
+            );
+        }
+        let route = label(series, "route").unwrap_or_default();
+        assert!(
+            route == "unmatched" || templates.iter().any(|template| template == route),
+            "seed {seed}: route label {route} in {series}"
+        );
+    }
+    // Long enough not to occur in the page by chance.
+    for (method, id) in &sent {
+        let long_method = method.len() >= 8 && page.contains(method.as_str());
+        assert!(
+            !long_method && !page.contains(id.as_str()),
+            "seed {seed}: {method} or {id} is in /metrics"
+        );
+    }
 }
 
 /// The value of the first sample of `metric` (a full name with labels, if any) in a
@@ -213,6 +343,17 @@ fn start_up_lists_the_tasks_and_refuses_bad_settings() {
             "0",
             "MATCHWELL_RATE_LIMIT_BURST",
         ),
+        (
+            "MATCHWELL_READ_RATE_LIMIT_BURST",
+            "0",
+            "MATCHWELL_READ_RATE_LIMIT_BURST",
+        ),
+        (
+            "MATCHWELL_SSE_MAX_PER_USER",
+            "0",
+            "MATCHWELL_SSE_MAX_PER_USER",
+        ),
+        ("MATCHWELL_SSE_MAX_TOTAL", "0", "MATCHWELL_SSE_MAX_TOTAL"),
         ("MATCHWELL_LIVE_GAME_API_URL", "not a url", "is not a URL"),
         ("MATCHWELL_POOLS", "/nonexistent/pools.toml", "pools.toml"),
         ("MATCHWELL_LISTEN", "127.0.0.1:99999", "127.0.0.1:99999"),

@@ -11,8 +11,8 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use matchwell::Engine;
-use matchwell::http::HttpSettings;
-use matchwell::jwt::JwtSecret;
+use matchwell::http::{HttpSettings, StreamLimits};
+use matchwell::jwt::{JwtSecret, TokenScope};
 use serde_json::{Value, json};
 use support::{Api, Reply, SECRET, Server, blitz, challenge_of, id_of, token, token_with};
 
@@ -151,10 +151,15 @@ fn provoke(api: &Api, users: &Users, method: &str, path: &str, status: u16) -> R
         ),
         429 => {
             let path = usable_path();
-            // Spend the budget on writes that change nothing.
+            // Spend the budget on requests that change nothing: reads and writes have
+            // budgets of their own.
             support::poll("the budget to run out", || {
-                let spent = api.cancel(&mine, "q_ffffffff").status;
-                (spent == 429).then_some(())
+                let spent = if method == "GET" {
+                    api.get("/v1/matchmaking/active", &mine)
+                } else {
+                    api.cancel(&mine, "q_ffffffff")
+                };
+                (spent.status == 429).then_some(())
             });
             call(&path, Some(&mine))
         }
@@ -199,7 +204,7 @@ fn documented(document: &Value) -> BTreeSet<(String, String, u16)> {
 #[test]
 fn every_documented_status_is_provoked_on_every_route() {
     // No matching, so that queued players stay queued; a pool whose entries expire at once;
-    // a budget that refills slowly, so that a spent one stays spent for the next request.
+    // budgets that refill slowly, so that a spent one stays spent for the next request.
     let server = Server::options()
         .pools(
             "[[pool]]\ntime_control = \"5+3\"\nvariant = \"standard\"\nrated = true\n\n\
@@ -209,6 +214,8 @@ fn every_documented_status_is_provoked_on_every_route() {
         .env("MATCHWELL_TASK_EXPIRY_MS", "50")
         .env("MATCHWELL_RATE_LIMIT_PER_S", "1")
         .env("MATCHWELL_RATE_LIMIT_BURST", "10")
+        .env("MATCHWELL_READ_RATE_LIMIT_PER_S", "1")
+        .env("MATCHWELL_READ_RATE_LIMIT_BURST", "10")
         .start();
     let api = server.api();
     let document = api.send(api.request("GET", "/openapi.json", None)).ok(200);
@@ -236,7 +243,7 @@ fn every_documented_status_is_provoked_on_every_route() {
         provoked.insert((method, path, status));
     }
     assert_eq!(provoked, documented(&document));
-    assert!(provoked.len() >= 87, "only {} statuses", provoked.len());
+    assert!(provoked.len() >= 93, "only {} statuses", provoked.len());
 }
 
 /// A server in this process whose engine can be stopped under it.
@@ -251,7 +258,13 @@ fn in_process_server() -> (String, Arc<Engine>, mpsc::Sender<()>) {
                 listen: "127.0.0.1:0".into(),
                 workers: 1,
                 body_limit_bytes: 16 * 1024,
+                tokens: TokenScope::default(),
                 rate_limit: None,
+                read_rate_limit: None,
+                streams: StreamLimits {
+                    per_user: 8,
+                    total: 100,
+                },
                 shutdown_timeout: Duration::from_secs(1),
             };
             let server = matchwell::http::start(Arc::clone(&engine), &secret, &settings).unwrap();

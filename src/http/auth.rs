@@ -14,7 +14,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::views::RatingsClaim;
-use crate::jwt::{Claims, DEFAULT_TENANT, JwtSecret};
+use crate::jwt::{Claims, DEFAULT_TENANT, JwtSecret, TokenScope};
 use matchwell_actors::error::{MAX_TENANT_LEN, MAX_USER_ID_LEN};
 
 /// Seconds of clock skew tolerated on `exp`.
@@ -46,12 +46,25 @@ struct VerifiedToken {
 }
 
 impl Authenticator {
-    /// Accepts HS256 tokens signed with `secret`.
-    pub(crate) fn new(secret: &JwtSecret) -> Self {
+    /// Accepts HS256 tokens signed with `secret` that name the audience and issuer of
+    /// `scope`, where it has them.
+    pub(crate) fn new(secret: &JwtSecret, scope: &TokenScope) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.validate_exp = true;
+        let mut required = vec!["exp", "sub"];
+        // Without an audience of its own, the server accepts tokens with any `aud`.
         validation.validate_aud = false;
+        if let Some(audience) = &scope.audience {
+            validation.set_audience(&[audience]);
+            validation.validate_aud = true;
+            required.push("aud");
+        }
+        // An issuer is only compared when the token has one, hence required.
+        if let Some(issuer) = &scope.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
+        validation.validate_exp = true;
         validation.leeway = EXPIRY_LEEWAY_S;
         Self {
             key: DecodingKey::from_secret(secret.bytes()),
@@ -98,6 +111,14 @@ impl Authenticator {
                 ApiError::Unauthorized(match error.kind() {
                     ErrorKind::ExpiredSignature => "token expired",
                     ErrorKind::InvalidSignature => "bad token signature",
+                    ErrorKind::InvalidAudience => "token `aud` does not name this server",
+                    ErrorKind::InvalidIssuer => "token `iss` is not this server's issuer",
+                    ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => {
+                        "token has no `aud`; this server requires one"
+                    }
+                    ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => {
+                        "token has no `iss`; this server requires one"
+                    }
                     // The header and the claims are deserialized before the claims are
                     // validated, so a missing `exp` or `sub` shows up as a JSON error too.
                     ErrorKind::MissingRequiredClaim(_) | ErrorKind::Json(_) => {
@@ -209,10 +230,20 @@ pub(crate) struct Acting<'a> {
     ratings: Option<&'a RatingsClaim>,
 }
 
-impl Acting<'_> {
+impl<'a> Acting<'a> {
     /// The rating the token vouches for in `time_control`, if any.
     pub(crate) fn claimed_rating(&self, time_control: &str) -> Option<i64> {
         self.ratings?.get(time_control).copied()
+    }
+
+    /// `user` of `tenant`, vouched for by no token.
+    #[cfg(test)]
+    pub(crate) fn new(tenant: &'a str, user: &'a str) -> Self {
+        Self {
+            tenant,
+            user,
+            ratings: None,
+        }
     }
 }
 
@@ -234,7 +265,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::jwt::mint;
+    use crate::jwt::{Audience, mint};
 
     fn secret(text: &str) -> JwtSecret {
         JwtSecret::resolve(Some(text), Path::new("/nonexistent")).expect("a long enough secret")
@@ -244,7 +275,7 @@ mod tests {
 
     #[test]
     fn a_remembered_token_is_accepted_until_it_expires() {
-        let auth = Authenticator::new(&secret(SECRET));
+        let auth = Authenticator::new(&secret(SECRET), &TokenScope::default());
         let claims = Claims::new("alice", Duration::from_secs(60));
         let token = mint(&secret(SECRET), &claims).expect("minted");
         let issued_s = claims.exp - 60;
@@ -263,8 +294,31 @@ mod tests {
     }
 
     #[test]
+    fn an_audience_may_be_one_of_several() {
+        let scope = TokenScope {
+            audience: Some("matchwell".into()),
+            issuer: None,
+        };
+        let auth = Authenticator::new(&secret(SECRET), &scope);
+        let mut claims = Claims::new("alice", Duration::from_secs(60));
+        let now_s = claims.exp - 60;
+        let mut verify = |audiences: &[&str]| {
+            let audiences = audiences.iter().map(|name| name.to_string()).collect();
+            claims.aud = Some(Audience::Many(audiences));
+            auth.verify(&mint(&secret(SECRET), &claims).expect("minted"), now_s)
+        };
+        assert!(verify(&["billing", "matchwell"]).is_ok());
+        assert!(matches!(
+            verify(&["billing"]),
+            Err(ApiError::Unauthorized(
+                "token `aud` does not name this server"
+            ))
+        ));
+    }
+
+    #[test]
     fn a_token_that_fails_is_never_remembered() {
-        let auth = Authenticator::new(&secret(SECRET));
+        let auth = Authenticator::new(&secret(SECRET), &TokenScope::default());
         let claims = Claims::new("mallory", Duration::from_secs(60));
         let forged = mint(&secret("another-secret-of-at-least-32-bytes"), &claims).expect("minted");
         for _ in 0..2 {

@@ -76,6 +76,7 @@ pub(crate) async fn create_challenge(
         (status = 400, description = "`INVALID_REQUEST`: malformed query", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`", body = ErrorBody),
+        (status = 429, description = "`RATE_LIMITED`: too many reads; see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[get("/v1/matchmaking/challenges/incoming")]
@@ -85,6 +86,7 @@ pub(crate) async fn incoming_challenges(
     query: web::Query<ActAs>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
+    state.admit_read(&acting)?;
     let challenges = state.engine.incoming_challenges(acting.tenant, acting.user);
     Ok(HttpResponse::Ok().json(ChallengeView::list(&challenges, acting.tenant)))
 }
@@ -99,6 +101,7 @@ pub(crate) async fn incoming_challenges(
         (status = 400, description = "`INVALID_REQUEST`: malformed query", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`", body = ErrorBody),
+        (status = 429, description = "`RATE_LIMITED`: too many reads; see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[get("/v1/matchmaking/challenges/outgoing")]
@@ -108,6 +111,7 @@ pub(crate) async fn outgoing_challenges(
     query: web::Query<ActAs>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
+    state.admit_read(&acting)?;
     let challenges = state.engine.outgoing_challenges(acting.tenant, acting.user);
     Ok(HttpResponse::Ok().json(ChallengeView::list(&challenges, acting.tenant)))
 }
@@ -123,6 +127,7 @@ pub(crate) async fn outgoing_challenges(
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`", body = ErrorBody),
         (status = 404, description = "`NOT_FOUND`: no such challenge involving this user in this tenant", body = ErrorBody),
+        (status = 429, description = "`RATE_LIMITED`: too many reads; see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[get("/v1/matchmaking/challenges/{id}")]
@@ -133,6 +138,7 @@ pub(crate) async fn get_challenge(
     query: web::Query<ActAs>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
+    state.admit_read(&acting)?;
     let challenge = state
         .engine
         .challenge(acting.tenant, acting.user, challenge_id(&id)?)

@@ -58,12 +58,37 @@ pub(crate) enum ApiError {
     /// The body is not JSON.
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
-    /// Too many writes from this user.
-    #[error("too many requests; retry in {retry_after_s} s")]
-    RateLimited { retry_after_s: u64 },
+    /// A per-user limit (or the server's limit of event streams) refused the request.
+    #[error("{}; retry in {retry_after_s} s", .limit.describe())]
+    RateLimited { limit: Limit, retry_after_s: u64 },
     /// A dependency is down or the engine is stopping.
     #[error("{0}")]
     Unavailable(String),
+}
+
+/// Which limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    /// The user's write budget.
+    Writes,
+    /// The user's read budget.
+    Reads,
+    /// The event streams one user may have open.
+    UserStreams,
+    /// The event streams the server keeps open.
+    Streams,
+}
+
+impl Limit {
+    /// What was too much, for the refusal's message.
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Writes => "too many writes",
+            Self::Reads => "too many reads",
+            Self::UserStreams => "too many event streams open for this user",
+            Self::Streams => "too many event streams open on this server",
+        }
+    }
 }
 
 impl ApiError {
@@ -193,7 +218,7 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         match self {
-            Self::RateLimited { retry_after_s } => {
+            Self::RateLimited { retry_after_s, .. } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
             }
             Self::Unauthorized(_) => {

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, get, web};
 use prometheus::{
@@ -18,7 +19,28 @@ use crate::http::error::ApiError;
 /// label set.
 const UNMATCHED: &str = "unmatched";
 
-/// The HTTP metrics.
+/// Method label of requests whose method is none of [`KNOWN_METHODS`]: HTTP lets a client
+/// send any token as a method, and each would otherwise become series of its own.
+const OTHER_METHOD: &str = "other";
+
+/// The methods of RFC 9110, each its own label.
+static KNOWN_METHODS: [Method; 9] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::PATCH,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::CONNECT,
+    Method::TRACE,
+];
+
+/// The HTTP metrics. Every label comes from a fixed set, whatever clients send, so that
+/// neither the registry nor `/metrics` grows with traffic: `route` is a route's path
+/// template or [`UNMATCHED`], `method` one of [`KNOWN_METHODS`] or [`OTHER_METHOD`], and
+/// `status` the status code, which the server chooses (its handlers' answers and actix's
+/// own, a few dozen codes at most) and which tells more than its class.
 pub(crate) struct HttpMetrics {
     requests: IntCounterVec,
     latency: HistogramVec,
@@ -60,14 +82,17 @@ pub(crate) async fn observe(
     let state = request.app_data::<web::Data<AppState>>().cloned();
     let response = next.call(request).await?;
     if let Some(state) = state {
-        let route = response.request().match_pattern();
-        let route = route.as_deref().unwrap_or(UNMATCHED);
+        let request = response.request();
+        let route = request
+            .match_name()
+            .and_then(|name| state.routes.template(name))
+            .unwrap_or(UNMATCHED);
         state
             .metrics
             .requests
             .with_label_values(&[
                 route,
-                response.request().method().as_str(),
+                method_label(request.method()),
                 response.status().as_str(),
             ])
             .inc();
@@ -78,6 +103,14 @@ pub(crate) async fn observe(
             .observe(started.elapsed().as_secs_f64());
     }
     Ok(response)
+}
+
+/// The label of `method`.
+fn method_label(method: &Method) -> &'static str {
+    KNOWN_METHODS
+        .iter()
+        .find(|known| *known == method)
+        .map_or(OTHER_METHOD, Method::as_str)
 }
 
 /// Every metric of the engine and of the HTTP layer.
@@ -95,4 +128,19 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, 
     Ok(HttpResponse::Ok()
         .content_type(encoder.format_type())
         .body(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_outside_the_known_set_share_one_label() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::TRACE), "TRACE");
+        for made_up in ["XQZ123", "get", "PROPFIND", &"M".repeat(1024)] {
+            let method = Method::from_bytes(made_up.as_bytes()).expect("a token");
+            assert_eq!(method_label(&method), OTHER_METHOD, "{made_up}");
+        }
+    }
 }

@@ -29,16 +29,16 @@ use utoipa_actix_web::AppExt;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::Engine;
-use crate::jwt::JwtSecret;
-pub use rate_limit::RateLimit;
+use crate::jwt::{JwtSecret, TokenScope};
+pub use rate_limit::{RateLimit, StreamLimits};
 
 use self::auth::{Acting, Authenticator};
-use self::error::ApiError;
+use self::error::{ApiError, Limit};
 use self::metrics::HttpMetrics;
 use self::openapi::{ApiDoc, RouteTable};
-use self::rate_limit::UserRateLimiter;
+use self::rate_limit::{StreamSlot, StreamSlots, UserRateLimiter};
 
-/// How often idle users are dropped from the rate limiter's map.
+/// How often idle users are dropped from the rate limiters' maps.
 const LIMITER_CLEANUP_EVERY: Duration = Duration::from_secs(60);
 
 /// How the HTTP server runs.
@@ -50,8 +50,15 @@ pub struct HttpSettings {
     pub workers: usize,
     /// Largest JSON body accepted, in bytes.
     pub body_limit_bytes: usize,
+    /// The audience and issuer tokens must name, where set.
+    pub tokens: TokenScope,
     /// Per-user write limit; `None` turns limiting off.
     pub rate_limit: Option<RateLimit>,
+    /// Per-user read limit (the routes that need a token and change nothing); `None` turns
+    /// limiting off.
+    pub read_rate_limit: Option<RateLimit>,
+    /// Event streams open at once, per user and in total.
+    pub streams: StreamLimits,
     /// How long a graceful stop waits for open requests (and event streams).
     pub shutdown_timeout: Duration,
 }
@@ -83,12 +90,18 @@ pub(crate) struct AppState {
     /// Token checking with the key decoded once.
     pub(crate) auth: Authenticator,
     /// Per-user write budgets; `None` when limiting is off.
-    limiter: Option<UserRateLimiter>,
+    writes: Option<UserRateLimiter>,
+    /// Per-user read budgets, apart from the write budgets so that polling a status never
+    /// costs a user their next write; `None` when limiting is off.
+    reads: Option<UserRateLimiter>,
+    /// The event streams open now. An `Arc` because each stream holds its slot, and gives
+    /// it back when dropped, apart from any request.
+    streams: Arc<StreamSlots>,
     /// HTTP metrics, registered in the engine's registry.
     pub(crate) metrics: HttpMetrics,
     /// `/openapi.json`, serialized once.
     pub(crate) openapi_json: String,
-    /// The routes, to tell a 405 from a 404.
+    /// The routes, to tell a 405 from a 404 and to label metrics by route template.
     pub(crate) routes: RouteTable,
 }
 
@@ -101,10 +114,24 @@ impl AppState {
                 "the engine is not ready; retry later".into(),
             ));
         }
-        match &self.limiter {
+        match &self.writes {
             Some(limiter) => limiter.check(acting),
             None => Ok(()),
         }
+    }
+
+    /// Admits a read of `acting`: counted against the user's read budget.
+    pub(crate) fn admit_read(&self, acting: &Acting<'_>) -> Result<(), ApiError> {
+        match &self.reads {
+            Some(limiter) => limiter.check(acting),
+            None => Ok(()),
+        }
+    }
+
+    /// A slot for an event stream of `acting`, refused when the user or the server has as
+    /// many streams open as allowed.
+    pub(crate) fn open_stream(&self, acting: &Acting<'_>) -> Result<StreamSlot, ApiError> {
+        self.streams.take(acting)
     }
 }
 
@@ -171,18 +198,24 @@ pub fn start(
     let state = web::Data::new(AppState {
         metrics: HttpMetrics::register(engine.metrics_registry())?,
         engine,
-        auth: Authenticator::new(secret),
-        limiter: settings.rate_limit.map(UserRateLimiter::new),
+        auth: Authenticator::new(secret, &settings.tokens),
+        writes: settings
+            .rate_limit
+            .map(|rate| UserRateLimiter::new(rate, Limit::Writes)),
+        reads: settings
+            .read_rate_limit
+            .map(|rate| UserRateLimiter::new(rate, Limit::Reads)),
+        streams: StreamSlots::new(settings.streams),
         openapi_json: document.to_json().unwrap_or_default(),
         routes: RouteTable::new(&document),
     });
-    if state.limiter.is_some() {
+    if state.writes.is_some() || state.reads.is_some() {
         let state = state.clone();
         actix_web::rt::spawn(async move {
             let mut ticks = tokio::time::interval(LIMITER_CLEANUP_EVERY);
             loop {
                 ticks.tick().await;
-                if let Some(limiter) = &state.limiter {
+                for limiter in [&state.writes, &state.reads].into_iter().flatten() {
                     limiter.forget_idle();
                 }
             }
@@ -208,6 +241,11 @@ pub fn start(
             .wrap(from_fn(request_id::assign))
     })
     .workers(settings.workers.max(1))
+    // A client that closes its side of the connection is gone: otherwise actix keeps an
+    // event stream going until a write fails, which takes two keep-alives (30 s), and the
+    // stream's slot stays taken meanwhile. Clients hardly ever half-close while waiting for an
+    // answer, and nginx aborts a proxied request whose client closes, too.
+    .h1_allow_half_closed(false)
     .shutdown_timeout(settings.shutdown_timeout.as_secs())
     .bind(&settings.listen)
     .map_err(|source| HttpError::Bind {

@@ -1,10 +1,12 @@
 //! The OpenAPI description, generated from the route handlers themselves (utoipa), and the
-//! table of routes that tells a 405 from a 404.
+//! table of routes that tells a 405 from a 404 and names the route of a request's metrics.
+
+use std::collections::HashMap;
 
 use actix_web::dev::ResourceDef;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, get, web};
 use utoipa::openapi::OpenApi as OpenApiDocument;
-use utoipa::openapi::path::PathItem;
+use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -35,7 +37,7 @@ impl Modify for BearerAuth {
         let mut scheme = Http::new(HttpAuthScheme::Bearer);
         scheme.bearer_format = Some("JWT".into());
         scheme.description = Some(
-            "HS256 JWT. Claims: `sub` (user id, required), `exp` (required), `tenant` (default \"default\"), `role` (`service`: may act for any user of its tenant through `user_id`; `admin`: may read `/internal/*`), `ratings` (time control → rating, wins over a body's `rating`).".into(),
+            "HS256 JWT. Claims: `sub` (user id, required), `exp` (required), `tenant` (default \"default\"), `role` (`service`: may act for any user of its tenant through `user_id`; `admin`: may read `/internal/*`), `ratings` (time control → rating, wins over a body's `rating`); `aud` and `iss` when the server is configured with an audience and an issuer.".into(),
         );
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
     }
@@ -53,9 +55,15 @@ pub(crate) async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
         .body(state.openapi_json.clone())
 }
 
-/// The path templates of the API with the methods each accepts.
+/// The path templates of the API: the methods each accepts, and the template of each
+/// handler by name.
 pub(crate) struct RouteTable {
     routes: Vec<(ResourceDef, Vec<&'static str>)>,
+    /// Path template by resource name. The route macros name each resource after its handler,
+    /// and utoipa gives its operation the same name as id; so the name actix reports for a
+    /// request (`HttpRequest::match_name`, a borrow) finds the template without building it
+    /// again per request (`match_pattern` allocates a `String`).
+    templates: HashMap<String, String>,
 }
 
 impl RouteTable {
@@ -65,9 +73,22 @@ impl RouteTable {
             .paths
             .paths
             .iter()
-            .map(|(path, item)| (ResourceDef::new(path.as_str()), methods(item)))
+            .map(|(path, item)| {
+                let methods = operations(item).map(|(method, _)| method).collect();
+                (ResourceDef::new(path.as_str()), methods)
+            })
             .collect();
-        Self { routes }
+        let templates = document
+            .paths
+            .paths
+            .iter()
+            .flat_map(|(path, item)| {
+                operations(item).filter_map(|(_, operation)| {
+                    Some((operation.operation_id.clone()?, path.clone()))
+                })
+            })
+            .collect();
+        Self { routes, templates }
     }
 
     /// The methods allowed on `path`, if it is a route.
@@ -82,9 +103,15 @@ impl RouteTable {
         allowed.dedup();
         (!allowed.is_empty()).then_some(allowed)
     }
+
+    /// The path template of the handler named `name`.
+    pub(crate) fn template(&self, name: &str) -> Option<&str> {
+        self.templates.get(name).map(String::as_str)
+    }
 }
 
-fn methods(item: &PathItem) -> Vec<&'static str> {
+/// The operations of `item` with their methods.
+fn operations(item: &PathItem) -> impl Iterator<Item = (&'static str, &Operation)> {
     [
         ("GET", &item.get),
         ("POST", &item.post),
@@ -93,9 +120,7 @@ fn methods(item: &PathItem) -> Vec<&'static str> {
         ("DELETE", &item.delete),
     ]
     .into_iter()
-    .filter(|(_, operation)| operation.is_some())
-    .map(|(method, _)| method)
-    .collect()
+    .filter_map(|(method, operation)| Some((method, operation.as_ref()?)))
 }
 
 /// Answers requests no route took: 405 when the path is a route, else 404.

@@ -135,6 +135,7 @@ pub(crate) async fn enqueue(
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`: `user_id` names another user and the token is not a service's", body = ErrorBody),
         (status = 404, description = "`NOT_FOUND`: no such entry of this user in this tenant", body = ErrorBody),
+        (status = 429, description = "`RATE_LIMITED`: too many reads; see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[get("/v1/matchmaking/queue/{id}")]
@@ -145,6 +146,7 @@ pub(crate) async fn get_entry(
     query: web::Query<ActAs>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
+    state.admit_read(&acting)?;
     let entry = owned_entry(&state, &acting, &id)?;
     Ok(HttpResponse::Ok().json(EntryView::new(&entry, acting.tenant)))
 }
@@ -193,6 +195,7 @@ pub(crate) async fn cancel_entry(
         (status = 400, description = "`INVALID_REQUEST`: malformed query", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`: `user_id` names another user and the token is not a service's", body = ErrorBody),
+        (status = 429, description = "`RATE_LIMITED`: too many reads; see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[get("/v1/matchmaking/active")]
@@ -202,6 +205,7 @@ pub(crate) async fn active(
     query: web::Query<ActAs>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
+    state.admit_read(&acting)?;
     let active = state.engine.active(acting.tenant, acting.user);
     Ok(HttpResponse::Ok().json(ActiveView {
         searching: active

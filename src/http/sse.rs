@@ -1,7 +1,9 @@
 //! Server-sent events of one queue entry.
 //!
 //! The stream waits on the engine's change notification for the entry (a tokio watch
-//! channel), so it holds no actor thread and no worker thread while nothing happens.
+//! channel), so it holds no actor thread and no worker thread while nothing happens. It holds
+//! a slot of the caps on open streams (per user and in total) until it is dropped: when it
+//! ends, or when its client goes away.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use crate::http::AppState;
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::queue::owned_entry;
+use crate::http::rate_limit::StreamSlot;
 use crate::http::views::{ActAs, EntryView, ErrorBody};
 use crate::{Entry, EntryWatch};
 
@@ -25,6 +28,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Where a stream stands between two events.
 struct Progress {
+    /// The stream's slot, held for as long as the stream lives.
+    _slot: StreamSlot,
     watch: EntryWatch,
     tenant: CompactString,
     /// The entry last sent, without what moves with the clock alone (see [`unclocked`]).
@@ -82,6 +87,7 @@ impl Progress {
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`: `user_id` names another user and the token is not a service's", body = ErrorBody),
         (status = 404, description = "`NOT_FOUND`", body = ErrorBody),
+        (status = 429, description = "`RATE_LIMITED`: too many reads, or too many event streams open for this user or on the server; see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[get("/v1/matchmaking/queue/{id}/events")]
@@ -92,12 +98,14 @@ pub(crate) async fn entry_events(
     query: web::Query<ActAs>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
+    state.admit_read(&acting)?;
     let entry = owned_entry(&state, &acting, &id)?;
     let watch = state
         .engine
         .watch_entry(acting.tenant, entry.id)
         .ok_or(ApiError::NotFound)?;
     let first = Progress {
+        _slot: state.open_stream(&acting)?,
         watch,
         tenant: acting.tenant.into(),
         last: None,

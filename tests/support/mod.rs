@@ -32,6 +32,20 @@ pub fn seed_from_env() -> Option<u64> {
     })
 }
 
+/// The seed of a randomized test named `what`: `MATCHWELL_TEST_SEED` when set, else drawn
+/// from the clock. Printed, so that a failure shows how to run it again.
+pub fn seed(what: &str) -> u64 {
+    let seed = seed_from_env().unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+            .into()
+    });
+    eprintln!("{what} seed {seed}; rerun with MATCHWELL_TEST_SEED={seed}");
+    seed
+}
+
 /// The `matchwell` binary with none of the caller's `MATCHWELL_*` variables, so that a
 /// developer's environment cannot change what a test sees.
 pub fn matchwell() -> Command {
@@ -447,16 +461,24 @@ pub struct EventStream {
 impl EventStream {
     /// Opens the stream of entry `id`, checking it is one.
     pub fn open(api: &Api, token: &str, id: &str) -> Self {
+        Self::try_open(api, token, id)
+            .unwrap_or_else(|refused| panic!("no event stream of {id}: {refused:?}"))
+    }
+
+    /// Opens the stream of entry `id`, checking it is one; the answer if it is refused.
+    pub fn try_open(api: &Api, token: &str, id: &str) -> Result<Self, Box<Reply>> {
         let path = format!("/v1/matchmaking/queue/{id}/events");
         let response = api.request("GET", &path, Some(token)).send().unwrap();
-        assert_eq!(response.status(), 200);
+        if response.status() != 200 {
+            return Err(Box::new(Reply::from(response)));
+        }
         assert_eq!(
             response.headers()["content-type"].to_str().unwrap(),
             "text/event-stream"
         );
-        Self {
+        Ok(Self {
             lines: BufReader::new(response).lines(),
-        }
+        })
     }
 
     /// The `data` of the next `entry` event; `None` once the server has ended the stream.
