@@ -39,7 +39,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Runs the HTTP server.
-    Serve(ServeArgs),
+    // Boxed: the server's flags are many, and the other commands should not carry their size.
+    Serve(Box<ServeArgs>),
     /// Mints a JWT that a server with the same secret accepts.
     Token(TokenArgs),
     /// Pools files.

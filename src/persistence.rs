@@ -237,12 +237,13 @@ impl Persistence {
             let needed_from = self.snapshots.read_header(oldest)?.replay_from;
             self.journal.remove_segments_before(needed_from)?;
         }
-        self.metrics
-            .snapshot_seconds
-            .observe(started.elapsed().as_secs_f64());
+        // The size first: a scrape that sees the snapshot counted sees its size too.
         self.metrics
             .snapshot_body_bytes
             .set(i64::try_from(written.header.body_len).unwrap_or(i64::MAX));
+        self.metrics
+            .snapshot_seconds
+            .observe(started.elapsed().as_secs_f64());
         Ok(written)
     }
 

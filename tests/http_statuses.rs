@@ -144,6 +144,11 @@ fn provoke(api: &Api, users: &Users, method: &str, path: &str, status: u16) -> R
             body["variant"] = json!("v".repeat(20_000));
             api.send(api.request(method, path, Some(&mine)).json(&body))
         }
+        422 => {
+            // An Idempotency-Key used again with another rating.
+            api.enqueue_keyed(&mine, b"k-422", &blitz(1500)).ok(201);
+            api.enqueue_keyed(&mine, b"k-422", &blitz(1600))
+        }
         415 => api.send(
             api.request(method, path, Some(&mine))
                 .header("Content-Type", "text/plain")
@@ -183,6 +188,7 @@ fn code_of(status: u16, method: &str, path: &str) -> &'static str {
         },
         413 => "PAYLOAD_TOO_LARGE",
         415 => "UNSUPPORTED_MEDIA_TYPE",
+        422 => "IDEMPOTENCY_KEY_REUSED",
         429 => "RATE_LIMITED",
         _ => "UNAVAILABLE",
     }
