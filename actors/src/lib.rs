@@ -15,6 +15,8 @@
 //!   and the router actor that dispatches to them, on a dedicated actix system.
 //! - `challenges`: the challenge state machine and book.
 //! - [`games`]: the [`games::GameCreator`] trait and durable game-creation jobs.
+//! - [`change_log`]: the interface of the journal the core appends to ([`change_log::ChangeLog`]),
+//!   so that it does not know where its journal lives.
 //! - [`persist`]: journal records and snapshot bodies (images of changed items), and
 //!   recovery from them.
 //! - [`clock`], [`ids`], [`metrics`], [`error`]: time, identifiers, Prometheus metrics, errors.
@@ -32,6 +34,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod challenges;
+pub mod change_log;
 pub mod clock;
 pub mod error;
 pub mod games;

@@ -10,13 +10,13 @@ use std::time::Duration;
 use compact_str::CompactString;
 use dashmap::mapref::entry::Entry as MapEntry;
 use futures::future::{BoxFuture, join_all};
-use matchwell_snapshots::Journal;
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::challenges::{ChallengeBook, ChallengeLimits, ChallengeRecord, ChallengeState, Party};
+use crate::change_log::ChangeLog;
 use crate::clock::{SharedClock, SystemClock, UnixMillis};
 use crate::error::{
     MAX_IDEMPOTENCY_KEY_LEN, MAX_TENANT_LEN, MAX_USER_ID_LEN, MatchmakerError, check_name,
@@ -33,7 +33,7 @@ use crate::model::{
     ActiveState, Challenge, Color, ColorChoice, Entry, EntryStatus, GameStatus, MatchEvent,
     QueueSummary,
 };
-use crate::persist::{Change, Image, Installed, Restored, SnapshotBody};
+use crate::persist::{Image, Installed, Restored, SnapshotBody};
 use crate::pools::{MAX_RATING, PoolCatalog, PoolSpec, TimeControl};
 use crate::router::{ActorSystem, ActorsStopped, RouteSummary, RouteTick};
 use crate::shard::{
@@ -71,7 +71,7 @@ pub struct MatchmakerConfig {
     /// Capacity of the event stream; a listener that falls further behind skips events.
     pub event_capacity: usize,
     /// Where changes are journaled; `None` keeps everything in memory only.
-    pub journal: Option<Arc<Journal<Change>>>,
+    pub journal: Option<Arc<dyn ChangeLog>>,
     /// Answer changes only once the journal has them on disk (fsync `always`).
     pub acknowledge_durable: bool,
     /// State read back from disk, installed before the actors start.

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use matchwell_snapshots::Journal;
 use tokio::sync::{Notify, broadcast};
 
 use crate::challenges::ChallengeBook;
+use crate::change_log::ChangeLog;
 use crate::clock::{SharedClock, UnixMillis};
 use crate::error::MatchmakerError;
 use crate::games::{GameCreator, GameJobs, RetryPolicy};
@@ -45,7 +45,7 @@ pub(crate) struct Shared {
     /// Where every change is journaled, when the engine persists. Appends are made by whoever
     /// made the change, right after making it, so the journal's order is the order of changes
     /// to each item.
-    pub(crate) journal: Option<Arc<Journal<Change>>>,
+    pub(crate) journal: Option<Arc<dyn ChangeLog>>,
     /// Whether a change is answered only once durable (fsync `always`).
     pub(crate) acknowledge_durable: bool,
 }
@@ -58,14 +58,9 @@ impl Shared {
 
     /// Refuses changes once the journal has failed: what is not journaled would be lost.
     pub(crate) fn writable(&self) -> Result<(), MatchmakerError> {
-        match &self.journal {
-            Some(journal) if !journal.is_healthy() => {
-                Err(MatchmakerError::Persistence(journal.failure().map_or_else(
-                    || "the journal is closed".to_owned(),
-                    |cause| cause.to_string(),
-                )))
-            }
-            _ => Ok(()),
+        match self.journal.as_ref().and_then(|journal| journal.failure()) {
+            Some(failure) => Err(MatchmakerError::Persistence(failure)),
+            None => Ok(()),
         }
     }
 
@@ -103,7 +98,7 @@ impl Shared {
         journal
             .wait_durable(seq)
             .await
-            .map_err(|error| MatchmakerError::Persistence(error.to_string()))
+            .map_err(|error| MatchmakerError::Persistence(error.0))
     }
 
     pub(crate) fn emit(&self, event: MatchEvent) {
