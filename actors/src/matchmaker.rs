@@ -68,6 +68,10 @@ pub struct MatchmakerConfig {
     pub max_challenge_ttl: Duration,
     /// How many pending challenges one user may have sent and received.
     pub challenge_limits: ChallengeLimits,
+    /// Ids this matchmaker hands out come after this number: 0 for a single engine; a cluster
+    /// gives each partition a range of its own (see [`partition_id_base`]), so that an id
+    /// names its partition and match ids stay unique across the cluster.
+    pub id_base: u64,
     /// Capacity of the event stream; a listener that falls further behind skips events.
     pub event_capacity: usize,
     /// Where changes are journaled; `None` keeps everything in memory only.
@@ -96,12 +100,27 @@ impl MatchmakerConfig {
             default_challenge_ttl: Duration::from_secs(120),
             max_challenge_ttl: Duration::from_secs(86_400),
             challenge_limits: ChallengeLimits::default(),
+            id_base: 0,
             event_capacity: 4_096,
             journal: None,
             acknowledge_durable: false,
             restored: None,
         }
     }
+}
+
+/// Bits of an id below its partition: each partition has 2^40 ids of each kind.
+const PARTITION_ID_BITS: u32 = 40;
+
+/// The first id of partition `partition`'s range, less one: ids of that partition are
+/// `partition_id_base(partition) + 1` and up.
+pub fn partition_id_base(partition: u32) -> u64 {
+    u64::from(partition) << PARTITION_ID_BITS
+}
+
+/// The partition whose range holds id number `id`.
+pub fn partition_of_id(id: u64) -> u32 {
+    u32::try_from(id.saturating_sub(1) >> PARTITION_ID_BITS).unwrap_or(u32::MAX)
 }
 
 /// A request to join a pool's queue.
@@ -203,9 +222,9 @@ impl Matchmaker {
             challenges: ChallengeBook::new(config.challenge_limits),
             games: GameJobs::default(),
             ids: Ids {
-                entries: IdSequence::starting_after(0),
-                matches: IdSequence::starting_after(0),
-                challenges: IdSequence::starting_after(0),
+                entries: IdSequence::starting_after(config.id_base),
+                matches: IdSequence::starting_after(config.id_base),
+                challenges: IdSequence::starting_after(config.id_base),
             },
             events,
             game_jobs_ready: tokio::sync::Notify::new(),
@@ -1230,6 +1249,28 @@ mod tests {
             assert_eq!((entry.wait_ms, entry.window), (20_000, 150), "{id}");
         }
         assert_eq!(engine.prune(), 3, "every cancelled entry is forgotten");
+        engine.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_partitions_ids_come_from_its_own_range() {
+        let mut config = MatchmakerConfig::new(PoolCatalog::builtin());
+        config.clock = Arc::new(ManualClock::new(1_000_000));
+        config.id_base = partition_id_base(5);
+        let engine = Matchmaker::start(config).unwrap();
+        let alice = engine.enqueue(request("alice", 1500)).await.unwrap();
+        engine.enqueue(request("bob", 1500)).await.unwrap();
+        engine.run_waves(true).await.unwrap();
+        let found = engine.entry("acme", alice.id).unwrap().found.unwrap();
+        assert_eq!(alice.id.get(), partition_id_base(5) + 1);
+        assert_eq!(partition_of_id(alice.id.get()), 5);
+        assert_eq!(partition_of_id(found.match_id.get()), 5);
+        assert_eq!(
+            partition_of_id(partition_id_base(6)),
+            5,
+            "the last id of the range"
+        );
+        assert_eq!(partition_of_id(1), 0);
         engine.shutdown();
     }
 
