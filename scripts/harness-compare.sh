@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The round (enqueue → status → cancel → status) under the same load on matchwell, in each
+# fsync mode, and on examples/http_floor.rs (an actix-web server that does nothing), driven by
+# the load-test harness (examples/loadtest.rs), taking turns: what the server costs per request
+# against what an empty server costs (not part of CI).
+#
+#   scripts/harness-compare.sh                       # 3 turns of 20 s each, 64 connections
+#   RUNS=5 DURATION=30s CONNECTIONS=32 scripts/harness-compare.sh
+#   MODES="batch" scripts/harness-compare.sh         # only some fsync modes
+#
+# Prints, per server and turn, requests/s, p99 latency of each route, and the CPU time per
+# request of the server and of the harness (from /proc), then the median server CPU per
+# request of each server and its ratio to the floor's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runs=${RUNS:-3}
+duration=${DURATION:-20s}
+connections=${CONNECTIONS:-64}
+modes=${MODES:-"none batch always"}
+
+cargo build --release --quiet --bin matchwell --example loadtest --example http_floor
+bin=$PWD/target/release/matchwell
+harness=$PWD/target/release/examples/loadtest
+floor=$PWD/target/release/examples/http_floor
+
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+    if [[ -n $server_pid ]]; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+for name in $(env | grep -o '^MATCHWELL_[A-Z_]*' || true); do
+    unset "$name"
+done
+secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+
+# Starts "$@" with its log in $work/log and sets server_pid and base from the address it logs.
+start() {
+    : > "$work/log"
+    "$@" 2> "$work/log" > /dev/null &
+    server_pid=$!
+    for _ in $(seq 200); do
+        base=$(grep -o 'listening on http://[0-9.:]*' "$work/log" | head -1 | sed 's/listening on //') || true
+        [[ -n $base ]] && return 0
+        kill -0 "$server_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "the server did not start:" >&2
+    cat "$work/log" >&2
+    exit 1
+}
+
+stop() {
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=
+}
+
+servers=()
+for mode in $modes; do servers+=("matchwell-$mode"); done
+servers+=(floor)
+
+for run in $(seq "$runs"); do
+    for server in "${servers[@]}"; do
+        case $server in
+            floor) start "$floor" 127.0.0.1:0 ;;
+            matchwell-*)
+                rm -rf "$work/data"
+                MATCHWELL_JWT_SECRET=$secret MATCHWELL_FSYNC=${server#matchwell-} \
+                    MATCHWELL_DATA_DIR=$work/data MATCHWELL_LISTEN=127.0.0.1:0 MATCHWELL_LOG=warn,matchwell=info \
+                    start "$bin" serve
+                ;;
+        esac
+        "$harness" --url "$base" --secret "$secret" --scenario round --connections "$connections" \
+            --duration "$duration" --seed "$run" --server-pid "$server_pid" --quiet \
+            --json "$work/$server-$run.json" > "$work/$server-$run.txt"
+        stop
+        python3 - "$work/$server-$run.json" "$server" "$run" <<'EOF'
+import json, sys
+report = json.load(open(sys.argv[1]))
+p99 = ", ".join(f"{route.split()[0]} {figures['p99']:.2f}" for route, figures in sorted(report["latency_ms"].items()))
+print(f"{sys.argv[2]:<16} run {sys.argv[3]}: {report['requests_per_s']:8.0f} req/s  p99 ms ({p99})  "
+      f"server {report['server_cpu_us_per_request']:5.1f} µs/req  harness {report['harness_cpu_us_per_request']:5.1f} µs/req  "
+      f"errors {report['errors'] or 'none'}")
+EOF
+    done
+done
+
+python3 - "$work" "$runs" "${servers[@]}" <<'EOF'
+import json, statistics, sys
+work, runs, servers = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+cpu = {s: [json.load(open(f"{work}/{s}-{r}.json"))["server_cpu_us_per_request"] for r in range(1, runs + 1)] for s in servers}
+floor = cpu["floor"]
+print()
+print(f"{'server':<16} {'median µs/req':>14} {'ratio to floor (median of turns)':>34}")
+for server in servers:
+    ratios = [a / b for a, b in zip(cpu[server], floor)]
+    print(f"{server:<16} {statistics.median(cpu[server]):>14.1f} {statistics.median(ratios):>34.2f}")
+EOF
