@@ -15,7 +15,7 @@ use crate::http::{self, HttpError};
 use crate::jwt::{self, Claims, JwtSecret, SecretError, SecretOrigin, TokenScope};
 use crate::live_game::{HttpGameCreator, LiveGameError};
 use crate::persistence::{PersistenceConfig, PersistenceError, describe_snapshot};
-use crate::{ChallengeLimits, Engine, EngineError, PoolCatalog};
+use crate::{ChallengeLimits, Engine, EngineError, PoolCatalog, RetryPolicy};
 use matchwell_actors::pools::PoolsFileError;
 use matchwell_snapshots::FsyncMode;
 use matchwell_snapshots::journal::ParseFsyncModeError;
@@ -161,6 +161,23 @@ pub struct ServeArgs {
     /// Timeout of one call to the live-game service, in milliseconds.
     #[arg(long, env = "MATCHWELL_LIVE_GAME_TIMEOUT_MS", default_value_t = 5_000)]
     pub live_game_timeout_ms: u64,
+    /// Attempts to create a queue match's game before its players go back to the queue.
+    #[arg(long, env = "MATCHWELL_LIVE_GAME_MAX_ATTEMPTS", default_value_t = RetryPolicy::default().max_attempts)]
+    pub live_game_max_attempts: u32,
+    /// Ceiling of the delay before the first retry, in milliseconds; it doubles at every
+    /// further retry, and each delay is drawn at random below its ceiling.
+    #[arg(long, env = "MATCHWELL_LIVE_GAME_BACKOFF_MS", default_value_t = 200)]
+    pub live_game_backoff_ms: u64,
+    /// Largest ceiling of the delay between two attempts, in milliseconds.
+    #[arg(
+        long,
+        env = "MATCHWELL_LIVE_GAME_MAX_BACKOFF_MS",
+        default_value_t = 10_000
+    )]
+    pub live_game_max_backoff_ms: u64,
+    /// Calls to the live-game service at once, however many games wait to be created.
+    #[arg(long, env = "MATCHWELL_LIVE_GAME_MAX_IN_FLIGHT", default_value_t = RetryPolicy::default().max_in_flight)]
+    pub live_game_max_in_flight: usize,
     /// How long a graceful stop waits for open requests, in seconds.
     #[arg(long, env = "MATCHWELL_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,
@@ -394,10 +411,20 @@ async fn serve(config: ServeConfig) -> Result<(), CliError> {
         .pools(config.catalog)
         .tasks(config.tasks)
         .challenge_limits(config.challenge_limits)
+        .retry(config.retry)
         .persistence(persistence);
     match &config.live_game {
         Some(live_game) => {
-            tracing::info!(url = %live_game.url, timeout_ms = live_game.timeout.as_millis(), "live-game service");
+            let retry = &config.retry;
+            tracing::info!(
+                url = %live_game.url,
+                timeout_ms = live_game.timeout.as_millis(),
+                max_attempts = retry.max_attempts,
+                backoff_ms = retry.first_backoff.as_millis(),
+                max_backoff_ms = retry.max_backoff.as_millis(),
+                max_in_flight = retry.max_in_flight,
+                "live-game service"
+            );
             builder = builder.game_creator(Arc::new(HttpGameCreator::new(live_game)?));
         }
         None => tracing::info!("no live-game service configured; game ids are made locally"),

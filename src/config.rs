@@ -8,6 +8,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use crate::PoolCatalog;
+use crate::RetryPolicy;
 use crate::cli::{ServeArgs, Switch, TaskArgs};
 use crate::http::{HttpSettings, RateLimit, StreamLimits};
 use crate::jwt::MIN_SECRET_LEN;
@@ -26,6 +27,12 @@ const MAX_BODY_LIMIT_BYTES: usize = 16 * 1024 * 1024;
 const MAX_STREAMS: u64 = 1_000_000;
 /// Longest live-game timeout accepted.
 const MAX_LIVE_GAME_TIMEOUT_MS: u64 = 120_000;
+/// Most attempts per game accepted.
+const MAX_LIVE_GAME_ATTEMPTS: u64 = 1_000;
+/// Longest backoff ceiling accepted: an hour.
+const MAX_LIVE_GAME_BACKOFF_MS: u64 = 3_600_000;
+/// Most calls to the live-game service at once accepted.
+const MAX_LIVE_GAME_IN_FLIGHT: u64 = 10_000;
 /// Most pending challenges per user and direction accepted as a limit.
 const MAX_CHALLENGE_LIMIT: u64 = 10_000;
 
@@ -100,6 +107,8 @@ pub struct ServeConfig {
     pub tasks: BackgroundTasks,
     /// The live-game service; `None` lets the engine make game ids itself.
     pub live_game: Option<LiveGameSettings>,
+    /// How game creation is paced and retried.
+    pub retry: RetryPolicy,
     /// Pending challenges per user.
     pub challenge_limits: ChallengeLimits,
 }
@@ -209,24 +218,17 @@ impl ServeConfig {
             Some(path) => PoolCatalog::load(path)?,
             None => PoolCatalog::builtin(),
         };
+        let retry = retry_policy(args)?;
         let live_game = match &args.live_game_api_url {
             None => None,
-            Some(url) => {
-                let timeout_ms = in_range(
-                    "--live-game-timeout-ms / MATCHWELL_LIVE_GAME_TIMEOUT_MS",
-                    args.live_game_timeout_ms,
-                    1,
-                    MAX_LIVE_GAME_TIMEOUT_MS,
-                )?;
-                Some(LiveGameSettings {
-                    url: Url::parse(url).map_err(|error| ConfigError::LiveGameUrl {
-                        url: url.clone(),
-                        reason: error.to_string(),
-                    })?,
-                    token: args.live_game_api_token.clone(),
-                    timeout: Duration::from_millis(timeout_ms),
-                })
-            }
+            Some(url) => Some(LiveGameSettings {
+                url: Url::parse(url).map_err(|error| ConfigError::LiveGameUrl {
+                    url: url.clone(),
+                    reason: error.to_string(),
+                })?,
+                token: args.live_game_api_token.clone(),
+                timeout: retry.attempt_timeout,
+            }),
         };
         Ok(Self {
             http: HttpSettings {
@@ -246,6 +248,7 @@ impl ServeConfig {
             catalog,
             tasks: background_tasks(&args.tasks)?,
             live_game,
+            retry,
             challenge_limits: ChallengeLimits {
                 max_outgoing: in_range(
                     "--max-outgoing-challenges / MATCHWELL_MAX_OUTGOING_CHALLENGES",
@@ -262,6 +265,45 @@ impl ServeConfig {
             },
         })
     }
+}
+
+/// How game creation is paced and retried: the live-game flags, checked.
+fn retry_policy(args: &ServeArgs) -> Result<RetryPolicy, ConfigError> {
+    let first_backoff_ms = in_range(
+        "--live-game-backoff-ms / MATCHWELL_LIVE_GAME_BACKOFF_MS",
+        args.live_game_backoff_ms,
+        1,
+        MAX_LIVE_GAME_BACKOFF_MS,
+    )?;
+    Ok(RetryPolicy {
+        first_backoff: Duration::from_millis(first_backoff_ms),
+        // Below the first ceiling, the doubling would never start.
+        max_backoff: Duration::from_millis(in_range(
+            "--live-game-max-backoff-ms / MATCHWELL_LIVE_GAME_MAX_BACKOFF_MS",
+            args.live_game_max_backoff_ms,
+            first_backoff_ms,
+            MAX_LIVE_GAME_BACKOFF_MS,
+        )?),
+        max_attempts: in_range(
+            "--live-game-max-attempts / MATCHWELL_LIVE_GAME_MAX_ATTEMPTS",
+            args.live_game_max_attempts.into(),
+            1,
+            MAX_LIVE_GAME_ATTEMPTS,
+        )? as u32,
+        max_in_flight: in_range(
+            "--live-game-max-in-flight / MATCHWELL_LIVE_GAME_MAX_IN_FLIGHT",
+            args.live_game_max_in_flight as u64,
+            1,
+            MAX_LIVE_GAME_IN_FLIGHT,
+        )? as usize,
+        attempt_timeout: Duration::from_millis(in_range(
+            "--live-game-timeout-ms / MATCHWELL_LIVE_GAME_TIMEOUT_MS",
+            args.live_game_timeout_ms,
+            1,
+            MAX_LIVE_GAME_TIMEOUT_MS,
+        )?),
+        ..RetryPolicy::default()
+    })
 }
 
 /// The master switch sets every task; a task's own switch and interval override it.

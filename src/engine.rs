@@ -146,7 +146,8 @@ impl EngineBuilder {
         self
     }
 
-    /// How game creation is retried.
+    /// How game creation is paced and retried: attempts, backoff, per-attempt timeout,
+    /// in-flight limit and circuit breaker (default: [`RetryPolicy::default`]).
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
@@ -263,6 +264,8 @@ fn spawn_background_tasks(
                     () = matchmaker.game_jobs_scheduled() => {}
                     () = tokio::time::sleep(period) => {}
                 }
+                // As many as there are free slots: the others stay due, and the end of an
+                // attempt wakes this loop to start the next.
                 for attempt in matchmaker.due_game_attempts() {
                     tokio::spawn(attempt);
                 }

@@ -39,7 +39,8 @@ pub use matchwell_actors::ChallengeLimits;
 pub use matchwell_actors::clock::{Clock, ManualClock, SystemClock};
 pub use matchwell_actors::error::MatchmakerError;
 pub use matchwell_actors::games::{
-    GameCreationError, GameCreator, GamePlayer, GameRequest, LocalGameIds, RetryPolicy,
+    CircuitState, GameCreationError, GameCreator, GamePlayer, GameRequest, LiveGameHealth,
+    LocalGameIds, RetryPolicy,
 };
 pub use matchwell_actors::ids::{ChallengeId, EntryId, MatchId};
 pub use matchwell_actors::matchmaker::{

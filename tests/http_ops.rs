@@ -355,6 +355,31 @@ fn start_up_lists_the_tasks_and_refuses_bad_settings() {
         ),
         ("MATCHWELL_SSE_MAX_TOTAL", "0", "MATCHWELL_SSE_MAX_TOTAL"),
         ("MATCHWELL_LIVE_GAME_API_URL", "not a url", "is not a URL"),
+        (
+            "MATCHWELL_LIVE_GAME_MAX_IN_FLIGHT",
+            "0",
+            "MATCHWELL_LIVE_GAME_MAX_IN_FLIGHT must be from 1 to 10000, not 0",
+        ),
+        (
+            "MATCHWELL_LIVE_GAME_MAX_ATTEMPTS",
+            "0",
+            "MATCHWELL_LIVE_GAME_MAX_ATTEMPTS must be from 1",
+        ),
+        (
+            "MATCHWELL_LIVE_GAME_BACKOFF_MS",
+            "0",
+            "MATCHWELL_LIVE_GAME_BACKOFF_MS must be from 1",
+        ),
+        (
+            "MATCHWELL_LIVE_GAME_MAX_BACKOFF_MS",
+            "150",
+            "MATCHWELL_LIVE_GAME_MAX_BACKOFF_MS must be from 200 to 3600000, not 150",
+        ),
+        (
+            "MATCHWELL_LIVE_GAME_TIMEOUT_MS",
+            "0",
+            "MATCHWELL_LIVE_GAME_TIMEOUT_MS must be from 1",
+        ),
         ("MATCHWELL_POOLS", "/nonexistent/pools.toml", "pools.toml"),
         ("MATCHWELL_LISTEN", "127.0.0.1:99999", "127.0.0.1:99999"),
     ] {

@@ -59,7 +59,7 @@ impl GameCreator for DownThenRefusing {
         _request: GameRequest,
     ) -> BoxFuture<'static, Result<CompactString, GameCreationError>> {
         let outcome = if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
-            GameCreationError::Transient("503 Service Unavailable".into())
+            GameCreationError::transient("503 Service Unavailable")
         } else {
             GameCreationError::Permanent("400 Bad Request".into())
         };

@@ -76,7 +76,7 @@ impl GameCreator for ScriptedService {
             .fold(self.seed, |hash, byte| mix(hash ^ u64::from(byte)));
         let outcome = match mix(id_hash ^ attempt) % 100 {
             0..55 => Ok(CompactString::from(format!("g_{}", request.match_id))),
-            55..85 => Err(GameCreationError::Transient("503".into())),
+            55..85 => Err(GameCreationError::transient("503")),
             _ => Err(GameCreationError::Permanent("400".into())),
         };
         Box::pin(std::future::ready(outcome))

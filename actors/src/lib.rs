@@ -14,7 +14,11 @@
 //! - `shard` / `router`: the pool-shard actors that own the waiting players and run the waves,
 //!   and the router actor that dispatches to them, on a dedicated actix system.
 //! - `challenges`: the challenge state machine and book.
-//! - [`games`]: the [`games::GameCreator`] trait and durable game-creation jobs.
+//! - [`games`]: the [`games::GameCreator`] trait, its errors, the retry policy and the
+//!   live-game health the engine reports.
+//! - `game_jobs`: the durable game-creation jobs and what paces them (in-flight limit,
+//!   jittered backoff, `Retry-After`, the circuit breaker of `breaker`); `game_dispatch`: the
+//!   attempts themselves.
 //! - [`change_log`]: the interface of the journal the core appends to ([`change_log::ChangeLog`]),
 //!   so that it does not know where its journal lives.
 //! - [`persist`]: journal records and snapshot bodies (images of changed items), and
@@ -33,10 +37,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod breaker;
 mod challenges;
 pub mod change_log;
 pub mod clock;
 pub mod error;
+mod game_dispatch;
+mod game_jobs;
 pub mod games;
 pub mod ids;
 mod index;

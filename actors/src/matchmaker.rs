@@ -4,12 +4,13 @@
 //! shards what they must know, answers lookups straight from the index, and drives the work
 //! that is not a shard's: game creation, challenge expiry and retention.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use compact_str::CompactString;
 use dashmap::mapref::entry::Entry as MapEntry;
-use futures::future::{BoxFuture, join_all};
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,10 +22,12 @@ use crate::clock::{SharedClock, SystemClock, UnixMillis};
 use crate::error::{
     MAX_IDEMPOTENCY_KEY_LEN, MAX_TENANT_LEN, MAX_USER_ID_LEN, MatchmakerError, check_name,
 };
+use crate::game_dispatch;
+use crate::game_jobs::GameJobs;
 use crate::games::{
-    GameCreator, GameJobs, GamePlayer, GameRequest, JobVerdict, LocalGameIds, RetryPolicy,
+    GameCreator, GamePlayer, GameRequest, LiveGameHealth, LocalGameIds, RetryPolicy,
 };
-use crate::ids::{ChallengeId, EntryId, IdSequence, MatchId};
+use crate::ids::{ChallengeId, EntryId, IdSequence};
 use crate::index::{
     EntryRecord, EntryState, IdempotencyKey, Index, Previous, QueueKey, Settled, TenantId, UserKey,
 };
@@ -37,7 +40,7 @@ use crate::persist::{Image, Installed, Restored, SnapshotBody};
 use crate::pools::{MAX_RATING, PoolCatalog, PoolSpec, TimeControl};
 use crate::router::{ActorSystem, ActorsStopped, RouteSummary, RouteTick};
 use crate::shard::{
-    Cancel, DueWork, Enqueue, GameFailed, RunDue, ShardTimers, Summarize, TickCounts,
+    Cancel, DueWork, Enqueue, QueueFigures, RunDue, ShardTimers, Summarize, TickCounts,
 };
 use crate::shared::{Ids, Shared};
 
@@ -54,7 +57,7 @@ pub struct MatchmakerConfig {
     pub timers: ShardTimers,
     /// How long settled entries, matches and challenges stay readable.
     pub retention: Duration,
-    /// How game creation is retried.
+    /// How game creation is paced and retried.
     pub retry: RetryPolicy,
     /// Seed of every random choice (colors), so runs on a manual clock repeat exactly.
     pub seed: u64,
@@ -220,7 +223,7 @@ impl Matchmaker {
             clock: config.clock,
             index: Index::default(),
             challenges: ChallengeBook::new(config.challenge_limits),
-            games: GameJobs::default(),
+            games: GameJobs::new(config.retry, config.seed, config.metrics.clone()),
             ids: Ids {
                 entries: IdSequence::starting_after(config.id_base),
                 matches: IdSequence::starting_after(config.id_base),
@@ -230,7 +233,6 @@ impl Matchmaker {
             game_jobs_ready: tokio::sync::Notify::new(),
             metrics: config.metrics,
             game_creator: config.game_creator,
-            retry: config.retry,
             journal: config.journal,
             acknowledge_durable: config.acknowledge_durable,
         });
@@ -752,7 +754,8 @@ impl Matchmaker {
         Ok(record.view(id))
     }
 
-    /// Per-pool figures of `tenant`'s queues that have players or recent matches.
+    /// Per-pool figures of `tenant`'s queues that have players, recent matches or pending
+    /// games.
     pub async fn summary(&self, tenant: &str) -> Result<Vec<QueueSummary>, MatchmakerError> {
         let Ok(tenant) = self.tenant(tenant) else {
             return Ok(Vec::new());
@@ -766,9 +769,20 @@ impl Matchmaker {
             }))
             .await
             .map_err(ActorsStopped::from)??;
-        let mut summaries: Vec<(QueueKey, QueueSummary)> = figures
+        // One tenant's queues: in key order, they are in pool order.
+        let mut by_queue: BTreeMap<QueueKey, (QueueFigures, usize)> = figures
             .into_iter()
-            .map(|mut figures| {
+            .map(|figures| (figures.queue, (figures, 0)))
+            .collect();
+        for (queue, pending) in self.shared.games.pending_in(tenant) {
+            by_queue
+                .entry(queue)
+                .or_insert_with(|| (QueueFigures::empty(queue), 0))
+                .1 = pending;
+        }
+        Ok(by_queue
+            .into_values()
+            .map(|(mut figures, pending_games)| {
                 figures.waits_ms.sort_unstable();
                 let percentile = |p: f64| -> u64 {
                     let waits = &figures.waits_ms;
@@ -779,7 +793,7 @@ impl Matchmaker {
                     }
                 };
                 let gaps = &figures.recent_gaps;
-                let summary = QueueSummary {
+                QueueSummary {
                     pool: self.shared.catalog.get(figures.queue.pool).spec.clone(),
                     searching: figures.waits_ms.len(),
                     oldest_wait_ms: figures.waits_ms.last().copied().unwrap_or(0),
@@ -789,23 +803,23 @@ impl Matchmaker {
                     mean_rating_gap: (!gaps.is_empty()).then(|| {
                         gaps.iter().map(|&gap| f64::from(gap)).sum::<f64>() / gaps.len() as f64
                     }),
-                };
-                (figures.queue, summary)
+                    pending_games,
+                }
             })
-            .collect();
-        summaries.sort_by_key(|(queue, _)| queue.pool);
-        Ok(summaries.into_iter().map(|(_, summary)| summary).collect())
+            .collect())
     }
 
     /// Runs every pool's wave that is due, expires what is due, makes the game-creation
     /// attempts that are due and waits for them, and forgets what settled more than the
     /// retention period ago. For manual clocks: background timers do the same on their own.
+    /// The attempts run no more at once than the in-flight limit allows, the next due one
+    /// starting as one ends, until none is due at the tick's time (or the circuit breaker
+    /// holds the rest back).
     pub async fn tick(&self) -> Result<TickReport, MatchmakerError> {
         let queues = self.run_waves(false).await?;
         let expired_challenges = self.expire_challenges();
-        let attempts = self.due_game_attempts();
-        let game_attempts = attempts.len();
-        join_all(attempts).await;
+        let game_attempts =
+            game_dispatch::run_due(&self.shared, self.actors.router(), self.now_ms()).await;
         Ok(TickReport {
             queues,
             expired_challenges,
@@ -862,27 +876,31 @@ impl Matchmaker {
         expired.len()
     }
 
-    /// Starts the game-creation attempts that are due and returns them; each resolves when its
-    /// attempt is over and its outcome applied.
+    /// Starts the game-creation attempts that are due, as many as the in-flight limit and the
+    /// circuit breaker allow, and returns them; each resolves when its attempt is over and its
+    /// outcome applied. The due jobs left over stay due, in match order, for a later call. An
+    /// attempt dropped unfinished gives its slot back.
     pub fn due_game_attempts(&self) -> Vec<BoxFuture<'static, ()>> {
-        let due = self.shared.games.start_due(self.now_ms());
-        due.into_iter()
-            .map(|match_id| {
-                let shared = Arc::clone(&self.shared);
-                let router = self.actors.router().clone();
-                Box::pin(attempt_game(shared, router, match_id)) as BoxFuture<'static, ()>
-            })
-            .collect()
+        game_dispatch::start_due(&self.shared, self.actors.router(), self.now_ms())
     }
 
-    /// Resolves when a wave has scheduled new game jobs (for background dispatchers).
+    /// Resolves when game jobs may be waiting to start (for background dispatchers): a wave
+    /// has scheduled some, or an attempt has ended and freed its slot.
     pub async fn game_jobs_scheduled(&self) {
         self.shared.game_jobs_ready.notified().await;
     }
 
-    /// When the next game-creation job not already running is due, if any.
+    /// When the next game-creation job not already running is due, if any (a time already
+    /// past when due jobs wait for a slot).
     pub fn next_game_job_due(&self) -> Option<UnixMillis> {
         self.shared.games.next_due()
+    }
+
+    /// How the game dispatcher sees the live-game service: whether it answered last, the
+    /// circuit breaker's state, the jobs pending and running. Matching goes on whatever it
+    /// says; for readiness to report the service as degraded.
+    pub fn live_game_health(&self) -> LiveGameHealth {
+        self.shared.games.health(self.now_ms())
     }
 
     /// Forgets what settled more than the retention period ago; returns how many records.
@@ -973,134 +991,11 @@ impl Drop for AcceptInProgress<'_> {
     }
 }
 
-/// One game-creation attempt for `match_id` and the application of its outcome.
-async fn attempt_game(
-    shared: Arc<Shared>,
-    router: actix::Addr<crate::router::Router>,
-    match_id: MatchId,
-) {
-    let Some(request) = game_request(&shared, match_id) else {
-        let outcome = Err(crate::games::GameCreationError::Permanent(
-            "match no longer exists".into(),
-        ));
-        shared
-            .games
-            .finish(match_id, outcome, shared.clock.now_ms(), &shared.retry);
-        return;
-    };
-    // A game is only ever created for a match that is on disk (under fsync `always`): after a
-    // crash the match and its job come back, and the retry reuses the idempotency key.
-    if shared.durable().await.is_err() {
-        shared.games.finish(
-            match_id,
-            Err(crate::games::GameCreationError::Transient(
-                "journal failed".into(),
-            )),
-            shared.clock.now_ms(),
-            &shared.retry,
-        );
-        return;
-    }
-    let outcome = shared.game_creator.create_game(request).await;
-    let now_ms = shared.clock.now_ms();
-    let Some(verdict) = shared
-        .games
-        .finish(match_id, outcome, now_ms, &shared.retry)
-    else {
-        return;
-    };
-    let game_id = match verdict {
-        JobVerdict::Retry {
-            failed_attempts, ..
-        } => {
-            tracing::warn!(%match_id, failed_attempts, "game creation failed; will retry");
-            shared.record(|| shared.match_image(match_id).into_iter().collect());
-            shared.metrics.game_jobs.with_label_values(&["retry"]).inc();
-            return;
-        }
-        JobVerdict::Created(game_id) => game_id,
-        JobVerdict::Failed(reason) => {
-            tracing::warn!(%match_id, %reason, "game creation failed for good; players go back to the queue");
-            shared
-                .metrics
-                .game_jobs
-                .with_label_values(&["failed"])
-                .inc();
-            let Some(queue) = shared.index.matches.read(match_id, |record| QueueKey {
-                tenant: record.tenant,
-                pool: record.pool,
-            }) else {
-                return;
-            };
-            // The match's shard marks it failed and puts its players back, as one change.
-            // Awaited, so that a manual tick returns with the players back in the queue.
-            if router.send(GameFailed { queue, match_id }).await.is_err() {
-                tracing::warn!(%match_id, "engine stopping; the players of a failed match were not put back");
-            }
-            emit_game_event(&shared, match_id);
-            return;
-        }
-    };
-    shared
-        .metrics
-        .game_jobs
-        .with_label_values(&["created"])
-        .inc();
-    let Some(record) = shared.index.matches.update(match_id, |record| {
-        record.game_status = GameStatus::Created;
-        record.game_id = Some(game_id);
-        record.clone()
-    }) else {
-        return;
-    };
-    shared.record(|| shared.match_image(match_id).into_iter().collect());
-    shared.index.settle(now_ms, Settled::Match(match_id));
-    for player in &record.players {
-        shared.index.notify(player.entry_id);
-    }
-    emit_game_event(&shared, match_id);
-}
-
-/// Tells event listeners how game creation for `match_id` ended.
-fn emit_game_event(shared: &Shared, match_id: MatchId) {
-    if !shared.event_listeners() {
-        return;
-    }
-    if let Some(found) = shared.match_view(match_id) {
-        shared.emit(if found.game_status == GameStatus::Created {
-            MatchEvent::GameCreated { found }
-        } else {
-            MatchEvent::GameFailed { found }
-        });
-    }
-}
-
-fn game_request(shared: &Shared, match_id: MatchId) -> Option<GameRequest> {
-    let record = shared.index.matches.get(match_id)?;
-    let pool = &shared.catalog.get(record.pool).spec;
-    Some(GameRequest {
-        match_id: match_id.to_string(),
-        time_control: pool.time_control,
-        variant: pool.variant.clone(),
-        rated: pool.rated,
-        players: shared
-            .index
-            .match_players(&record)?
-            .into_iter()
-            .map(|player| GamePlayer {
-                user_id: player.user_id,
-                rating: Some(player.rating),
-                color: player.color,
-            })
-            .collect(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::shard::ShardTimers;
+    use crate::shard::{GameFailed, ShardTimers};
 
     fn request(user: &str, rating: u16) -> EnqueueRequest {
         EnqueueRequest {

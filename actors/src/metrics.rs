@@ -8,6 +8,7 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+use crate::games::CircuitState;
 use crate::pools::{PoolCatalog, PoolId};
 
 /// The core's metrics.
@@ -23,6 +24,26 @@ pub struct Metrics {
     pub(crate) tick_seconds: Histogram,
     pub(crate) game_jobs: IntCounterVec,
     pub(crate) challenges: IntCounterVec,
+    pub(crate) game_jobs_pending: IntGauge,
+    pub(crate) game_jobs_in_flight: IntGauge,
+    /// Attempts by outcome, in the order of [`AttemptOutcome`].
+    pub(crate) live_game_attempts: [IntCounter; 4],
+    pub(crate) live_game_seconds: Histogram,
+    /// One gauge per state, in the order of [`CircuitState::ALL`]: 1 for the current one.
+    pub(crate) live_game_circuit: [IntGauge; 3],
+}
+
+/// How one attempt to create a game ended, as `/metrics` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttemptOutcome {
+    Created,
+    Transient,
+    Permanent,
+    Timeout,
+}
+
+impl AttemptOutcome {
+    const LABELS: [&'static str; 4] = ["created", "transient", "permanent", "timeout"];
 }
 
 impl Metrics {
@@ -54,6 +75,26 @@ impl Metrics {
             &["pool"],
         )?;
         registry.register(Box::new(searching_by_pool.clone()))?;
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let gauge = IntGauge::new(name, help)?;
+            registry.register(Box::new(gauge.clone()))?;
+            Ok(gauge)
+        };
+        let attempts = counter_vec(
+            "matchwell_live_game_attempts_total",
+            "Calls to the game creator by outcome: created, transient (5xx, 429, refused \
+             connection), permanent (the request was refused), timeout",
+            "outcome",
+        )?;
+        let circuit = IntGaugeVec::new(
+            Opts::new(
+                "matchwell_live_game_circuit",
+                "Circuit breaker in front of the live-game service: 1 for the current state \
+                 (closed, half_open, open)",
+            ),
+            &["state"],
+        )?;
+        registry.register(Box::new(circuit.clone()))?;
         Ok(Self {
             enqueues: counter("matchwell_enqueues_total", "Entries created")?,
             cancels: counter("matchwell_cancels_total", "Entries cancelled")?,
@@ -92,6 +133,23 @@ impl Metrics {
                 "Challenge transitions by resulting status",
                 "status",
             )?,
+            game_jobs_pending: gauge(
+                "matchwell_game_jobs_pending",
+                "Game-creation jobs not finished yet, running or waiting",
+            )?,
+            game_jobs_in_flight: gauge(
+                "matchwell_game_jobs_in_flight",
+                "Game-creation attempts running now",
+            )?,
+            live_game_attempts: AttemptOutcome::LABELS
+                .map(|outcome| attempts.with_label_values(&[outcome])),
+            live_game_seconds: histogram(
+                "matchwell_live_game_seconds",
+                "Time the game creator took to answer one attempt (or to time out)",
+                prometheus::exponential_buckets(0.001, 2.0, 15)?,
+            )?,
+            live_game_circuit: CircuitState::ALL
+                .map(|state| circuit.with_label_values(&[state.as_str()])),
         })
     }
 
@@ -102,5 +160,16 @@ impl Metrics {
 
     pub(crate) fn searching(&self, pool: PoolId) -> &IntGauge {
         &self.searching[usize::from(pool.0)]
+    }
+
+    pub(crate) fn attempt(&self, outcome: AttemptOutcome) -> &IntCounter {
+        &self.live_game_attempts[outcome as usize]
+    }
+
+    /// Shows `state` as the breaker's current state.
+    pub(crate) fn circuit(&self, state: CircuitState) {
+        for (gauge, each) in self.live_game_circuit.iter().zip(CircuitState::ALL) {
+            gauge.set(i64::from(each == state));
+        }
     }
 }

@@ -242,4 +242,6 @@ pub struct QueueSummary {
     pub matches_last_minute: u64,
     /// Mean rating gap of those matches (`None` without matches).
     pub mean_rating_gap: Option<f64>,
+    /// Matches of the pool whose game is not created yet (its job runs or waits).
+    pub pending_games: usize,
 }

@@ -21,7 +21,7 @@ use crate::clock::UnixMillis;
 use crate::games::GameJob;
 use crate::ids::{ChallengeId, EntryId, MatchId};
 use crate::index::{
-    EntryRecord, EntryState, IdempotencyKey, MatchRecord, MatchSeat, Previous, Settled,
+    EntryRecord, EntryState, IdempotencyKey, MatchRecord, MatchSeat, Previous, QueueKey, Settled,
     StoredEntryState, TenantId, UserKey,
 };
 use crate::model::{ColorChoice, GameStatus, MatchPlayer};
@@ -395,7 +395,7 @@ impl Restored {
                     next_attempt_ms: now_ms,
                     in_flight: false,
                 });
-                shared.games.restore(*id, job);
+                shared.games.restore(QueueKey { tenant, pool }, *id, job);
             } else {
                 settled.push((found.created_at_ms, Settled::Match(*id)));
             }

@@ -300,7 +300,7 @@ impl PoolShard {
         metrics.searching(key.pool).sub(2 * matched.len() as i64);
         shared
             .games
-            .schedule(matched.iter().map(|&n| match_id(n)), now_ms);
+            .schedule(key, matched.iter().map(|&n| match_id(n)), now_ms);
         let gaps: Vec<u16> = matched.iter().map(|&n| pairs[n].gap()).collect();
         let queue = self.queue(key);
         if !gaps.is_empty() {
@@ -642,6 +642,17 @@ pub(crate) struct QueueFigures {
     pub(crate) waits_ms: Vec<u64>,
     /// Rating gaps of the matches of the last minute.
     pub(crate) recent_gaps: Vec<u16>,
+}
+
+impl QueueFigures {
+    /// The figures of a queue with no players and no recent matches.
+    pub(crate) fn empty(queue: QueueKey) -> Self {
+        Self {
+            queue,
+            waits_ms: Vec::new(),
+            recent_gaps: Vec::new(),
+        }
+    }
 }
 
 /// Report the figures of every queue of a tenant.

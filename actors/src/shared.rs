@@ -8,7 +8,8 @@ use crate::challenges::ChallengeBook;
 use crate::change_log::ChangeLog;
 use crate::clock::{SharedClock, UnixMillis};
 use crate::error::MatchmakerError;
-use crate::games::{GameCreator, GameJobs, RetryPolicy};
+use crate::game_jobs::GameJobs;
+use crate::games::GameCreator;
 use crate::ids::{EntryId, IdSequence, MatchId};
 use crate::index::{EntryRecord, EntryState, Index};
 use crate::metrics::Metrics;
@@ -37,11 +38,11 @@ pub(crate) struct Shared {
     pub(crate) games: GameJobs,
     pub(crate) ids: Ids,
     pub(crate) events: broadcast::Sender<MatchEvent>,
-    /// Wakes the game dispatcher as soon as a wave schedules new jobs.
+    /// Wakes the game dispatcher as soon as a wave schedules new jobs or an attempt frees its
+    /// slot.
     pub(crate) game_jobs_ready: Notify,
     pub(crate) metrics: Metrics,
     pub(crate) game_creator: Arc<dyn GameCreator>,
-    pub(crate) retry: RetryPolicy,
     /// Where every change is journaled, when the engine persists. Appends are made by whoever
     /// made the change, right after making it, so the journal's order is the order of changes
     /// to each item.

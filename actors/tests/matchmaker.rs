@@ -365,9 +365,7 @@ impl GameCreator for Flaky {
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         self.keys.lock().push(request.match_id.clone());
         let outcome = if call < self.transient_failures {
-            Err(GameCreationError::Transient(
-                "503 Service Unavailable".into(),
-            ))
+            Err(GameCreationError::transient("503 Service Unavailable"))
         } else if self.then_permanent {
             Err(GameCreationError::Permanent("400 Bad Request".into()))
         } else {
@@ -387,7 +385,7 @@ fn flaky(transient_failures: usize, then_permanent: bool) -> Arc<Flaky> {
 }
 
 #[tokio::test]
-async fn game_creation_retries_with_backoff_under_the_same_key() {
+async fn game_creation_retries_after_a_jittered_backoff_under_the_same_key() {
     let creator = flaky(2, false);
     let Harness { clock, engine } = harness_with(|config| {
         config.game_creator = creator.clone();
@@ -395,6 +393,7 @@ async fn game_creation_retries_with_backoff_under_the_same_key() {
             first_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(1),
             max_attempts: 5,
+            ..RetryPolicy::default()
         };
     });
     let alice = engine
@@ -415,17 +414,26 @@ async fn game_creation_retries_with_backoff_under_the_same_key() {
             .game_status,
         GameStatus::Pending
     );
-    assert_eq!(
-        engine.tick().await.unwrap().game_attempts,
-        0,
-        "the retry waits for its backoff"
-    );
-    clock.advance(Duration::from_millis(100));
-    assert_eq!(engine.tick().await.unwrap().game_attempts, 1);
-    clock.advance(Duration::from_millis(199));
-    assert_eq!(engine.tick().await.unwrap().game_attempts, 0);
-    clock.advance(Duration::from_millis(1));
-    assert_eq!(engine.tick().await.unwrap().game_attempts, 1);
+    // Each retry is drawn up to a ceiling that doubles: 100 ms after the first failure, 200
+    // after the second.
+    let mut failed_at = engine.now_ms();
+    for ceiling in [100, 200] {
+        let due = engine.next_game_job_due().expect("a retry is scheduled");
+        assert!(
+            (failed_at + 1..=failed_at + ceiling).contains(&due),
+            "retry at +{} ms, ceiling {ceiling} ms",
+            due - failed_at
+        );
+        clock.advance(Duration::from_millis(due - 1 - engine.now_ms()));
+        assert_eq!(
+            engine.tick().await.unwrap().game_attempts,
+            0,
+            "the retry waits for its backoff"
+        );
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(engine.tick().await.unwrap().game_attempts, 1);
+        failed_at = due;
+    }
     let found = engine.entry("acme", alice.id).unwrap().found.unwrap();
     assert_eq!(
         (found.game_status, found.game_id.as_deref()),

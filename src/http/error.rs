@@ -158,12 +158,13 @@ impl ApiError {
             MatchmakerError::Challenge(refusal @ ChallengeRefusal::TooManyPending { .. }) => {
                 Self::TooManyChallenges(refusal.to_string())
             }
-            MatchmakerError::GameService(GameCreationError::Transient(reason))
-            | MatchmakerError::GameService(GameCreationError::Permanent(reason)) => {
-                Self::Unavailable(format!(
-                    "the live-game service did not create the game ({reason}); the challenge is still pending"
-                ))
-            }
+            MatchmakerError::GameService(
+                GameCreationError::Transient { reason, .. }
+                | GameCreationError::TimedOut(reason)
+                | GameCreationError::Permanent(reason),
+            ) => Self::Unavailable(format!(
+                "the live-game service did not create the game ({reason}); the challenge is still pending"
+            )),
             MatchmakerError::Stopped(_) => Self::Unavailable("the engine is stopping".into()),
             MatchmakerError::Persistence(reason) => Self::Unavailable(reason),
         }

@@ -8,13 +8,13 @@ use crate::http::error::ApiError;
 use crate::http::views::{ErrorBody, NoQuery, SummaryView};
 
 /// Per pool of the caller's tenant: searching count, oldest wait, wait p50/p95, matches in
-/// the last minute, mean rating gap.
+/// the last minute, mean rating gap, matches whose game is not created yet.
 #[utoipa::path(
     tag = "operations",
     security(("bearer" = [])),
     params(NoQuery),
     responses(
-        (status = 200, description = "Pools of the token's tenant with players or recent matches", body = SummaryView),
+        (status = 200, description = "Pools of the token's tenant with players, recent matches or pending games", body = SummaryView),
         (status = 400, description = "`INVALID_REQUEST`: unexpected query parameter", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`: the token's role is not `admin`", body = ErrorBody),

@@ -314,6 +314,9 @@ pub(crate) struct PoolSummaryView {
     matches_last_minute: u64,
     /// Mean rating gap of those matches; null without matches.
     mean_rating_gap: Option<f64>,
+    /// Matches whose game is not created yet: the live-game service is being asked, or will
+    /// be asked again.
+    pending_games: usize,
 }
 
 /// `/internal/queues/summary`: the pools of the caller's tenant that have players or recent
@@ -351,6 +354,7 @@ impl SummaryView {
                         wait_p95_s: seconds(summary.wait_p95_ms),
                         matches_last_minute: summary.matches_last_minute,
                         mean_rating_gap: summary.mean_rating_gap,
+                        pending_games: summary.pending_games,
                     }
                 })
                 .collect(),

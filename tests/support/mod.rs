@@ -511,22 +511,68 @@ pub struct GameCall {
     pub authorization: Option<String>,
     /// The JSON body.
     pub body: Value,
+    /// When it arrived.
+    pub at: Instant,
+    /// When it arrived, by the wall clock (to compare with HTTP dates).
+    pub wall: std::time::SystemTime,
 }
 
-#[derive(Default)]
+/// How the fake live-game service answers a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// 201 with the game of the call's idempotency key (the same game for the same key).
+    Create,
+    /// This status and an empty body.
+    Status(u16),
+    /// This status with `Retry-After: <seconds>`.
+    RetryAfterSeconds(u16, u64),
+    /// This status with `Retry-After:` an HTTP date this many seconds after the call (in
+    /// whole seconds, as HTTP dates are).
+    RetryAfterDate(u16, u64),
+    /// No answer at all: the call hangs until the client gives up.
+    Hang,
+}
+
 struct LiveGameState {
-    down: bool,
+    answer: Answer,
+    /// Each key's first calls get this answer instead of `answer`.
+    first_calls: Option<(usize, Answer)>,
+    delay: Duration,
     calls: Vec<GameCall>,
+    calls_per_key: HashMap<String, usize>,
     games: HashMap<String, String>,
+    running: usize,
+    max_running: usize,
+}
+
+/// Counts a call as running until it is answered or dropped.
+struct Running(Arc<Mutex<LiveGameState>>);
+
+impl Running {
+    fn enter(state: &Arc<Mutex<LiveGameState>>) -> Self {
+        let mut locked = state.lock().unwrap();
+        locked.running += 1;
+        locked.max_running = locked.max_running.max(locked.running);
+        Self(Arc::clone(state))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().running -= 1;
+    }
 }
 
 /// A live-game service on loopback: `POST /v1/games` answers `{"game_id"}` (the same id for
-/// the same idempotency key), or 503 while it is down.
+/// the same idempotency key), or whatever it is told to: another status, `Retry-After`, a
+/// slow answer, no answer, or no connection at all. It records every call with its time and
+/// the most calls it saw at once.
 pub struct FakeLiveGame {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    addr: std::net::SocketAddr,
     state: Arc<Mutex<LiveGameState>>,
-    handle: actix_web::dev::ServerHandle,
+    handle: Mutex<Option<actix_web::dev::ServerHandle>>,
 }
 
 async fn create_game(
@@ -534,6 +580,7 @@ async fn create_game(
     body: actix_web::web::Json<Value>,
     state: actix_web::web::Data<Arc<Mutex<LiveGameState>>>,
 ) -> actix_web::HttpResponse {
+    let _running = Running::enter(&state);
     let header = |name: &str| {
         request
             .headers()
@@ -545,62 +592,182 @@ async fn create_game(
         idempotency_key: header("idempotency-key"),
         authorization: header("authorization"),
         body: body.into_inner(),
+        at: Instant::now(),
+        wall: std::time::SystemTime::now(),
     };
-    let mut state = state.lock().unwrap();
-    state.calls.push(call.clone());
-    if state.down {
-        return actix_web::HttpResponse::ServiceUnavailable().finish();
+    let key = call.idempotency_key.clone().unwrap_or_default();
+    let (answer, delay) = {
+        let mut state = state.lock().unwrap();
+        state.calls.push(call);
+        let nth = state.calls_per_key.entry(key.clone()).or_default();
+        *nth += 1;
+        let nth = *nth;
+        let answer = match &state.first_calls {
+            Some((first, answer)) if nth <= *first => answer.clone(),
+            _ => state.answer.clone(),
+        };
+        (answer, state.delay)
+    };
+    actix_web::rt::time::sleep(delay).await;
+    let status = |code: u16| {
+        actix_web::HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap())
+    };
+    match answer {
+        Answer::Create => {
+            let mut state = state.lock().unwrap();
+            let next = format!("game-{}", state.games.len() + 1);
+            let game_id = state.games.entry(key).or_insert(next).clone();
+            actix_web::HttpResponse::Created().json(json!({ "game_id": game_id }))
+        }
+        Answer::Status(code) => status(code).finish(),
+        Answer::RetryAfterSeconds(code, seconds) => status(code)
+            .insert_header(("Retry-After", seconds.to_string()))
+            .finish(),
+        Answer::RetryAfterDate(code, seconds) => {
+            let at = std::time::SystemTime::now() + Duration::from_secs(seconds);
+            status(code)
+                .insert_header(("Retry-After", httpdate::fmt_http_date(at)))
+                .finish()
+        }
+        Answer::Hang => {
+            actix_web::rt::time::sleep(Duration::from_secs(3_600)).await;
+            status(504).finish()
+        }
     }
-    let key = call.idempotency_key.unwrap_or_default();
-    let next = format!("game-{}", state.games.len() + 1);
-    let game_id = state.games.entry(key).or_insert(next).clone();
-    actix_web::HttpResponse::Created().json(json!({ "game_id": game_id }))
+}
+
+/// Serves `state` on `addr` (port 0: a free one) on a thread of its own; the address and the
+/// server's handle. Binding again the port of a stopped server may have to wait for the old
+/// socket to go.
+fn serve(
+    addr: std::net::SocketAddr,
+    state: &Arc<Mutex<LiveGameState>>,
+) -> (std::net::SocketAddr, actix_web::dev::ServerHandle) {
+    let shared = Arc::clone(state);
+    let (started, handed) = mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let server = poll("the fake live-game service to bind", || {
+                actix_web::HttpServer::new({
+                    let shared = shared.clone();
+                    move || {
+                        actix_web::App::new()
+                            .app_data(actix_web::web::Data::new(shared.clone()))
+                            .route("/v1/games", actix_web::web::post().to(create_game))
+                    }
+                })
+                .workers(1)
+                .bind(addr)
+                .ok()
+            });
+            let addr = server.addrs()[0];
+            let server = server.run();
+            started.send((addr, server.handle())).unwrap();
+            server.await
+        })
+    });
+    handed.recv_timeout(PATIENCE).unwrap()
 }
 
 impl FakeLiveGame {
     /// Starts the service on a free port of 127.0.0.1.
     pub fn start() -> Self {
-        let state = Arc::new(Mutex::new(LiveGameState::default()));
-        let shared = state.clone();
-        let (started, handed) = mpsc::channel();
-        std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let server = actix_web::HttpServer::new(move || {
-                    actix_web::App::new()
-                        .app_data(actix_web::web::Data::new(shared.clone()))
-                        .route("/v1/games", actix_web::web::post().to(create_game))
-                })
-                .workers(1)
-                .bind(("127.0.0.1", 0))
-                .unwrap();
-                let addr = server.addrs()[0];
-                let server = server.run();
-                started.send((addr, server.handle())).unwrap();
-                server.await
-            })
-        });
-        let (addr, handle) = handed.recv_timeout(PATIENCE).unwrap();
+        let state = Arc::new(Mutex::new(LiveGameState {
+            answer: Answer::Create,
+            first_calls: None,
+            delay: Duration::ZERO,
+            calls: Vec::new(),
+            calls_per_key: HashMap::new(),
+            games: HashMap::new(),
+            running: 0,
+            max_running: 0,
+        }));
+        let (addr, handle) = serve(([127, 0, 0, 1], 0).into(), &state);
         Self {
             url: format!("http://{addr}"),
+            addr,
             state,
-            handle,
+            handle: Mutex::new(Some(handle)),
         }
     }
 
     /// Makes the service answer 503 (`true`) or create games (`false`).
     pub fn set_down(&self, down: bool) {
-        self.state.lock().unwrap().down = down;
+        self.set_answer(if down {
+            Answer::Status(503)
+        } else {
+            Answer::Create
+        });
+    }
+
+    /// Answers every call from now on with `answer`.
+    pub fn set_answer(&self, answer: Answer) {
+        self.state.lock().unwrap().answer = answer;
+    }
+
+    /// Answers the first `calls` calls of each idempotency key with `answer`, later ones as
+    /// set by [`Self::set_answer`].
+    pub fn fail_first(&self, calls: usize, answer: Answer) {
+        self.state.lock().unwrap().first_calls = Some((calls, answer));
+    }
+
+    /// Answers only after `delay`.
+    pub fn set_delay(&self, delay: Duration) {
+        self.state.lock().unwrap().delay = delay;
+    }
+
+    /// Stops listening: connections are refused until [`Self::listen`].
+    pub fn stop_listening(&self) {
+        if let Some(handle) = self.handle.lock().unwrap().take() {
+            futures::executor::block_on(handle.stop(false));
+        }
+        poll("the fake live-game service to refuse connections", || {
+            std::net::TcpStream::connect(self.addr)
+                .is_err()
+                .then_some(())
+        });
+    }
+
+    /// Listens again, on the same address.
+    pub fn listen(&self) {
+        let mut handle = self.handle.lock().unwrap();
+        if handle.is_none() {
+            *handle = Some(serve(self.addr, &self.state).1);
+        }
     }
 
     /// Every call received so far.
     pub fn calls(&self) -> Vec<GameCall> {
         self.state.lock().unwrap().calls.clone()
     }
+
+    /// The calls received with idempotency key `key`.
+    pub fn calls_for(&self, key: &str) -> Vec<GameCall> {
+        let state = self.state.lock().unwrap();
+        state
+            .calls
+            .iter()
+            .filter(|call| call.idempotency_key.as_deref() == Some(key))
+            .cloned()
+            .collect()
+    }
+
+    /// The games created, by idempotency key.
+    pub fn games(&self) -> HashMap<String, String> {
+        self.state.lock().unwrap().games.clone()
+    }
+
+    /// The most calls it was answering at once.
+    pub fn max_concurrent(&self) -> usize {
+        self.state.lock().unwrap().max_running
+    }
 }
 
 impl Drop for FakeLiveGame {
     fn drop(&mut self) {
         // Stopping is asynchronous; the service's thread ends once it has stopped.
-        drop(self.handle.stop(false));
+        if let Some(handle) = self.handle.lock().unwrap().take() {
+            drop(handle.stop(false));
+        }
     }
 }
