@@ -224,11 +224,17 @@ pub struct TaskArgs {
     /// Interval of the journal heartbeat, in ms.
     #[arg(long, env = "MATCHWELL_TASK_HEARTBEAT_MS")]
     pub task_heartbeat_ms: Option<u64>,
+    /// Forgetting the rate-limit state of users whose budgets are full again.
+    #[arg(long, env = "MATCHWELL_TASK_LIMITERS", value_enum)]
+    pub task_limiters: Option<Switch>,
+    /// Interval of the rate-limit cleanup, in ms.
+    #[arg(long, env = "MATCHWELL_TASK_LIMITERS_MS")]
+    pub task_limiters_ms: Option<u64>,
 }
 
 impl TaskArgs {
     /// Each task's name with its own switch and interval, if given.
-    pub fn overrides(&self) -> [(&'static str, Option<Switch>, Option<u64>); 7] {
+    pub fn overrides(&self) -> [(&'static str, Option<Switch>, Option<u64>); 8] {
         [
             ("matching", self.task_matching, self.task_matching_ms),
             ("expiry", self.task_expiry, self.task_expiry_ms),
@@ -237,6 +243,7 @@ impl TaskArgs {
             ("retention", self.task_retention, self.task_retention_ms),
             ("snapshots", self.task_snapshots, self.task_snapshots_ms),
             ("heartbeat", self.task_heartbeat, self.task_heartbeat_ms),
+            ("limiters", self.task_limiters, self.task_limiters_ms),
         ]
     }
 }

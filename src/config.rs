@@ -228,6 +228,7 @@ impl ServeConfig {
                 })
             }
         };
+        let tasks = background_tasks(&args.tasks)?;
         Ok(Self {
             http: HttpSettings {
                 listen: args.listen.clone(),
@@ -238,13 +239,14 @@ impl ServeConfig {
                 read_rate_limit,
                 streams,
                 shutdown_timeout: Duration::from_secs(args.shutdown_timeout_s),
+                limiter_cleanup: tasks.limiters.when_enabled(),
             },
             data_dir: args.secret.data_dir.clone(),
             jwt_secret: args.secret.jwt_secret.clone(),
             fsync: args.fsync,
             pools_file: args.pools.clone(),
             catalog,
-            tasks: background_tasks(&args.tasks)?,
+            tasks,
             live_game,
             challenge_limits: ChallengeLimits {
                 max_outgoing: in_range(

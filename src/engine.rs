@@ -440,4 +440,17 @@ mod tests {
         engine.shutdown().await;
         assert!(!engine.is_ready());
     }
+
+    #[tokio::test]
+    async fn with_every_task_off_nothing_runs_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::builder()
+            .tasks(BackgroundTasks::all_off())
+            .persistence(PersistenceConfig::new(dir.path()))
+            .start()
+            .await
+            .unwrap();
+        assert!(engine.background.is_empty());
+        engine.shutdown().await;
+    }
 }

@@ -323,7 +323,7 @@ fn start_up_lists_the_tasks_and_refuses_bad_settings() {
         server
             .log()
             .iter()
-            .any(|line| line.contains("snapshots=off") && line.contains("6/7 tasks enabled")),
+            .any(|line| line.contains("snapshots=off") && line.contains("7/8 tasks enabled")),
         "{:#?}",
         server.log()
     );
@@ -354,6 +354,7 @@ fn start_up_lists_the_tasks_and_refuses_bad_settings() {
             "MATCHWELL_SSE_MAX_PER_USER",
         ),
         ("MATCHWELL_SSE_MAX_TOTAL", "0", "MATCHWELL_SSE_MAX_TOTAL"),
+        ("MATCHWELL_TASK_LIMITERS_MS", "0", "task `limiters`"),
         ("MATCHWELL_LIVE_GAME_API_URL", "not a url", "is not a URL"),
         ("MATCHWELL_POOLS", "/nonexistent/pools.toml", "pools.toml"),
         ("MATCHWELL_LISTEN", "127.0.0.1:99999", "127.0.0.1:99999"),
@@ -365,4 +366,21 @@ fn start_up_lists_the_tasks_and_refuses_bad_settings() {
         ]);
         assert!(log.contains(message), "{name}={value}: {log}");
     }
+}
+
+#[test]
+fn the_master_switch_turns_every_task_off() {
+    let server = Server::options().env("MATCHWELL_TASKS", "off").start();
+    assert!(
+        server
+            .log()
+            .iter()
+            .any(|line| line.contains("background tasks")
+                && line.contains(
+                    "matching=off, expiry=off, games=off, challenges=off, retention=off, \
+                 snapshots=off, heartbeat=off, limiters=off, 0/8 tasks enabled"
+                )),
+        "{:#?}",
+        server.log()
+    );
 }

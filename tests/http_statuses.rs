@@ -272,6 +272,7 @@ fn in_process_server() -> (String, Arc<Engine>, mpsc::Sender<()>) {
                     total: 100,
                 },
                 shutdown_timeout: Duration::from_secs(1),
+                limiter_cleanup: None,
             };
             let server = matchwell::http::start(Arc::clone(&engine), &secret, &settings).unwrap();
             let base = format!("http://{}", server.addrs[0]);

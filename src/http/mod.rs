@@ -38,9 +38,6 @@ use self::metrics::HttpMetrics;
 use self::openapi::{ApiDoc, RouteTable};
 use self::rate_limit::{StreamSlot, StreamSlots, UserRateLimiter};
 
-/// How often idle users are dropped from the rate limiters' maps.
-const LIMITER_CLEANUP_EVERY: Duration = Duration::from_secs(60);
-
 /// How the HTTP server runs.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -61,6 +58,9 @@ pub struct HttpSettings {
     pub streams: StreamLimits,
     /// How long a graceful stop waits for open requests (and event streams).
     pub shutdown_timeout: Duration,
+    /// How often the rate limiters forget users whose budgets are full again (the
+    /// `limiters` task); `None` never.
+    pub limiter_cleanup: Option<Duration>,
 }
 
 /// Why the server did not start.
@@ -209,10 +209,11 @@ pub fn start(
         openapi_json: document.to_json().unwrap_or_default(),
         routes: RouteTable::new(&document),
     });
-    if state.writes.is_some() || state.reads.is_some() {
+    let limited = state.writes.is_some() || state.reads.is_some();
+    if let (true, Some(period)) = (limited, settings.limiter_cleanup) {
         let state = state.clone();
         actix_web::rt::spawn(async move {
-            let mut ticks = tokio::time::interval(LIMITER_CLEANUP_EVERY);
+            let mut ticks = tokio::time::interval(period);
             loop {
                 ticks.tick().await;
                 for limiter in [&state.writes, &state.reads].into_iter().flatten() {
