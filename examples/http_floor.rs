@@ -49,6 +49,11 @@ async fn main() -> anyhow::Result<()> {
             .route("/v1/matchmaking/queue", web::post().to(enqueue))
             .route("/v1/matchmaking/queue/{id}", web::get().to(show))
             .route("/v1/matchmaking/queue/{id}", web::delete().to(show))
+            // The load test waits for readiness before it starts; the floor is ready at once.
+            .route(
+                "/health/ready",
+                web::get().to(|| async { HttpResponse::Ok().finish() }),
+            )
     })
     .workers(std::thread::available_parallelism().map_or(1, usize::from))
     .bind(&listen)?;

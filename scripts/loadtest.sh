@@ -17,7 +17,8 @@
 # does nothing else: what the load generator, loopback TCP and actix-web cost on this machine.
 #
 # Settings (environment): SERVER (matchwell|floor), MIX (round|status),
-# MATCHWELL_FSYNC (always|batch|none), RUNS (3),
+# MATCHWELL_FSYNC (always|batch|none), LOG (the server's MATCHWELL_LOG; by default
+# warn,matchwell::cli=info, which leaves the access log out), RUNS (3),
 # DURATION (20s), CONNECTIONS (64), THREADS (1: one wrk thread drives 64 connections at
 # 60,000 requests/s, and on a 2-core machine a second one only takes turns with the server's
 # two workers), USERS (3000; each user writes at most 20 times a second and reads at most
@@ -27,6 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 fsync=${MATCHWELL_FSYNC:-always}
+log_filter=${LOG:-warn,matchwell::cli=info}
 server=${SERVER:-matchwell}
 mix=${MIX:-round}
 runs=${RUNS:-3}
@@ -78,14 +80,16 @@ echo "minting tokens for $users users"
 seq 0 $((users - 1)) | xargs -P "$(nproc)" -I{} sh -c \
     'echo "load-{} $("$1" token --user load-{} --ttl-s 86400 --log warn)"' _ "$bin" > "$work/tokens"
 
+# Starts a server and waits until it is ready: it listens before it has recovered, and
+# answers 503 until then.
 start_server() {
     local data_dir=$1 log=$2
     MATCHWELL_LISTEN=127.0.0.1:0 MATCHWELL_DATA_DIR=$data_dir MATCHWELL_FSYNC=$fsync \
-        MATCHWELL_LOG='warn,matchwell::cli=info' "${serve[@]}" 2> "$log" &
+        MATCHWELL_LOG=$log_filter "${serve[@]}" 2> "$log" &
     server_pid=$!
     for _ in $(seq 1 500); do
         address=$(grep -o 'listening on http://[0-9.:]*' "$log" | head -n1 | cut -d/ -f3 || true)
-        if [[ -n $address ]]; then
+        if [[ -n $address ]] && curl -sf "http://$address/health/ready" >/dev/null; then
             return
         fi
         if ! kill -0 "$server_pid" 2>/dev/null; then

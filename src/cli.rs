@@ -4,14 +4,18 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use actix_web::rt::signal::unix::{SignalKind, signal};
 use clap::builder::NonEmptyStringValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use prometheus::Registry;
 
 use crate::config::{ConfigError, ServeConfig};
-use crate::http::{self, HttpError};
+use crate::health::HealthRegistry;
+use crate::http::{self, EngineSlot, HttpError};
 use crate::jwt::{self, Claims, JwtSecret, SecretError, SecretOrigin, TokenScope};
 use crate::live_game::{HttpGameCreator, LiveGameError};
 use crate::persistence::{PersistenceConfig, PersistenceError, describe_snapshot};
@@ -178,7 +182,10 @@ pub struct ServeArgs {
     /// Calls to the live-game service at once, however many games wait to be created.
     #[arg(long, env = "MATCHWELL_LIVE_GAME_MAX_IN_FLIGHT", default_value_t = RetryPolicy::default().max_in_flight)]
     pub live_game_max_in_flight: usize,
-    /// How long a graceful stop waits for open requests, in seconds.
+    /// Bound on a graceful stop (SIGTERM, SIGINT), from the signal to the exit, in seconds:
+    /// requests in flight get up to half of it, the final snapshot the rest. A stop that
+    /// runs out of time exits with status 1 without the final snapshot (the journal has every
+    /// acknowledged change, and the next start replays it).
     #[arg(long, env = "MATCHWELL_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,
     /// Pending challenges one user may have sent.
@@ -241,11 +248,17 @@ pub struct TaskArgs {
     /// Interval of the journal heartbeat, in ms.
     #[arg(long, env = "MATCHWELL_TASK_HEARTBEAT_MS")]
     pub task_heartbeat_ms: Option<u64>,
+    /// Forgetting the rate-limit state of users whose budgets are full again.
+    #[arg(long, env = "MATCHWELL_TASK_LIMITERS", value_enum)]
+    pub task_limiters: Option<Switch>,
+    /// Interval of the rate-limit cleanup, in ms.
+    #[arg(long, env = "MATCHWELL_TASK_LIMITERS_MS")]
+    pub task_limiters_ms: Option<u64>,
 }
 
 impl TaskArgs {
     /// Each task's name with its own switch and interval, if given.
-    pub fn overrides(&self) -> [(&'static str, Option<Switch>, Option<u64>); 7] {
+    pub fn overrides(&self) -> [(&'static str, Option<Switch>, Option<u64>); 8] {
         [
             ("matching", self.task_matching, self.task_matching_ms),
             ("expiry", self.task_expiry, self.task_expiry_ms),
@@ -254,6 +267,7 @@ impl TaskArgs {
             ("retention", self.task_retention, self.task_retention_ms),
             ("snapshots", self.task_snapshots, self.task_snapshots_ms),
             ("heartbeat", self.task_heartbeat, self.task_heartbeat_ms),
+            ("limiters", self.task_limiters, self.task_limiters_ms),
         ]
     }
 }
@@ -337,6 +351,24 @@ pub enum CliError {
     /// The server failed while running.
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    /// A graceful stop ran out of time.
+    #[error(
+        "the stop took longer than --shutdown-timeout-s / MATCHWELL_SHUTDOWN_TIMEOUT_S ({timeout_s} s): exited without the final snapshot; the journal has every acknowledged change and the next start replays it"
+    )]
+    StopTimedOut {
+        /// The bound.
+        timeout_s: u64,
+    },
+}
+
+/// How a server that did not fail ended.
+#[derive(Debug, Clone, Copy)]
+enum Stopped {
+    /// Requests in flight answered, final snapshot written, journal closed.
+    Cleanly,
+    /// Stopped while recovering: the recovery was abandoned where it stood (nothing had been
+    /// acknowledged yet, and the next start recovers the same data directory).
+    DuringRecovery,
 }
 
 /// Runs the command.
@@ -344,7 +376,15 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => {
             let config = ServeConfig::from_args(&args)?;
-            actix_web::rt::System::new().block_on(serve(config))
+            let system = actix_web::rt::System::new();
+            let outcome = system.block_on(serve(config));
+            if !matches!(outcome, Ok(Stopped::Cleanly)) {
+                // A blocking thread may still be at work (an abandoned recovery, a final
+                // snapshot past the bound), and dropping the runtime would wait for it: the
+                // process is ending, so the exit ends it instead.
+                std::mem::forget(system);
+            }
+            outcome.map(drop)
         }
         Command::Token(args) => {
             println!("{}", token(&args)?);
@@ -395,9 +435,11 @@ fn token(args: &TokenArgs) -> Result<String, CliError> {
     Ok(jwt::mint(&secret, &claims)?)
 }
 
-/// Starts the engine and the server, and stops the engine once the server has stopped
-/// (SIGINT or SIGTERM stop the server gracefully).
-async fn serve(config: ServeConfig) -> Result<(), CliError> {
+/// Listens first, then recovers the engine and serves it until SIGTERM or SIGINT, then stops
+/// within the configured bound: writes refused, requests in flight answered, connections
+/// closed, final snapshot written.
+async fn serve(config: ServeConfig) -> Result<Stopped, CliError> {
+    let mut stop = pin!(stop_signal()?);
     let secret = load_secret(config.jwt_secret.as_deref(), &config.data_dir)?;
     match &config.pools_file {
         Some(path) => {
@@ -407,11 +449,13 @@ async fn serve(config: ServeConfig) -> Result<(), CliError> {
     }
     let mut persistence = PersistenceConfig::new(&config.data_dir);
     persistence.fsync = config.fsync;
+    let registry = Registry::new();
     let mut builder = Engine::builder()
         .pools(config.catalog)
         .tasks(config.tasks)
         .challenge_limits(config.challenge_limits)
         .retry(config.retry)
+        .metrics_registry(registry.clone())
         .persistence(persistence);
     match &config.live_game {
         Some(live_game) => {
@@ -429,21 +473,84 @@ async fn serve(config: ServeConfig) -> Result<(), CliError> {
         }
         None => tracing::info!("no live-game service configured; game ids are made locally"),
     }
-    let engine = Arc::new(builder.start().await?);
-    let server = http::start(Arc::clone(&engine), &secret, &config.http)?;
+    let slot = Arc::new(EngineSlot::default());
+    let mut health = HealthRegistry::default();
+    slot.register_health(&mut health);
+    let server = http::start(Arc::clone(&slot), registry, health, &secret, &config.http)?;
     for addr in &server.addrs {
         tracing::info!(
             workers = config.http.workers,
             "matchwell listening on http://{addr}"
         );
     }
-    let outcome = server.wait().await;
-    tracing::info!("server stopped; stopping the engine");
-    engine.shutdown().await;
-    Ok(outcome?)
+    let recovering = Instant::now();
+    let engine = tokio::select! {
+        engine = builder.start() => engine,
+        received = &mut stop => {
+            tracing::info!(signal = %received, "stopping during recovery; nothing was acknowledged yet");
+            server.drain(Duration::ZERO).await?;
+            return Ok(Stopped::DuringRecovery);
+        }
+    };
+    let engine = match engine {
+        Ok(engine) => Arc::new(engine),
+        Err(error) => {
+            server.handle().stop(false).await;
+            return Err(error.into());
+        }
+    };
+    slot.fill(Arc::clone(&engine));
+    tracing::info!(
+        recovery_ms = recovering.elapsed().as_millis() as u64,
+        "matchwell ready"
+    );
+
+    let received = stop.await;
+    let stopping = Instant::now();
+    let bound = config.shutdown_timeout;
+    tracing::info!(
+        signal = %received,
+        timeout_s = bound.as_secs(),
+        "stopping: refusing writes, finishing the requests in flight"
+    );
+    slot.begin_stop();
+    if !server.drain(bound / 2).await? {
+        tracing::warn!(
+            waited_ms = (bound / 2).as_millis() as u64,
+            "requests still in flight were cut off"
+        );
+    }
+    let remaining = bound.saturating_sub(stopping.elapsed());
+    if tokio::time::timeout(remaining, engine.shutdown())
+        .await
+        .is_err()
+    {
+        return Err(CliError::StopTimedOut {
+            timeout_s: bound.as_secs(),
+        });
+    }
+    tracing::info!(
+        took_ms = stopping.elapsed().as_millis() as u64,
+        "matchwell stopped cleanly"
+    );
+    Ok(Stopped::Cleanly)
 }
 
-/// Sets up logging to stderr.
+/// Resolves with the name of the first SIGTERM or SIGINT. Listening starts at once, so that a
+/// signal from then on is never the default one that kills the process.
+fn stop_signal() -> std::io::Result<impl Future<Output = &'static str>> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        }
+    })
+}
+
+/// Sets up logging to stderr. JSON lines carry each event's fields at the top level, beside
+/// `timestamp`, `level` and `target`, so that log tools read them without unwrapping.
 pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|error| format!("invalid --log / MATCHWELL_LOG `{filter}`: {error}"))?;
@@ -453,7 +560,7 @@ pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     result.map_err(|error| error.to_string())
 }

@@ -25,6 +25,8 @@ const MAX_BODY_LIMIT_BYTES: usize = 16 * 1024 * 1024;
 /// Most event streams accepted as a cap, per user or in total: far beyond what one process
 /// can hold open.
 const MAX_STREAMS: u64 = 1_000_000;
+/// Longest graceful stop accepted, in seconds: an hour, far beyond what orchestrators grant.
+const MAX_SHUTDOWN_TIMEOUT_S: u64 = 3_600;
 /// Longest live-game timeout accepted.
 const MAX_LIVE_GAME_TIMEOUT_MS: u64 = 120_000;
 /// Most attempts per game accepted.
@@ -111,6 +113,8 @@ pub struct ServeConfig {
     pub retry: RetryPolicy,
     /// Pending challenges per user.
     pub challenge_limits: ChallengeLimits,
+    /// How long a graceful stop may take, from the signal to the exit.
+    pub shutdown_timeout: Duration,
 }
 
 fn in_range(name: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
@@ -230,6 +234,7 @@ impl ServeConfig {
                 timeout: retry.attempt_timeout,
             }),
         };
+        let tasks = background_tasks(&args.tasks)?;
         Ok(Self {
             http: HttpSettings {
                 listen: args.listen.clone(),
@@ -239,14 +244,20 @@ impl ServeConfig {
                 rate_limit,
                 read_rate_limit,
                 streams,
-                shutdown_timeout: Duration::from_secs(args.shutdown_timeout_s),
+                limiter_cleanup: tasks.limiters.when_enabled(),
             },
+            shutdown_timeout: Duration::from_secs(in_range(
+                "--shutdown-timeout-s / MATCHWELL_SHUTDOWN_TIMEOUT_S",
+                args.shutdown_timeout_s,
+                1,
+                MAX_SHUTDOWN_TIMEOUT_S,
+            )?),
             data_dir: args.secret.data_dir.clone(),
             jwt_secret: args.secret.jwt_secret.clone(),
             fsync: args.fsync,
             pools_file: args.pools.clone(),
             catalog,
-            tasks: background_tasks(&args.tasks)?,
+            tasks,
             live_game,
             retry,
             challenge_limits: ChallengeLimits {

@@ -18,7 +18,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use matchwell_actors::clock::{ManualClock, SharedClock, SystemClock};
 use matchwell_actors::error::MatchmakerError;
@@ -33,7 +33,8 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::persistence::{
-    Persistence, PersistenceConfig, PersistenceError, PersistenceMetrics, RecoveryReport,
+    JournalVitals, Persistence, PersistenceConfig, PersistenceError, PersistenceMetrics,
+    RecoveryReport, SnapshotVitals,
 };
 use crate::tasks::{BackgroundTasks, TaskSettingsError};
 
@@ -55,6 +56,9 @@ pub enum EngineError {
     /// The data directory could not be recovered or written.
     #[error(transparent)]
     Persistence(#[from] PersistenceError),
+    /// Work on a blocking thread (recovery, a snapshot) panicked, or its runtime shut down.
+    #[error(transparent)]
+    Blocking(#[from] tokio::task::JoinError),
 }
 
 /// Builds an [`Engine`]; every option has a working default.
@@ -180,7 +184,10 @@ impl EngineBuilder {
     }
 
     /// Starts the engine. Must be called inside a tokio runtime, which runs the background
-    /// tasks; the actors run on threads of their own.
+    /// tasks; the actors run on threads of their own. Recovery (reading the data directory
+    /// back and installing what it holds, seconds for a big one) runs on a blocking thread,
+    /// so that the runtime goes on with its other work meanwhile, such as a server's health
+    /// checks and signal handling.
     pub async fn start(self) -> Result<Engine, EngineError> {
         self.tasks.validate()?;
         tracing::info!(tasks = %self.tasks, "background tasks");
@@ -198,28 +205,15 @@ impl EngineBuilder {
         config.game_creator = self.game_creator;
         config.event_capacity = self.event_capacity;
         config.challenge_limits = self.challenge_limits;
-        let mut recovery = None;
-        let persistence = match &self.persistence {
-            Some(settings) => {
-                let metrics = PersistenceMetrics::register(&self.registry)?;
-                let (persistence, restored, report) = Persistence::open(settings, metrics)?;
-                tracing::info!(
-                    data_dir = %settings.data_dir.display(),
-                    fsync = ?settings.fsync,
-                    snapshot = ?report.snapshot,
-                    replayed = report.replayed,
-                    torn_tails = report.torn_tails,
-                    "data directory recovered"
-                );
-                config.journal = Some(persistence.journal());
-                config.acknowledge_durable = settings.fsync == FsyncMode::Always;
-                config.restored = Some(restored);
-                recovery = Some(report);
-                Some(Arc::new(persistence))
-            }
+        let metrics = match &self.persistence {
+            Some(_) => Some(PersistenceMetrics::register(&self.registry)?),
             None => None,
         };
-        let matchmaker = Arc::new(Matchmaker::start(config).map_err(EngineError::Actors)?);
+        let settings = self.persistence;
+        let (matchmaker, persistence, recovery) =
+            tokio::task::spawn_blocking(move || recover(config, settings, metrics)).await??;
+        let matchmaker = Arc::new(matchmaker);
+        let persistence = persistence.map(Arc::new);
         let mut background = spawn_background_tasks(&matchmaker, &self.tasks);
         if let Some(persistence) = &persistence {
             background.extend(spawn_persistence_tasks(
@@ -234,9 +228,45 @@ impl EngineBuilder {
             registry: self.registry,
             persistence,
             recovery,
+            heartbeat: self.tasks.heartbeat.when_enabled(),
             running: AtomicBool::new(true),
         })
     }
+}
+
+/// What recovery hands the engine: the matchmaker and, when it persists, its data directory
+/// and what was found there.
+type Recovered = (Matchmaker, Option<Persistence>, Option<RecoveryReport>);
+
+/// Reads the data directory of `settings` back, when there is one, and starts the actors
+/// over what it holds. Blocks on disk I/O and on installing every item.
+fn recover(
+    mut config: MatchmakerConfig,
+    settings: Option<PersistenceConfig>,
+    metrics: Option<PersistenceMetrics>,
+) -> Result<Recovered, EngineError> {
+    let started = Instant::now();
+    let mut opened = None;
+    if let (Some(settings), Some(metrics)) = (&settings, metrics) {
+        let (persistence, restored, report) =
+            Persistence::open(settings, metrics, Arc::clone(&config.clock))?;
+        tracing::info!(
+            data_dir = %settings.data_dir.display(),
+            fsync = ?settings.fsync,
+            snapshot = ?report.snapshot,
+            replayed = report.replayed,
+            torn_tails = report.torn_tails,
+            read_ms = started.elapsed().as_millis() as u64,
+            "data directory recovered"
+        );
+        config.journal = Some(persistence.journal());
+        config.acknowledge_durable = settings.fsync == FsyncMode::Always;
+        config.restored = Some(restored);
+        opened = Some((persistence, report));
+    }
+    let matchmaker = Matchmaker::start(config).map_err(EngineError::Actors)?;
+    let (persistence, report) = opened.unzip();
+    Ok((matchmaker, persistence, report))
 }
 
 fn every(period: Duration, matchmaker: &Arc<Matchmaker>, work: fn(&Matchmaker)) -> JoinHandle<()> {
@@ -336,6 +366,8 @@ pub struct Engine {
     registry: Registry,
     persistence: Option<Arc<Persistence>>,
     recovery: Option<RecoveryReport>,
+    /// The heartbeat's interval while it runs, by which readiness judges the journal.
+    heartbeat: Option<Duration>,
     /// Cleared by [`Engine::shutdown`]; a flag rather than a consumed value because a server
     /// shares the engine between its workers and still has to stop it once they are gone.
     running: AtomicBool,
@@ -369,9 +401,26 @@ impl Engine {
                 .is_none_or(|persistence| persistence.is_healthy())
     }
 
+    /// Whether [`Engine::shutdown`] has begun.
+    pub fn is_stopping(&self) -> bool {
+        !self.running.load(Ordering::Acquire)
+    }
+
     /// What recovery found at start, when the engine persists.
     pub fn recovery(&self) -> Option<RecoveryReport> {
         self.recovery
+    }
+
+    /// How the journal is doing, when the engine persists.
+    pub fn journal_vitals(&self) -> Option<JournalVitals> {
+        let persistence = self.persistence.as_ref()?;
+        Some(persistence.journal_vitals(self.matchmaker.now_ms(), self.heartbeat))
+    }
+
+    /// How the snapshots are going, when the engine persists.
+    pub fn snapshot_vitals(&self) -> Option<SnapshotVitals> {
+        let persistence = self.persistence.as_ref()?;
+        Some(persistence.snapshot_vitals(self.matchmaker.now_ms()))
     }
 
     /// Writes a snapshot now (when the engine persists); returns its sequence number.
@@ -380,9 +429,8 @@ impl Engine {
             return Ok(None);
         };
         let matchmaker = Arc::clone(&self.matchmaker);
-        let written = tokio::task::spawn_blocking(move || persistence.snapshot(&matchmaker))
-            .await
-            .map_err(|error| EngineError::Actors(std::io::Error::other(error)))??;
+        let written =
+            tokio::task::spawn_blocking(move || persistence.snapshot(&matchmaker)).await??;
         Ok(Some(written.seq))
     }
 
@@ -438,9 +486,65 @@ mod tests {
         let (builder, _clock) = Engine::builder().manual(0);
         let engine = builder.start().await.unwrap();
         assert!(engine.is_ready());
+        assert!(!engine.is_stopping());
         engine.shutdown().await;
         assert!(!engine.is_ready());
+        assert!(engine.is_stopping());
         engine.shutdown().await;
         assert!(!engine.is_ready());
+    }
+
+    #[tokio::test]
+    async fn with_every_task_off_nothing_runs_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::builder()
+            .tasks(BackgroundTasks::all_off())
+            .persistence(PersistenceConfig::new(dir.path()))
+            .start()
+            .await
+            .unwrap();
+        assert!(engine.background.is_empty());
+        engine.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn the_vitals_follow_commits_and_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let (builder, clock) = Engine::builder().manual(1_000_000);
+        let engine = builder
+            .persistence(PersistenceConfig::new(dir.path()))
+            .start()
+            .await
+            .unwrap();
+        let journal = engine.journal_vitals().unwrap();
+        assert!(journal.writable && !journal.stalled && journal.failure.is_none());
+        let snapshots = engine.snapshot_vitals().unwrap();
+        assert_eq!(snapshots.last_success_ms, None);
+        assert_eq!(snapshots.consecutive_failures, 0);
+
+        clock.advance(Duration::from_secs(3));
+        engine.snapshot_now().await.unwrap();
+        clock.advance(Duration::from_secs(2));
+        let snapshots = engine.snapshot_vitals().unwrap();
+        assert_eq!(snapshots.last_success_ms, Some(1_003_000));
+        assert_eq!(snapshots.last_success_age, Some(Duration::from_secs(2)));
+
+        let pool = crate::PoolSpec::new("5+3".parse().unwrap(), "standard", true, None).unwrap();
+        engine
+            .enqueue(crate::EnqueueRequest {
+                tenant: "default".into(),
+                user_id: "alice".into(),
+                pool,
+                rating: 1500,
+                idempotency_key: None,
+            })
+            .await
+            .unwrap();
+        // Closing joins the writer thread, so every commit has been noted by then.
+        engine.shutdown().await;
+        let journal = engine.journal_vitals().unwrap();
+        assert!(!journal.writable, "a closed journal takes nothing");
+        assert!(journal.last_commit_age.is_some(), "{journal:?}");
+        assert_eq!(journal.pending_records, 0);
     }
 }

@@ -13,6 +13,7 @@
 //!   its background tasks, expose its operations.
 //! - [`persistence`]: the data directory: recovery, journal, snapshots.
 //! - [`tasks`]: background task settings and the master switch.
+//! - [`health`]: readiness by component, and how components plug in.
 //! - [`replay`]: trace replay on a simulated clock (the `replay` example).
 //! - [`http`]: the HTTP API on actix-web (SPEC §4): routes, JWT auth, rate limits, request ids,
 //!   metrics, server-sent events, the generated OpenAPI document.
@@ -27,6 +28,7 @@
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod health;
 pub mod http;
 pub mod jwt;
 pub mod live_game;
@@ -52,5 +54,7 @@ pub use matchwell_actors::model::{
 };
 pub use matchwell_actors::pools::{MatchingParams, PoolCatalog, PoolSpec, TimeControl};
 pub use matchwell_snapshots::FsyncMode;
-pub use persistence::{PersistenceConfig, PersistenceError, RecoveryReport};
+pub use persistence::{
+    JournalVitals, PersistenceConfig, PersistenceError, RecoveryReport, SnapshotVitals,
+};
 pub use tasks::{BackgroundTasks, TaskSettings};

@@ -9,8 +9,10 @@
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use matchwell_actors::clock::SharedClock;
 use matchwell_actors::matchmaker::Matchmaker;
 use matchwell_actors::persist::{Change, Restored, SnapshotBody};
 use matchwell_snapshots::{
@@ -133,8 +135,8 @@ impl PersistenceMetrics {
     }
 }
 
-impl CommitObserver for PersistenceMetrics {
-    fn committed(&self, commit: &Commit) {
+impl PersistenceMetrics {
+    fn observe_commit(&self, commit: &Commit) {
         self.commit_records.observe(commit.records as f64);
         self.journal_bytes.inc_by(commit.bytes as u64);
         self.journal_write_seconds
@@ -145,21 +147,99 @@ impl CommitObserver for PersistenceMetrics {
     }
 }
 
+/// How long the journal may go without a commit, beyond one heartbeat interval, while
+/// records wait, before readiness calls it stalled: a disk that takes this long to take a
+/// write is one that callers are waiting on.
+const JOURNAL_STALL_GRACE: Duration = Duration::from_secs(5);
+
+/// Engine time that no commit or snapshot has happened at yet.
+const NEVER: u64 = u64::MAX;
+
+/// What the data directory's health reads: when the journal last committed, and how the
+/// snapshots went. Shared (`Arc`) by the journal's writer thread, which notes each commit, by
+/// whoever writes a snapshot (the periodic task, the final one at shutdown), and by readiness
+/// requests. Atomics, because the writer thread must never wait for a reader; the last
+/// snapshot error sits behind a mutex, as it changes only when a snapshot fails.
+struct Vitals {
+    /// The engine's clock, so that ages agree with the engine's own times.
+    clock: SharedClock,
+    /// Engine time the journal was opened at.
+    opened_ms: u64,
+    /// Engine time of the latest commit, or [`NEVER`].
+    last_commit_ms: AtomicU64,
+    /// Engine time of the newest snapshot written (by this process or, until it writes one,
+    /// the one recovery loaded), or [`NEVER`].
+    last_snapshot_ms: AtomicU64,
+    /// Snapshots that failed since the last one that succeeded.
+    snapshot_failures: AtomicU64,
+    /// Why the latest failed snapshot failed; cleared by a success.
+    last_snapshot_error: Mutex<Option<String>>,
+}
+
+/// The journal's observer: the commit's metrics, and its time for readiness.
+struct CommitWatch {
+    metrics: PersistenceMetrics,
+    vitals: Arc<Vitals>,
+}
+
+impl CommitObserver for CommitWatch {
+    fn committed(&self, commit: &Commit) {
+        self.metrics.observe_commit(commit);
+        self.vitals
+            .last_commit_ms
+            .store(self.vitals.clock.now_ms(), Ordering::Release);
+    }
+}
+
+/// How the journal is doing, for readiness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalVitals {
+    /// Whether it takes records: neither failed nor closed.
+    pub writable: bool,
+    /// Why it failed, if it did (it then refuses every change until a restart).
+    pub failure: Option<String>,
+    /// Time since its latest commit; `None` before the first.
+    pub last_commit_age: Option<Duration>,
+    /// Records appended and not yet durable.
+    pub pending_records: u64,
+    /// Whether records have been waiting longer than a heartbeat interval plus
+    /// five seconds with nothing committed: its disk no longer takes writes. Judged only
+    /// while the heartbeat runs, which makes the journal commit at least once an interval.
+    pub stalled: bool,
+}
+
+/// How the snapshots are going, for readiness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotVitals {
+    /// Engine time (ms since the Unix epoch) of the newest snapshot written, by this process
+    /// or, until it writes one, the one recovery loaded; `None` when there is none.
+    pub last_success_ms: Option<u64>,
+    /// Time since then.
+    pub last_success_age: Option<Duration>,
+    /// Snapshots that failed since the last one that succeeded.
+    pub consecutive_failures: u64,
+    /// Why the latest of those failed.
+    pub last_error: Option<String>,
+}
+
 /// The open data directory of a running engine.
 pub(crate) struct Persistence {
     snapshots: SnapshotStore,
     journal: Arc<Journal<Change>>,
     metrics: PersistenceMetrics,
+    vitals: Arc<Vitals>,
     /// Serialises snapshots (the periodic task and the final one at shutdown): each rotates
     /// the journal and prunes segments, which must not interleave.
     snapshotting: Mutex<()>,
 }
 
 impl Persistence {
-    /// Opens `config.data_dir`, reads back its state and opens the journal after it.
+    /// Opens `config.data_dir`, reads back its state and opens the journal after it; `clock`
+    /// is the engine's, which readiness measures ages by.
     pub(crate) fn open(
         config: &PersistenceConfig,
         metrics: PersistenceMetrics,
+        clock: SharedClock,
     ) -> Result<(Self, Restored, RecoveryReport), PersistenceError> {
         let storage: Arc<dyn Storage> = match &config.storage {
             Some(storage) => Arc::clone(storage),
@@ -179,6 +259,9 @@ impl Persistence {
         let replay_from = loaded
             .as_ref()
             .map_or(0, |snapshot| snapshot.header.replay_from);
+        let loaded_at_ms = loaded
+            .as_ref()
+            .map_or(NEVER, |snapshot| snapshot.header.created_at_ms);
         let journal = read_segments::<Change>(&*storage, replay_from)?;
         if let Some(torn) = &journal.torn_tail {
             report.torn_tails = 1;
@@ -194,7 +277,18 @@ impl Persistence {
         for record in journal.records {
             restored.apply(record.record);
         }
-        let observer: Arc<dyn CommitObserver> = Arc::new(metrics.clone());
+        let vitals = Arc::new(Vitals {
+            opened_ms: clock.now_ms(),
+            clock,
+            last_commit_ms: AtomicU64::new(NEVER),
+            last_snapshot_ms: AtomicU64::new(loaded_at_ms),
+            snapshot_failures: AtomicU64::new(0),
+            last_snapshot_error: Mutex::new(None),
+        });
+        let observer: Arc<dyn CommitObserver> = Arc::new(CommitWatch {
+            metrics: metrics.clone(),
+            vitals: Arc::clone(&vitals),
+        });
         let journal = Journal::open_observed(
             storage,
             JournalOptions::with_fsync(config.fsync),
@@ -205,6 +299,7 @@ impl Persistence {
                 snapshots,
                 journal: Arc::new(journal),
                 metrics,
+                vitals,
                 snapshotting: Mutex::new(()),
             },
             restored,
@@ -222,13 +317,72 @@ impl Persistence {
         self.journal.is_healthy()
     }
 
+    /// How the journal is doing at engine time `now_ms`; `heartbeat` is the heartbeat's
+    /// interval while it runs.
+    pub(crate) fn journal_vitals(&self, now_ms: u64, heartbeat: Option<Duration>) -> JournalVitals {
+        let vitals = &self.vitals;
+        let last_commit_ms = vitals.last_commit_ms.load(Ordering::Acquire);
+        let since = |at_ms: u64| Duration::from_millis(now_ms.saturating_sub(at_ms));
+        let last_commit_age = (last_commit_ms != NEVER).then(|| since(last_commit_ms));
+        let pending_records = self
+            .journal
+            .appended_seq()
+            .saturating_sub(self.journal.durable_seq());
+        let quiet_for = last_commit_age.unwrap_or_else(|| since(vitals.opened_ms));
+        let stalled = heartbeat.is_some_and(|interval| {
+            pending_records > 0 && quiet_for >= interval + JOURNAL_STALL_GRACE
+        });
+        JournalVitals {
+            writable: self.journal.is_healthy(),
+            failure: self.journal.failure().map(|cause| cause.to_string()),
+            last_commit_age,
+            pending_records,
+            stalled,
+        }
+    }
+
+    /// How the snapshots are going at engine time `now_ms`.
+    pub(crate) fn snapshot_vitals(&self, now_ms: u64) -> SnapshotVitals {
+        let vitals = &self.vitals;
+        let last_success_ms =
+            Some(vitals.last_snapshot_ms.load(Ordering::Acquire)).filter(|&at| at != NEVER);
+        SnapshotVitals {
+            last_success_ms,
+            last_success_age: last_success_ms
+                .map(|at_ms| Duration::from_millis(now_ms.saturating_sub(at_ms))),
+            consecutive_failures: vitals.snapshot_failures.load(Ordering::Acquire),
+            last_error: vitals.last_snapshot_error.lock().clone(),
+        }
+    }
+
     /// Writes a snapshot of `matchmaker` and drops the journal segments no kept snapshot
-    /// needs. Blocks on disk I/O: call it off the async workers.
+    /// needs, and notes how it went for readiness. Blocks on disk I/O: call it off the async
+    /// workers.
     pub(crate) fn snapshot(
         &self,
         matchmaker: &Matchmaker,
     ) -> Result<WrittenSnapshot, PersistenceError> {
         let _one_at_a_time = self.snapshotting.lock();
+        let written = self.write_snapshot(matchmaker);
+        let vitals = &self.vitals;
+        match &written {
+            Ok(_) => {
+                vitals
+                    .last_snapshot_ms
+                    .store(matchmaker.now_ms(), Ordering::Release);
+                vitals.snapshot_failures.store(0, Ordering::Release);
+                *vitals.last_snapshot_error.lock() = None;
+            }
+            Err(error) => {
+                *vitals.last_snapshot_error.lock() = Some(error.to_string());
+                vitals.snapshot_failures.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        written
+    }
+
+    /// [`snapshot`](Self::snapshot)'s work, under its lock.
+    fn write_snapshot(&self, matchmaker: &Matchmaker) -> Result<WrittenSnapshot, PersistenceError> {
         let started = Instant::now();
         let replay_from = self.journal.rotate()?;
         let body = matchmaker.capture();

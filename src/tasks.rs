@@ -48,6 +48,9 @@ pub struct BackgroundTasks {
     /// An empty journal record tells a later recovery that the engine was up until then, which
     /// bounds how much waiting time recovery may count as downtime (engines that persist).
     pub heartbeat: TaskSettings,
+    /// The HTTP server forgets the rate-limit state of users whose budgets are full again, so
+    /// that the limiters' maps do not grow with every user ever seen (servers only).
+    pub limiters: TaskSettings,
 }
 
 impl Default for BackgroundTasks {
@@ -60,6 +63,7 @@ impl Default for BackgroundTasks {
             retention: TaskSettings::every(10_000),
             snapshots: TaskSettings::every(60_000),
             heartbeat: TaskSettings::every(1_000),
+            limiters: TaskSettings::every(60_000),
         }
     }
 }
@@ -89,7 +93,7 @@ impl BackgroundTasks {
     }
 
     /// Names and settings of every task, in a fixed order.
-    pub fn iter(&self) -> [(&'static str, TaskSettings); 7] {
+    pub fn iter(&self) -> [(&'static str, TaskSettings); 8] {
         [
             ("matching", self.matching),
             ("expiry", self.expiry),
@@ -98,11 +102,12 @@ impl BackgroundTasks {
             ("retention", self.retention),
             ("snapshots", self.snapshots),
             ("heartbeat", self.heartbeat),
+            ("limiters", self.limiters),
         ]
     }
 
     /// Names and mutable settings of every task.
-    pub fn iter_mut(&mut self) -> [(&'static str, &mut TaskSettings); 7] {
+    pub fn iter_mut(&mut self) -> [(&'static str, &mut TaskSettings); 8] {
         [
             ("matching", &mut self.matching),
             ("expiry", &mut self.expiry),
@@ -111,6 +116,7 @@ impl BackgroundTasks {
             ("retention", &mut self.retention),
             ("snapshots", &mut self.snapshots),
             ("heartbeat", &mut self.heartbeat),
+            ("limiters", &mut self.limiters),
         ]
     }
 
@@ -175,8 +181,8 @@ mod tests {
     fn the_master_switch_turns_everything_off() {
         let tasks = BackgroundTasks::all_off();
         assert_eq!(tasks.enabled_count(), 0);
-        assert!(tasks.to_string().ends_with("0/7 tasks enabled"), "{tasks}");
-        assert_eq!(BackgroundTasks::default().enabled_count(), 7);
+        assert!(tasks.to_string().ends_with("0/8 tasks enabled"), "{tasks}");
+        assert_eq!(BackgroundTasks::default().enabled_count(), 8);
     }
 
     #[test]
@@ -198,6 +204,6 @@ mod tests {
             text.starts_with("matching=every 20 ms, expiry=off, games=every 100 ms"),
             "{text}"
         );
-        assert!(text.ends_with("6/7 tasks enabled"));
+        assert!(text.ends_with("7/8 tasks enabled"));
     }
 }

@@ -350,6 +350,14 @@ fn an_outage_while_2000_pairs_form_never_sees_more_calls_at_once_than_the_limit(
     );
     assert!(games.games().is_empty());
     let during_outage = games.calls().len();
+    // Matching goes on, so the service is degraded, not down.
+    let ready = api.send(api.request("GET", "/health/ready", None));
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(ready.body["status"], "degraded", "{}", ready.body);
+    let live_game = &ready.body["components"]["live_game"];
+    assert_eq!(live_game["critical"], false, "{live_game}");
+    assert_ne!(live_game["details"]["circuit"], "closed", "{live_game}");
+    assert_eq!(live_game["details"]["reachable"], false, "{live_game}");
 
     games.set_down(false);
     poll("every game created", || {
@@ -373,6 +381,8 @@ fn an_outage_while_2000_pairs_form_never_sees_more_calls_at_once_than_the_limit(
         metric(&server, r#"matchwell_live_game_circuit{state="closed"}"#),
         1.0
     );
+    let ready = api.send(api.request("GET", "/health/ready", None));
+    assert_eq!(ready.body["status"], "healthy", "{}", ready.body);
     eprintln!(
         "seed {seed}: {during_outage} calls during the outage, {} in all, at most {most} at once",
         games.calls().len()

@@ -60,7 +60,22 @@ fn health_metrics_and_request_ids() {
     let api = server.api();
     let plain = |path: &str| api.send(api.request("GET", path, None));
     assert_eq!(plain("/health/live").ok(200), json!({"status": "live"}));
-    assert_eq!(plain("/health/ready").ok(200), json!({"status": "ready"}));
+    let ready = plain("/health/ready").ok(200);
+    assert_eq!(ready["status"], "healthy", "{ready}");
+    let components = ready["components"].as_object().unwrap();
+    let names: Vec<&str> = components.keys().map(String::as_str).collect();
+    assert_eq!(names, ["engine", "journal", "live_game", "snapshots"]);
+    for (name, component) in components {
+        assert_eq!(component["status"], "healthy", "{ready}");
+        assert_eq!(component["critical"], name != "live_game", "{ready}");
+    }
+    assert_eq!(components["live_game"]["details"]["circuit"], "closed");
+    assert_eq!(components["engine"]["details"]["state"], "running");
+    assert_eq!(components["journal"]["details"]["writable"], true);
+    assert_eq!(
+        components["snapshots"]["details"]["consecutive_failures"],
+        0
+    );
 
     // An incoming id is echoed once sanitized, also on errors; otherwise one is made.
     let with_id = |id: &str| {
@@ -323,7 +338,7 @@ fn start_up_lists_the_tasks_and_refuses_bad_settings() {
         server
             .log()
             .iter()
-            .any(|line| line.contains("snapshots=off") && line.contains("6/7 tasks enabled")),
+            .any(|line| line.contains("snapshots=off") && line.contains("7/8 tasks enabled")),
         "{:#?}",
         server.log()
     );
@@ -354,6 +369,12 @@ fn start_up_lists_the_tasks_and_refuses_bad_settings() {
             "MATCHWELL_SSE_MAX_PER_USER",
         ),
         ("MATCHWELL_SSE_MAX_TOTAL", "0", "MATCHWELL_SSE_MAX_TOTAL"),
+        (
+            "MATCHWELL_SHUTDOWN_TIMEOUT_S",
+            "0",
+            "MATCHWELL_SHUTDOWN_TIMEOUT_S",
+        ),
+        ("MATCHWELL_TASK_LIMITERS_MS", "0", "task `limiters`"),
         ("MATCHWELL_LIVE_GAME_API_URL", "not a url", "is not a URL"),
         (
             "MATCHWELL_LIVE_GAME_MAX_IN_FLIGHT",
@@ -390,4 +411,164 @@ fn start_up_lists_the_tasks_and_refuses_bad_settings() {
         ]);
         assert!(log.contains(message), "{name}={value}: {log}");
     }
+}
+
+/// The access-log lines in `log` (JSON lines), parsed.
+fn access_lines(log: &[String]) -> Vec<Value> {
+    log.iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["target"] == "matchwell::access")
+        .collect()
+}
+
+#[test]
+fn every_request_gets_one_access_log_line() {
+    let server = Server::options()
+        .env("MATCHWELL_LOG_FORMAT", "json")
+        .start();
+    let api = server.api();
+    let ann = token("ann");
+    let with_id = |request: reqwest::blocking::RequestBuilder, id: &str| {
+        api.send(request.header("X-Request-Id", id))
+    };
+    let queued = with_id(
+        api.request("POST", "/v1/matchmaking/queue", Some(&ann))
+            .json(&blitz(1500)),
+        "trace-1",
+    );
+    assert_eq!(queued.status, 201);
+    let entry = id_of(&queued.body);
+    let missing = with_id(
+        api.request("GET", "/v1/matchmaking/queue/q_999999", Some(&ann)),
+        "trace-2",
+    );
+    assert_eq!(missing.status, 404);
+    let anonymous = api.send(api.request("GET", "/v1/matchmaking/active", None));
+    assert_eq!(anonymous.status, 401);
+    let nowhere = api.send(api.request("GET", "/no/such/path", None));
+    assert_eq!(nowhere.status, 404);
+    let generated =
+        |reply: &support::Reply| reply.headers["x-request-id"].to_str().unwrap().to_owned();
+    // Request id, method, route, status, user.
+    let expected = [
+        (
+            "trace-1".to_owned(),
+            "POST",
+            "/v1/matchmaking/queue",
+            201,
+            Some("ann"),
+        ),
+        (
+            "trace-2".to_owned(),
+            "GET",
+            "/v1/matchmaking/queue/{id}",
+            404,
+            Some("ann"),
+        ),
+        (
+            generated(&anonymous),
+            "GET",
+            "/v1/matchmaking/active",
+            401,
+            None,
+        ),
+        (generated(&nowhere), "GET", "unmatched", 404, None),
+    ];
+    let lines = support::poll("an access-log line per request", || {
+        let lines = access_lines(&server.log());
+        expected
+            .iter()
+            .map(|(id, ..)| {
+                let mine: Vec<&Value> = lines
+                    .iter()
+                    .filter(|line| line["request_id"] == *id)
+                    .collect();
+                assert!(mine.len() <= 1, "{id} logged twice: {mine:#?}");
+                mine.first().copied().cloned()
+            })
+            .collect::<Option<Vec<Value>>>()
+    });
+    for ((id, method, route, status, user), line) in expected.iter().zip(&lines) {
+        assert_eq!(line["level"], "INFO", "{line}");
+        assert_eq!(line["message"], "request", "{line}");
+        assert_eq!(line["method"], *method, "{line}");
+        assert_eq!(line["route"], *route, "{line}");
+        assert_eq!(line["status"], *status, "{line}");
+        assert_eq!(line["request_id"], id.as_str(), "{line}");
+        assert!(line["latency_us"].is_u64(), "{line}");
+        match user {
+            Some(user) => {
+                assert_eq!(line["tenant"], "default", "{line}");
+                assert_eq!(line["user"], *user, "{line}");
+            }
+            None => {
+                let fields = line.as_object().unwrap();
+                assert!(
+                    !fields.contains_key("tenant") && !fields.contains_key("user"),
+                    "{line}"
+                );
+            }
+        }
+        let text = line.to_string();
+        assert!(
+            !text.contains("q_999999") && !text.contains("/no/such") && !text.contains(&entry),
+            "a raw path was logged: {line}"
+        );
+    }
+    // Every line of the log is one JSON object, not only the access log's.
+    for line in server.log() {
+        let parsed: Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert!(parsed.is_object() && parsed["target"].is_string(), "{line}");
+    }
+
+    // Operators can turn the access log off, and keep the rest.
+    let mut server = Server::options()
+        .env("MATCHWELL_LOG_FORMAT", "json")
+        .env("MATCHWELL_LOG", "info,matchwell::access=off")
+        .start();
+    server.api().enqueue(&ann, &blitz(1500)).ok(201);
+    server.terminate();
+    let status = server.wait_exit(support::PATIENCE).expect("no exit");
+    assert!(status.success());
+    // The stop's lines come last, so the whole log has been read by now.
+    let log = server.log();
+    assert!(
+        log.iter()
+            .any(|line| line.contains("matchwell stopped cleanly")),
+        "{log:#?}"
+    );
+    assert_eq!(access_lines(&log), Vec::<Value>::new());
+}
+
+#[test]
+fn the_master_switch_turns_every_task_off() {
+    let server = Server::options().env("MATCHWELL_TASKS", "off").start();
+    let log = server.log();
+    let tasks = log
+        .iter()
+        .find(|line| line.contains("background tasks"))
+        .unwrap_or_else(|| panic!("no list of tasks: {log:#?}"));
+    let names = [
+        "matching",
+        "expiry",
+        "games",
+        "challenges",
+        "retention",
+        "snapshots",
+        "heartbeat",
+        "limiters",
+    ];
+    for name in names {
+        assert!(tasks.contains(&format!("{name}=off")), "{name}: {tasks}");
+    }
+    assert!(tasks.contains("0/8 tasks enabled"), "{tasks}");
+    // No heartbeat: the journal has committed nothing since it opened.
+    let api = server.api();
+    let ready = api.send(api.request("GET", "/health/ready", None)).ok(200);
+    assert_eq!(
+        ready["components"]["journal"]["details"]["last_commit_age_ms"],
+        Value::Null,
+        "{ready}"
+    );
 }

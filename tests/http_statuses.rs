@@ -1,6 +1,6 @@
 //! Every status code the OpenAPI document promises, provoked on every route: against the
-//! real binary, and for 503 (the engine not ready) against a server whose engine is stopped
-//! under it. The document and these tests cannot drift apart: a documented status no test
+//! real binary, and for 503 (the engine not ready) against a server in this process whose
+//! engine is not there yet, then stopped under it. The document and these tests cannot drift apart: a documented status no test
 //! provokes fails, and so does a provoked one the document does not list.
 
 mod support;
@@ -11,13 +11,18 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use matchwell::Engine;
-use matchwell::http::{HttpSettings, StreamLimits};
+use matchwell::health::HealthRegistry;
+use matchwell::http::{EngineSlot, HttpSettings, StreamLimits};
 use matchwell::jwt::{JwtSecret, TokenScope};
 use serde_json::{Value, json};
 use support::{Api, Reply, SECRET, Server, blitz, challenge_of, id_of, token, token_with};
 
-/// Routes answering 503 while the engine is not ready, besides `/health/ready`.
-const NOT_READY: [(&str, &str); 7] = [
+/// Routes that answer without the engine, and so never 503.
+const ENGINELESS: [&str; 4] = ["/health/live", "/health/ready", "/metrics", "/openapi.json"];
+
+/// Routes answering 503 once the engine has stopped, besides `/health/ready`; every route
+/// but the [`ENGINELESS`] ones does while it recovers.
+const STOPPED: [(&str, &str); 7] = [
     ("POST", "/v1/matchmaking/queue"),
     ("DELETE", "/v1/matchmaking/queue/{id}"),
     ("POST", "/v1/matchmaking/challenges"),
@@ -231,8 +236,8 @@ fn every_documented_status_is_provoked_on_every_route() {
     };
     let mut provoked = BTreeSet::new();
     for (method, path, status) in documented(&document) {
-        let not_ready = status == 503
-            && (path == "/health/ready" || NOT_READY.contains(&(method.as_str(), path.as_str())));
+        let not_ready =
+            status == 503 && (path == "/health/ready" || !ENGINELESS.contains(&path.as_str()));
         if not_ready {
             // Provoked by the test below.
             provoked.insert((method, path, status));
@@ -252,13 +257,24 @@ fn every_documented_status_is_provoked_on_every_route() {
     assert!(provoked.len() >= 93, "only {} statuses", provoked.len());
 }
 
-/// A server in this process whose engine can be stopped under it.
-fn in_process_server() -> (String, Arc<Engine>, mpsc::Sender<()>) {
+/// A server in this process: its engine is absent until the test sends on the first channel,
+/// and the server stops when the test drops the second.
+struct InProcess {
+    base: String,
+    slot: Arc<EngineSlot>,
+    recover: mpsc::Sender<()>,
+    _serving: mpsc::Sender<()>,
+}
+
+fn in_process_server() -> InProcess {
     let (started, handed) = mpsc::channel();
-    let (stop, stopped) = mpsc::channel::<()>();
+    let (recover, recovering) = mpsc::channel::<()>();
+    let (serving, stopped) = mpsc::channel::<()>();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
-            let engine = Arc::new(Engine::builder().start().await.unwrap());
+            let slot = Arc::new(EngineSlot::default());
+            let mut health = HealthRegistry::default();
+            slot.register_health(&mut health);
             let secret = JwtSecret::resolve(Some(SECRET), std::path::Path::new("unused")).unwrap();
             let settings = HttpSettings {
                 listen: "127.0.0.1:0".into(),
@@ -271,44 +287,57 @@ fn in_process_server() -> (String, Arc<Engine>, mpsc::Sender<()>) {
                     per_user: 8,
                     total: 100,
                 },
-                shutdown_timeout: Duration::from_secs(1),
+                limiter_cleanup: None,
             };
-            let server = matchwell::http::start(Arc::clone(&engine), &secret, &settings).unwrap();
+            let registry = prometheus::Registry::new();
+            let server = matchwell::http::start(
+                Arc::clone(&slot),
+                registry.clone(),
+                health,
+                &secret,
+                &settings,
+            )
+            .unwrap();
             let base = format!("http://{}", server.addrs[0]);
-            let handle = server.handle();
-            actix_web::rt::spawn(server.wait());
-            started.send((base, engine)).unwrap();
+            started.send((base, Arc::clone(&slot))).unwrap();
+            if actix_web::rt::task::spawn_blocking(move || recovering.recv())
+                .await
+                .unwrap()
+                .is_ok()
+            {
+                let engine = Engine::builder().metrics_registry(registry).start();
+                slot.fill(Arc::new(engine.await.unwrap()));
+            }
             // Serves until the test drops its end.
             let _ = actix_web::rt::task::spawn_blocking(move || stopped.recv()).await;
-            handle.stop(true).await;
+            server.drain(Duration::ZERO).await.unwrap();
         });
     });
-    let (base, engine) = handed.recv_timeout(support::PATIENCE).unwrap();
-    (base, engine, stop)
+    let (base, slot) = handed.recv_timeout(support::PATIENCE).unwrap();
+    InProcess {
+        base,
+        slot,
+        recover,
+        _serving: serving,
+    }
+}
+
+/// Expects the one error shape with 503 `UNAVAILABLE` and a `Retry-After`.
+fn expect_not_ready(reply: Reply, what: &str) {
+    let reply = reply.expect(503, "UNAVAILABLE");
+    assert!(
+        reply.headers.contains_key("retry-after"),
+        "{what}: no Retry-After: {reply:?}"
+    );
 }
 
 #[test]
-fn writes_and_the_summary_answer_503_while_the_engine_is_not_ready() {
-    let (base, engine, _stop) = in_process_server();
-    let api = Api::new(&base);
+fn every_route_of_the_engine_answers_503_until_it_is_ready_and_writes_once_it_stopped() {
+    let server = in_process_server();
+    let api = Api::new(&server.base);
     let (ann, ben) = (token("ann"), token("ben"));
     let admin = token_with("ops", &["--role", "admin"]);
-    let entry = id_of(&api.enqueue(&ann, &blitz(1500)).ok(201));
-    let challenge = id_of(&api.challenge(&ann, &challenge_of("ben")).ok(201));
-    api.get("/health/ready", &ann).ok(200);
-
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    runtime.block_on(engine.shutdown());
-    api.send(api.request("GET", "/health/ready", None))
-        .expect(503, "UNAVAILABLE");
-    for (method, path) in NOT_READY {
-        let id = if path.contains("challenges") {
-            &challenge
-        } else {
-            &entry
-        };
+    let request = |method: &str, path: &str, id: &str| {
         let path = path.replace("{id}", id);
         let (token, body) = match (method, path.as_str()) {
             ("POST", "/v1/matchmaking/queue") => (&ben, Some(blitz(1500))),
@@ -321,7 +350,58 @@ fn writes_and_the_summary_answer_503_while_the_engine_is_not_ready() {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        api.send(request).expect(503, "UNAVAILABLE");
+        api.send(request)
+    };
+
+    // Recovering: only health, metrics and the document answer.
+    let document = api.send(api.request("GET", "/openapi.json", None)).ok(200);
+    let ready = api.send(api.request("GET", "/health/ready", None));
+    assert_eq!(ready.status, 503, "{ready:?}");
+    assert_eq!(ready.body["status"], "unhealthy");
+    assert_eq!(
+        ready.body["components"]["engine"]["details"]["state"],
+        "recovering"
+    );
+    api.send(api.request("GET", "/health/live", None)).ok(200);
+    api.send(api.request("GET", "/metrics", None)).ok(200);
+    let mut routes = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        if ENGINELESS.contains(&path.as_str()) {
+            continue;
+        }
+        for method in item.as_object().unwrap().keys() {
+            let method = method.to_uppercase();
+            expect_not_ready(request(&method, path, "x_1"), &format!("{method} {path}"));
+            routes += 1;
+        }
+    }
+    assert_eq!(routes, 13);
+
+    server.recover.send(()).unwrap();
+    support::poll("the engine to be ready", || {
+        let reply = api.send(api.request("GET", "/health/ready", None));
+        (reply.status == 200).then_some(())
+    });
+    let entry = id_of(&api.enqueue(&ann, &blitz(1500)).ok(201));
+    let challenge = id_of(&api.challenge(&ann, &challenge_of("ben")).ok(201));
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(server.slot.get().unwrap().shutdown());
+    let ready = api.send(api.request("GET", "/health/ready", None));
+    assert_eq!(ready.status, 503, "{ready:?}");
+    assert_eq!(
+        ready.body["components"]["engine"]["details"]["state"],
+        "stopping"
+    );
+    for (method, path) in STOPPED {
+        let id = if path.contains("challenges") {
+            &challenge
+        } else {
+            &entry
+        };
+        expect_not_ready(request(method, path, id), &format!("{method} {path}"));
     }
     // Reads still answer, and nothing was written.
     assert_eq!(api.entry(&ann, &entry).ok(200)["status"], "searching");

@@ -26,13 +26,17 @@ const USERS_PER_CLIENT: usize = 4;
 
 /// A server on `data_dir` that acknowledges only what is on disk and snapshots all the time.
 fn start(data_dir: &std::path::Path) -> Server {
+    options(data_dir)
+        .env("MATCHWELL_TASK_SNAPSHOTS_MS", "15")
+        .start()
+}
+
+fn options(data_dir: &std::path::Path) -> support::ServerOptions {
     Server::options()
         .data_dir(data_dir)
         .env("MATCHWELL_FSYNC", "always")
-        .env("MATCHWELL_TASK_SNAPSHOTS_MS", "15")
         .env("MATCHWELL_RATE_LIMIT_PER_S", "0")
         .env("MATCHWELL_READ_RATE_LIMIT_PER_S", "0")
-        .start()
 }
 
 /// Entry id → (user, the entry as last acknowledged).
@@ -134,7 +138,8 @@ fn run(seed: u64, tokens: &[String]) {
         client.join().unwrap();
     }
 
-    let server = start(dir.path());
+    // Recovered with every task off, so that no wave changes an entry between two reads.
+    let server = options(dir.path()).env("MATCHWELL_TASKS", "off").start();
     let api = server.api();
     let acknowledged = acknowledged.lock().unwrap();
     let mut match_of_entry: BTreeMap<String, String> = BTreeMap::new();

@@ -29,8 +29,8 @@ fn assert_ordered(what: &str, figures: &Value) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_short_run_reports_consistent_figures_as_json_and_charts() {
+#[test]
+fn a_short_run_reports_consistent_figures_as_json_and_charts() {
     let server = Server::start();
     let out = tempfile::tempdir().unwrap();
     let json = out.path().join("report.json");
@@ -66,7 +66,13 @@ async fn a_short_run_reports_consistent_figures_as_json_and_charts() {
         charts.to_str().unwrap(),
     ])
     .unwrap();
-    let report = matchwell_loadtest::run(&settings).await.unwrap();
+    let report = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(matchwell_loadtest::run(&settings))
+        .unwrap();
 
     let written: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(written["requests_per_s"].as_f64().unwrap() > 0.0);
@@ -121,11 +127,9 @@ async fn a_short_run_reports_consistent_figures_as_json_and_charts() {
     assert_eq!(written["players"]["matched"], report.players.matched);
 
     // The server counted what the players saw.
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
+    let metrics = reqwest::blocking::get(server.url("/metrics"))
         .unwrap()
         .text()
-        .await
         .unwrap();
     assert_eq!(
         counter(&metrics, "matchwell_matches_total"),

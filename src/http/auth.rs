@@ -6,12 +6,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use compact_str::CompactString;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 use crate::http::AppState;
+use crate::http::access::access_logged;
 use crate::http::error::ApiError;
 use crate::http::views::RatingsClaim;
 use crate::jwt::{Claims, DEFAULT_TENANT, JwtSecret, TokenScope};
@@ -208,6 +209,16 @@ impl Caller {
         }
     }
 
+    /// The token's tenant.
+    pub(crate) fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The token's `sub`.
+    pub(crate) fn user(&self) -> &str {
+        &self.user
+    }
+
     /// Refuses callers without the `admin` role.
     pub(crate) fn require_admin(&self) -> Result<(), ApiError> {
         if self.role == Role::Admin {
@@ -251,11 +262,19 @@ impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
 
+    /// The caller is also left in the request's extensions for the access log, when it is
+    /// written.
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(match request.app_data::<web::Data<AppState>>() {
-            Some(state) => state.auth.authenticate(request),
-            None => Err(ApiError::Unavailable("server misconfigured".into())),
-        })
+        let Some(state) = request.app_data::<web::Data<AppState>>() else {
+            return ready(Err(ApiError::Unavailable("server misconfigured".into())));
+        };
+        let caller = state.auth.authenticate(request);
+        if let Ok(caller) = &caller {
+            if access_logged() {
+                request.extensions_mut().insert(caller.clone());
+            }
+        }
+        ready(caller)
     }
 }
 

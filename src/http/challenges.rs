@@ -37,7 +37,7 @@ fn challenge_answer(
         (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`; see `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (stopping, or its journal failed)", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (recovering, stopping, or its journal failed); see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[post("/v1/matchmaking/challenges")]
@@ -47,10 +47,9 @@ pub(crate) async fn create_challenge(
     body: web::Json<ChallengeBody>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(body.user_id.as_deref())?;
-    state.admit_write(&acting)?;
+    let engine = state.admit_write(&acting)?;
     let pool = pool_spec(&body.time_control, &body.variant, body.rated, None)?;
-    let challenge = state
-        .engine
+    let challenge = engine
         .create_challenge(ChallengeRequest {
             tenant: acting.tenant.into(),
             challenger_id: acting.user.into(),
@@ -77,6 +76,7 @@ pub(crate) async fn create_challenge(
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`: too many reads; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is recovering; see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[get("/v1/matchmaking/challenges/incoming")]
@@ -86,8 +86,9 @@ pub(crate) async fn incoming_challenges(
     query: web::Query<ActAs>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
-    state.admit_read(&acting)?;
-    let challenges = state.engine.incoming_challenges(acting.tenant, acting.user);
+    let challenges = state
+        .admit_read(&acting)?
+        .incoming_challenges(acting.tenant, acting.user);
     Ok(HttpResponse::Ok().json(ChallengeView::list(&challenges, acting.tenant)))
 }
 
@@ -102,6 +103,7 @@ pub(crate) async fn incoming_challenges(
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`: too many reads; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is recovering; see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[get("/v1/matchmaking/challenges/outgoing")]
@@ -111,8 +113,9 @@ pub(crate) async fn outgoing_challenges(
     query: web::Query<ActAs>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
-    state.admit_read(&acting)?;
-    let challenges = state.engine.outgoing_challenges(acting.tenant, acting.user);
+    let challenges = state
+        .admit_read(&acting)?
+        .outgoing_challenges(acting.tenant, acting.user);
     Ok(HttpResponse::Ok().json(ChallengeView::list(&challenges, acting.tenant)))
 }
 
@@ -128,6 +131,7 @@ pub(crate) async fn outgoing_challenges(
         (status = 403, description = "`FORBIDDEN`", body = ErrorBody),
         (status = 404, description = "`NOT_FOUND`: no such challenge involving this user in this tenant", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`: too many reads; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is recovering; see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[get("/v1/matchmaking/challenges/{id}")]
@@ -138,9 +142,8 @@ pub(crate) async fn get_challenge(
     query: web::Query<ActAs>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
-    state.admit_read(&acting)?;
     let challenge = state
-        .engine
+        .admit_read(&acting)?
         .challenge(acting.tenant, acting.user, challenge_id(&id)?)
         .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(ChallengeView::new(&challenge, acting.tenant)))
@@ -159,7 +162,7 @@ pub(crate) async fn get_challenge(
         (status = 404, description = "`NOT_FOUND`", body = ErrorBody),
         (status = 409, description = "`CHALLENGE_NOT_PENDING`: accepted, declined, cancelled, expired, or being accepted", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`; see `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the live-game service did not create the game (the challenge stays pending), or the engine is not ready", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the live-game service did not create the game (the challenge stays pending), or the engine is not ready (recovering, stopping, or its journal failed; see `Retry-After`)", body = ErrorBody),
     ),
 )]
 #[post("/v1/matchmaking/challenges/{id}/accept")]
@@ -170,10 +173,9 @@ pub(crate) async fn accept_challenge(
     query: web::Query<ActAs>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
-    state.admit_write(&acting)?;
+    let engine = state.admit_write(&acting)?;
     let id = challenge_id(&id)?;
-    let result = state
-        .engine
+    let result = engine
         .accept_challenge(acting.tenant, acting.user, id)
         .await;
     challenge_answer(result, &acting)
@@ -192,7 +194,7 @@ pub(crate) async fn accept_challenge(
         (status = 404, description = "`NOT_FOUND`", body = ErrorBody),
         (status = 409, description = "`CHALLENGE_NOT_PENDING`", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`; see `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (stopping, or its journal failed)", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (recovering, stopping, or its journal failed); see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[post("/v1/matchmaking/challenges/{id}/decline")]
@@ -203,9 +205,8 @@ pub(crate) async fn decline_challenge(
     query: web::Query<ActAs>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
-    state.admit_write(&acting)?;
     let result = state
-        .engine
+        .admit_write(&acting)?
         .decline_challenge(acting.tenant, acting.user, challenge_id(&id)?)
         .await;
     challenge_answer(result, &acting)
@@ -224,7 +225,7 @@ pub(crate) async fn decline_challenge(
         (status = 404, description = "`NOT_FOUND`", body = ErrorBody),
         (status = 409, description = "`CHALLENGE_NOT_PENDING`", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`; see `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (stopping, or its journal failed)", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (recovering, stopping, or its journal failed); see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[delete("/v1/matchmaking/challenges/{id}")]
@@ -235,9 +236,8 @@ pub(crate) async fn cancel_challenge(
     query: web::Query<ActAs>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
-    state.admit_write(&acting)?;
     let result = state
-        .engine
+        .admit_write(&acting)?
         .cancel_challenge(acting.tenant, acting.user, challenge_id(&id)?)
         .await;
     challenge_answer(result, &acting)

@@ -1,6 +1,8 @@
 //! The API's errors: one typed enum, one JSON shape (`{"error": {"code", "message"}}`), also
 //! for the errors of actix's own extractors and for unknown routes.
 
+use std::borrow::Cow;
+
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
@@ -61,10 +63,19 @@ pub(crate) enum ApiError {
     /// A per-user limit (or the server's limit of event streams) refused the request.
     #[error("{}; retry in {retry_after_s} s", .limit.describe())]
     RateLimited { limit: Limit, retry_after_s: u64 },
-    /// A dependency is down or the engine is stopping.
+    /// A dependency is down.
     #[error("{0}")]
     Unavailable(String),
+    /// The engine takes no such request now: it is recovering, stopping, or its journal
+    /// failed (see `/health/ready`).
+    #[error("{0}")]
+    NotReady(Cow<'static, str>),
 }
+
+/// `Retry-After` of a [`ApiError::NotReady`] answer. Readiness can come at any moment (a
+/// recovery that ends, a restart behind a load balancer) and a refusal costs the server next
+/// to nothing, so clients may come back soon.
+const NOT_READY_RETRY_AFTER: HeaderValue = HeaderValue::from_static("1");
 
 /// Which limit refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +129,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::RateLimited { .. } => "RATE_LIMITED",
-            Self::Unavailable(_) => "UNAVAILABLE",
+            Self::Unavailable(_) | Self::NotReady(_) => "UNAVAILABLE",
         }
     }
 
@@ -165,8 +176,8 @@ impl ApiError {
             ) => Self::Unavailable(format!(
                 "the live-game service did not create the game ({reason}); the challenge is still pending"
             )),
-            MatchmakerError::Stopped(_) => Self::Unavailable("the engine is stopping".into()),
-            MatchmakerError::Persistence(reason) => Self::Unavailable(reason),
+            MatchmakerError::Stopped(_) => Self::NotReady("the engine is stopping".into()),
+            MatchmakerError::Persistence(reason) => Self::NotReady(reason.into()),
         }
     }
 
@@ -212,7 +223,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -221,6 +232,9 @@ impl ResponseError for ApiError {
         match self {
             Self::RateLimited { retry_after_s, .. } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
+            }
+            Self::NotReady(_) => {
+                response.insert_header((header::RETRY_AFTER, NOT_READY_RETRY_AFTER));
             }
             Self::Unauthorized(_) => {
                 response

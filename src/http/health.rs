@@ -2,33 +2,35 @@
 
 use actix_web::{HttpResponse, get, web};
 
+use crate::health::HealthStatus;
 use crate::http::AppState;
-use crate::http::error::ApiError;
-use crate::http::views::{ErrorBody, HealthView};
+use crate::http::views::{LiveView, ReadinessView};
 
-/// The process answers.
+/// The process runs and answers; it may still be recovering (see `/health/ready`).
 #[utoipa::path(
     tag = "operations",
-    responses((status = 200, description = "Alive", body = HealthView)),
+    responses((status = 200, description = "Alive", body = LiveView)),
 )]
 #[get("/health/live")]
 pub(crate) async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(HealthView { status: "live" })
+    HttpResponse::Ok().json(LiveView { status: "live" })
 }
 
-/// The engine takes traffic (see `Engine::is_ready`).
+/// Whether to send traffic here, by component: `engine`, `journal`, `snapshots`, and any
+/// other the server registers.
 #[utoipa::path(
     tag = "operations",
     responses(
-        (status = 200, description = "Ready", body = HealthView),
-        (status = 503, description = "`UNAVAILABLE`: starting or stopping", body = ErrorBody),
+        (status = 200, description = "`healthy`, or `degraded`: serving, with less than it should (a failing non-critical component, failing snapshots)", body = ReadinessView),
+        (status = 503, description = "`unhealthy`: recovering, stopping, or a critical component fails", body = ReadinessView),
     ),
 )]
 #[get("/health/ready")]
-pub(crate) async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if state.engine.is_ready() {
-        Ok(HttpResponse::Ok().json(HealthView { status: "ready" }))
-    } else {
-        Err(ApiError::Unavailable("the engine is not ready".into()))
-    }
+pub(crate) async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let report = state.health.report();
+    let mut answer = match report.status {
+        HealthStatus::Healthy | HealthStatus::Degraded => HttpResponse::Ok(),
+        HealthStatus::Unhealthy => HttpResponse::ServiceUnavailable(),
+    };
+    answer.json(ReadinessView::new(report))
 }

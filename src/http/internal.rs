@@ -18,7 +18,7 @@ use crate::http::views::{ErrorBody, NoQuery, SummaryView};
         (status = 400, description = "`INVALID_REQUEST`: unexpected query parameter", body = ErrorBody),
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`: the token's role is not `admin`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the engine is stopping", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is recovering or stopping; see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[get("/internal/queues/summary")]
@@ -29,7 +29,7 @@ pub(crate) async fn queues_summary(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let summaries = state
-        .engine
+        .engine()?
         .summary(&caller.tenant)
         .await
         .map_err(|error| ApiError::from_engine(error, &caller.tenant))?;

@@ -1,12 +1,9 @@
 //! HTTP metrics (requests by route, method and status; latency by route) in the engine's
 //! registry, and the `/metrics` route that exposes that registry.
 
-use std::time::Instant;
+use std::time::Duration;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::Method;
-use actix_web::middleware::Next;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpResponse, get, web};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
@@ -14,10 +11,6 @@ use prometheus::{
 
 use crate::http::AppState;
 use crate::http::error::ApiError;
-
-/// Route label of requests that matched no route, so that random paths cannot grow the
-/// label set.
-const UNMATCHED: &str = "unmatched";
 
 /// Method label of requests whose method is none of [`KNOWN_METHODS`]: HTTP lets a client
 /// send any token as a method, and each would otherwise become series of its own.
@@ -38,7 +31,7 @@ static KNOWN_METHODS: [Method; 9] = [
 
 /// The HTTP metrics. Every label comes from a fixed set, whatever clients send, so that
 /// neither the registry nor `/metrics` grows with traffic: `route` is a route's path
-/// template or [`UNMATCHED`], `method` one of [`KNOWN_METHODS`] or [`OTHER_METHOD`], and
+/// template or `unmatched` (see `RouteTable::route_of`), `method` one of [`KNOWN_METHODS`] or [`OTHER_METHOD`], and
 /// `status` the status code, which the server chooses (its handlers' answers and actix's
 /// own, a few dozen codes at most) and which tells more than its class.
 pub(crate) struct HttpMetrics {
@@ -71,38 +64,22 @@ impl HttpMetrics {
         registry.register(Box::new(latency.clone()))?;
         Ok(Self { requests, latency })
     }
-}
 
-/// Middleware: counts and times every request.
-pub(crate) async fn observe(
-    request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let started = Instant::now();
-    let state = request.app_data::<web::Data<AppState>>().cloned();
-    let response = next.call(request).await?;
-    if let Some(state) = state {
-        let request = response.request();
-        let route = request
-            .match_name()
-            .and_then(|name| state.routes.template(name))
-            .unwrap_or(UNMATCHED);
-        state
-            .metrics
-            .requests
-            .with_label_values(&[
-                route,
-                method_label(request.method()),
-                response.status().as_str(),
-            ])
+    /// Counts and times one request of `route` (a template, see `RouteTable::route_of`).
+    pub(crate) fn observe(
+        &self,
+        route: &str,
+        method: &Method,
+        status: StatusCode,
+        elapsed: Duration,
+    ) {
+        self.requests
+            .with_label_values(&[route, method_label(method), status.as_str()])
             .inc();
-        state
-            .metrics
-            .latency
+        self.latency
             .with_label_values(&[route])
-            .observe(started.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
     }
-    Ok(response)
 }
 
 /// The label of `method`.
@@ -123,7 +100,7 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, 
     let encoder = TextEncoder::new();
     let mut text = Vec::with_capacity(16 * 1024);
     encoder
-        .encode(&state.engine.metrics_registry().gather(), &mut text)
+        .encode(&state.registry.gather(), &mut text)
         .map_err(|error| ApiError::Unavailable(format!("metrics: {error}")))?;
     Ok(HttpResponse::Ok()
         .content_type(encoder.format_type())

@@ -4,6 +4,7 @@
 //! operations that need an actor are awaited as futures, so a worker thread is never parked
 //! and the actors' threads are never borrowed.
 
+mod access;
 mod auth;
 mod challenges;
 mod error;
@@ -14,6 +15,7 @@ mod openapi;
 mod queue;
 mod rate_limit;
 mod request_id;
+mod slot;
 mod sse;
 mod views;
 
@@ -21,25 +23,27 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::{Server, ServerHandle};
+use actix_web::dev::ServerHandle;
 use actix_web::middleware::from_fn;
+use actix_web::rt::task::JoinHandle;
 use actix_web::{App, HttpServer, web};
+use prometheus::Registry;
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::Engine;
+use crate::health::HealthRegistry;
 use crate::jwt::{JwtSecret, TokenScope};
 pub use rate_limit::{RateLimit, StreamLimits};
+pub use slot::{EngineSlot, EngineState};
 
+use self::access::InFlight;
 use self::auth::{Acting, Authenticator};
 use self::error::{ApiError, Limit};
 use self::metrics::HttpMetrics;
 use self::openapi::{ApiDoc, RouteTable};
 use self::rate_limit::{StreamSlot, StreamSlots, UserRateLimiter};
-
-/// How often idle users are dropped from the rate limiters' maps.
-const LIMITER_CLEANUP_EVERY: Duration = Duration::from_secs(60);
 
 /// How the HTTP server runs.
 #[derive(Debug, Clone)]
@@ -59,8 +63,9 @@ pub struct HttpSettings {
     pub read_rate_limit: Option<RateLimit>,
     /// Event streams open at once, per user and in total.
     pub streams: StreamLimits,
-    /// How long a graceful stop waits for open requests (and event streams).
-    pub shutdown_timeout: Duration,
+    /// How often the rate limiters forget users whose budgets are full again (the
+    /// `limiters` task); `None` never.
+    pub limiter_cleanup: Option<Duration>,
 }
 
 /// Why the server did not start.
@@ -85,8 +90,15 @@ pub enum HttpError {
 /// pieces that are costly to build per request — the decoded JWT key, the serialized OpenAPI
 /// document, the route table — are built once at start.
 pub(crate) struct AppState {
-    /// The engine every handler talks to.
-    pub(crate) engine: Arc<Engine>,
+    /// The engine every handler talks to, once it has recovered.
+    pub(crate) slot: Arc<EngineSlot>,
+    /// Where the engine's and the HTTP layer's metrics are registered; `/metrics` answers from
+    /// it while the engine recovers too.
+    registry: Registry,
+    /// The components `/health/ready` reports.
+    pub(crate) health: HealthRegistry,
+    /// The requests being handled, which a graceful stop waits for.
+    in_flight: InFlight,
     /// Token checking with the key decoded once.
     pub(crate) auth: Authenticator,
     /// Per-user write budgets; `None` when limiting is off.
@@ -106,26 +118,37 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    /// Admits a write of `acting`: refused while the engine is not ready (starting, stopping,
-    /// or its journal failed), then counted against the user's budget.
-    pub(crate) fn admit_write(&self, acting: &Acting<'_>) -> Result<(), ApiError> {
-        if !self.engine.is_ready() {
-            return Err(ApiError::Unavailable(
+    /// The engine, or a refusal while it recovers.
+    pub(crate) fn engine(&self) -> Result<&Engine, ApiError> {
+        self.slot.get().ok_or(ApiError::NotReady(
+            "the engine is recovering its data; retry later".into(),
+        ))
+    }
+
+    /// Admits a write of `acting`: refused while the engine is not ready (recovering,
+    /// stopping, or its journal failed), then counted against the user's budget. The engine
+    /// to write to.
+    pub(crate) fn admit_write(&self, acting: &Acting<'_>) -> Result<&Engine, ApiError> {
+        let engine = self.engine()?;
+        if self.slot.is_stopping() || !engine.is_ready() {
+            return Err(ApiError::NotReady(
                 "the engine is not ready; retry later".into(),
             ));
         }
-        match &self.writes {
-            Some(limiter) => limiter.check(acting),
-            None => Ok(()),
+        if let Some(limiter) = &self.writes {
+            limiter.check(acting)?;
         }
+        Ok(engine)
     }
 
-    /// Admits a read of `acting`: counted against the user's read budget.
-    pub(crate) fn admit_read(&self, acting: &Acting<'_>) -> Result<(), ApiError> {
-        match &self.reads {
-            Some(limiter) => limiter.check(acting),
-            None => Ok(()),
+    /// Admits a read of `acting`: refused while the engine recovers, then counted against
+    /// the user's read budget. The engine to read from.
+    pub(crate) fn admit_read(&self, acting: &Acting<'_>) -> Result<&Engine, ApiError> {
+        let engine = self.engine()?;
+        if let Some(limiter) = &self.reads {
+            limiter.check(acting)?;
         }
+        Ok(engine)
     }
 
     /// A slot for an event stream of `acting`, refused when the user or the server has as
@@ -172,32 +195,59 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub struct RunningServer {
     /// The addresses it listens on (with the ports actually bound).
     pub addrs: Vec<SocketAddr>,
-    server: Server,
+    handle: ServerHandle,
+    /// The server's own task, which ends once it has stopped.
+    running: JoinHandle<std::io::Result<()>>,
+    /// What the workers share: a drain waits on its count of requests in flight.
+    state: web::Data<AppState>,
 }
 
 impl RunningServer {
     /// A handle to stop the server.
     pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+        self.handle.clone()
     }
 
-    /// Runs until the server stops (SIGINT, SIGTERM, or the handle).
+    /// Runs until the server stops (through its handle, or [`RunningServer::drain`]).
     pub async fn wait(self) -> std::io::Result<()> {
-        self.server.await
+        self.running.await.map_err(std::io::Error::other)?
+    }
+
+    /// Stops the server: no new connection is accepted, the requests in flight get up to
+    /// `within` to be answered, then every connection is closed (idle keep-alive connections
+    /// and event streams would otherwise hold a stop until their clients go). Whether every
+    /// request in flight was answered. Call [`EngineSlot::begin_stop`] first, so that writes
+    /// are refused and answers close their connections meanwhile.
+    pub async fn drain(self, within: Duration) -> std::io::Result<bool> {
+        self.handle.pause().await;
+        let answered = tokio::time::timeout(within, self.state.in_flight.drained())
+            .await
+            .is_ok();
+        self.handle.stop(false).await;
+        self.wait().await?;
+        Ok(answered)
     }
 }
 
-/// Binds and starts the server on the current actix system. The engine is not stopped when
-/// the server stops: the caller does that once [`RunningServer::wait`] returns.
+/// Binds and starts the server on the current actix system, serving the engine of `slot`
+/// once it is there (and answering 503 `UNAVAILABLE` meanwhile, but for health, metrics and
+/// the OpenAPI document). `registry` holds the engine's metrics, and gets the HTTP layer's;
+/// `health` is what `/health/ready` reports. The engine is not stopped when the server stops:
+/// the caller does that once [`RunningServer::drain`] or [`RunningServer::wait`] returns.
 pub fn start(
-    engine: Arc<Engine>,
+    slot: Arc<EngineSlot>,
+    registry: Registry,
+    health: HealthRegistry,
     secret: &JwtSecret,
     settings: &HttpSettings,
 ) -> Result<RunningServer, HttpError> {
     let document = openapi();
     let state = web::Data::new(AppState {
-        metrics: HttpMetrics::register(engine.metrics_registry())?,
-        engine,
+        metrics: HttpMetrics::register(&registry)?,
+        slot,
+        registry,
+        health,
+        in_flight: InFlight::default(),
         auth: Authenticator::new(secret, &settings.tokens),
         writes: settings
             .rate_limit
@@ -209,10 +259,11 @@ pub fn start(
         openapi_json: document.to_json().unwrap_or_default(),
         routes: RouteTable::new(&document),
     });
-    if state.writes.is_some() || state.reads.is_some() {
+    let limited = state.writes.is_some() || state.reads.is_some();
+    if let (true, Some(period)) = (limited, settings.limiter_cleanup) {
         let state = state.clone();
         actix_web::rt::spawn(async move {
-            let mut ticks = tokio::time::interval(LIMITER_CLEANUP_EVERY);
+            let mut ticks = tokio::time::interval(period);
             loop {
                 ticks.tick().await;
                 for limiter in [&state.writes, &state.reads].into_iter().flatten() {
@@ -237,8 +288,7 @@ pub fn start(
             .configure(routes)
             .default_service(web::to(openapi::fallback))
             .into_app()
-            .wrap(from_fn(metrics::observe))
-            .wrap(from_fn(request_id::assign))
+            .wrap(from_fn(access::observe))
     })
     .workers(settings.workers.max(1))
     // A client that closes its side of the connection is gone: otherwise actix keeps an
@@ -246,15 +296,23 @@ pub fn start(
     // stream's slot stays taken meanwhile. Clients hardly ever half-close while waiting for an
     // answer, and nginx aborts a proxied request whose client closes, too.
     .h1_allow_half_closed(false)
-    .shutdown_timeout(settings.shutdown_timeout.as_secs())
+    // The caller decides when to stop (`RunningServer::drain`), after its own steps: actix's
+    // handling of SIGTERM would stop the server without them.
+    .disable_signals()
     .bind(&settings.listen)
     .map_err(|source| HttpError::Bind {
         address: settings.listen.clone(),
         source,
     })?;
     let addrs = server.addrs();
+    let server = server.run();
+    let handle = server.handle();
+    // Its workers start when it is first polled; they must serve while the engine recovers.
+    let running = actix_web::rt::spawn(server);
     Ok(RunningServer {
         addrs,
-        server: server.run(),
+        handle,
+        running,
+        state,
     })
 }

@@ -104,11 +104,18 @@ impl RouteTable {
         (!allowed.is_empty()).then_some(allowed)
     }
 
-    /// The path template of the handler named `name`.
-    pub(crate) fn template(&self, name: &str) -> Option<&str> {
-        self.templates.get(name).map(String::as_str)
+    /// The route of `request` as logs and metrics name it: the path template of the handler
+    /// that took it, or [`UNMATCHED`], so that clients' paths never become names.
+    pub(crate) fn route_of(&self, request: &HttpRequest) -> &str {
+        request
+            .match_name()
+            .and_then(|name| self.templates.get(name))
+            .map_or(UNMATCHED, String::as_str)
     }
 }
+
+/// The route of requests that matched no route.
+const UNMATCHED: &str = "unmatched";
 
 /// The operations of `item` with their methods.
 fn operations(item: &PathItem) -> impl Iterator<Item = (&'static str, &Operation)> {

@@ -10,7 +10,7 @@ use crate::http::error::ApiError;
 use crate::http::views::{
     ActAs, ActiveView, ChallengeView, EnqueueBody, EntryView, ErrorBody, MatchView,
 };
-use crate::{EnqueueRequest, Entry, EntryId, PoolSpec, TimeControl};
+use crate::{Engine, EnqueueRequest, Entry, EntryId, PoolSpec, TimeControl};
 use matchwell_actors::pools::{MAX_RATING, PoolSpecError};
 
 /// Rating of a player whose request and token give none.
@@ -40,13 +40,12 @@ pub(crate) fn pool_spec(
 /// Entry `id` if it belongs to `acting`; anything else (malformed id, another tenant's or
 /// another user's entry) is not found.
 pub(crate) fn owned_entry(
-    state: &AppState,
+    engine: &Engine,
     acting: &Acting<'_>,
     id: &str,
 ) -> Result<Entry, ApiError> {
     let id: EntryId = id.parse().map_err(|_| ApiError::NotFound)?;
-    state
-        .engine
+    engine
         .entry(acting.tenant, id)
         .filter(|entry| entry.user_id == acting.user)
         .ok_or(ApiError::NotFound)
@@ -84,7 +83,7 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<CompactString>, ApiEr
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body is not `application/json`", body = ErrorBody),
         (status = 422, description = "`IDEMPOTENCY_KEY_REUSED`: the Idempotency-Key was used with a different request (another pool or rating)", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`; see `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (stopping, or its journal failed)", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (recovering, stopping, or its journal failed); see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[post("/v1/matchmaking/queue")]
@@ -95,7 +94,7 @@ pub(crate) async fn enqueue(
     body: web::Json<EnqueueBody>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(body.user_id.as_deref())?;
-    state.admit_write(&acting)?;
+    let engine = state.admit_write(&acting)?;
     let pool = pool_spec(
         &body.time_control,
         &body.variant,
@@ -110,8 +109,7 @@ pub(crate) async fn enqueue(
         .ok()
         .filter(|&rating| rating <= MAX_RATING)
         .ok_or_else(|| ApiError::invalid("rating", format!("must be from 0 to {MAX_RATING}")))?;
-    let entry = state
-        .engine
+    let entry = engine
         .enqueue(EnqueueRequest {
             tenant: acting.tenant.into(),
             user_id: acting.user.into(),
@@ -136,6 +134,7 @@ pub(crate) async fn enqueue(
         (status = 403, description = "`FORBIDDEN`: `user_id` names another user and the token is not a service's", body = ErrorBody),
         (status = 404, description = "`NOT_FOUND`: no such entry of this user in this tenant", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`: too many reads; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is recovering; see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[get("/v1/matchmaking/queue/{id}")]
@@ -146,8 +145,8 @@ pub(crate) async fn get_entry(
     query: web::Query<ActAs>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
-    state.admit_read(&acting)?;
-    let entry = owned_entry(&state, &acting, &id)?;
+    let engine = state.admit_read(&acting)?;
+    let entry = owned_entry(engine, &acting, &id)?;
     Ok(HttpResponse::Ok().json(EntryView::new(&entry, acting.tenant)))
 }
 
@@ -164,7 +163,7 @@ pub(crate) async fn get_entry(
         (status = 404, description = "`NOT_FOUND`", body = ErrorBody),
         (status = 409, description = "`NOT_CANCELLABLE`: the entry was matched or has expired", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`; see `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (stopping, or its journal failed)", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (recovering, stopping, or its journal failed); see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[delete("/v1/matchmaking/queue/{id}")]
@@ -175,10 +174,9 @@ pub(crate) async fn cancel_entry(
     query: web::Query<ActAs>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
-    state.admit_write(&acting)?;
-    let entry = owned_entry(&state, &acting, &id)?;
-    let entry = state
-        .engine
+    let engine = state.admit_write(&acting)?;
+    let entry = owned_entry(engine, &acting, &id)?;
+    let entry = engine
         .cancel(acting.tenant, entry.id)
         .await
         .map_err(|error| ApiError::from_engine(error, acting.tenant))?;
@@ -196,6 +194,7 @@ pub(crate) async fn cancel_entry(
         (status = 401, description = "`UNAUTHORIZED`", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`: `user_id` names another user and the token is not a service's", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`: too many reads; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is recovering; see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[get("/v1/matchmaking/active")]
@@ -205,8 +204,9 @@ pub(crate) async fn active(
     query: web::Query<ActAs>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
-    state.admit_read(&acting)?;
-    let active = state.engine.active(acting.tenant, acting.user);
+    let active = state
+        .admit_read(&acting)?
+        .active(acting.tenant, acting.user);
     Ok(HttpResponse::Ok().json(ActiveView {
         searching: active
             .searching

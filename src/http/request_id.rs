@@ -1,14 +1,12 @@
-//! Request ids: every request gets one (an incoming `X-Request-Id` is honoured once
-//! sanitized), it is echoed in the response and recorded in the request's tracing span.
+//! Request ids: every request gets one, an incoming `X-Request-Id` once sanitized or else one
+//! made here; the access middleware echoes it in the answer, logs it and puts it on the
+//! request's tracing span.
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::ServiceRequest;
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::Next;
-use tracing::Instrument;
 
 /// The header carrying the id.
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -21,60 +19,60 @@ const MAX_LEN: usize = 64;
 static PREFIX: LazyLock<String> = LazyLock::new(|| format!("{:08x}", rand::random::<u32>()));
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// A byte kept from a client's id.
+fn allowed(byte: &u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"._:-".contains(byte)
+}
+
 /// The client's id reduced to `[A-Za-z0-9._:-]` and [`MAX_LEN`] characters, if anything is
-/// left of it.
-fn sanitize(value: &HeaderValue) -> Option<String> {
-    let kept: String = value
-        .as_bytes()
+/// left of it. An id that is clean already is shared with the request, not copied.
+fn sanitize(value: &HeaderValue) -> Option<HeaderValue> {
+    let bytes = value.as_bytes();
+    if !bytes.is_empty() && bytes.len() <= MAX_LEN && bytes.iter().all(allowed) {
+        return Some(value.clone());
+    }
+    let kept: Vec<u8> = bytes
         .iter()
-        .filter(|byte| byte.is_ascii_alphanumeric() || b"._:-".contains(byte))
+        .copied()
+        .filter(allowed)
         .take(MAX_LEN)
-        .map(|&byte| char::from(byte))
         .collect();
-    (!kept.is_empty()).then_some(kept)
+    HeaderValue::from_bytes(&kept)
+        .ok()
+        .filter(|_| !kept.is_empty())
 }
 
-fn generate() -> String {
+fn generate() -> HeaderValue {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{}-{n:x}", *PREFIX)
+    HeaderValue::try_from(format!("{}-{n:x}", *PREFIX))
+        .expect("a hex prefix, a dash and a hex counter make a header value")
 }
 
-/// Middleware: assigns the id, runs the request inside a span carrying it, echoes it.
-pub(crate) async fn assign(
-    request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let id = request
+/// The id of `request`.
+pub(crate) fn assign(request: &ServiceRequest) -> HeaderValue {
+    request
         .headers()
         .get(&X_REQUEST_ID)
         .and_then(sanitize)
-        .unwrap_or_else(generate);
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %request.method(),
-        path = %request.path(),
-    );
-    let mut response = next.call(request).instrument(span).await?;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(X_REQUEST_ID.clone(), value);
-    }
-    Ok(response)
+        .unwrap_or_else(generate)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn sanitized(text: &str) -> Option<String> {
+        let value = HeaderValue::from_str(text).unwrap();
+        sanitize(&value).map(|id| id.to_str().unwrap().to_owned())
+    }
+
     #[test]
     fn client_ids_are_sanitized_and_bounded() {
-        let clean = HeaderValue::from_static("abc-123.x:y_z");
-        assert_eq!(sanitize(&clean).as_deref(), Some("abc-123.x:y_z"));
-        let dirty = HeaderValue::from_static("a b<c>\"d\"");
-        assert_eq!(sanitize(&dirty).as_deref(), Some("abcd"));
-        let long = HeaderValue::from_str(&"x".repeat(500)).unwrap();
-        assert_eq!(sanitize(&long).unwrap().len(), MAX_LEN);
-        assert_eq!(sanitize(&HeaderValue::from_static("<>")), None);
+        assert_eq!(sanitized("abc-123.x:y_z").as_deref(), Some("abc-123.x:y_z"));
+        assert_eq!(sanitized("a b<c>\"d\"").as_deref(), Some("abcd"));
+        assert_eq!(sanitized(&"x".repeat(500)).unwrap().len(), MAX_LEN);
+        assert_eq!(sanitized("<>"), None);
+        assert_eq!(sanitized(""), None);
     }
 
     #[test]

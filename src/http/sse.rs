@@ -88,6 +88,7 @@ impl Progress {
         (status = 403, description = "`FORBIDDEN`: `user_id` names another user and the token is not a service's", body = ErrorBody),
         (status = 404, description = "`NOT_FOUND`", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`: too many reads, or too many event streams open for this user or on the server; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is recovering; see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[get("/v1/matchmaking/queue/{id}/events")]
@@ -98,10 +99,9 @@ pub(crate) async fn entry_events(
     query: web::Query<ActAs>,
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
-    state.admit_read(&acting)?;
-    let entry = owned_entry(&state, &acting, &id)?;
-    let watch = state
-        .engine
+    let engine = state.admit_read(&acting)?;
+    let entry = owned_entry(engine, &acting, &id)?;
+    let watch = engine
         .watch_entry(acting.tenant, entry.id)
         .ok_or(ApiError::NotFound)?;
     let first = Progress {

@@ -9,6 +9,7 @@ use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::health::{Criticality, HealthReport, HealthStatus};
 use crate::{
     Challenge, ChallengeStatus, Color, ColorChoice, Entry, EntryStatus, GameStatus, Match,
     MatchPlayer, PoolSpec, QueueSummary,
@@ -362,11 +363,74 @@ impl SummaryView {
     }
 }
 
-/// Body of the health routes.
+/// Body of `/health/live`.
 #[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct HealthView {
-    /// `live` or `ready`.
+pub(crate) struct LiveView {
+    /// Always `live`: the process answers.
+    #[schema(example = "live")]
     pub(crate) status: &'static str,
+}
+
+/// Body of `/health/ready`: the service's status and each component's.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "status": "healthy",
+    "components": {
+        "engine": {"status": "healthy", "critical": true,
+                   "details": {"state": "running", "accepts_changes": true}},
+        "journal": {"status": "healthy", "critical": true,
+                    "details": {"writable": true, "stalled": false, "last_commit_age_ms": 412,
+                                "pending_records": 0, "error": null}},
+        "snapshots": {"status": "healthy", "critical": true,
+                      "details": {"last_success_at": "2025-01-01T12:00:00.000Z",
+                                  "last_success_age_ms": 31000, "consecutive_failures": 0,
+                                  "last_error": null}}
+    }
+}))]
+pub(crate) struct ReadinessView {
+    /// The worst of the components' statuses, a non-critical component counting as
+    /// `degraded` at worst. `unhealthy` answers 503, the others 200.
+    pub(crate) status: HealthStatus,
+    /// Each component by name. `engine`: `state` (`recovering`, `running`, `stopping`) and
+    /// `accepts_changes`. `journal`: `writable`, `stalled` (records waiting with nothing
+    /// committed for a heartbeat interval plus 5 s), `last_commit_age_ms`, `pending_records`,
+    /// `error`. `snapshots`: `last_success_at`, `last_success_age_ms`,
+    /// `consecutive_failures` (any makes it `degraded`), `last_error`. Until the engine has
+    /// recovered, `journal` and `snapshots` are `unhealthy` with the engine's `state`.
+    pub(crate) components: BTreeMap<&'static str, ComponentView>,
+}
+
+/// One component of `/health/ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ComponentView {
+    /// How it is doing.
+    pub(crate) status: HealthStatus,
+    /// Whether the service's status follows it all the way to `unhealthy`; a non-critical
+    /// component makes it `degraded` at worst.
+    pub(crate) critical: bool,
+    /// What the component reports about itself; each has its own fields.
+    #[schema(value_type = Object)]
+    pub(crate) details: serde_json::Value,
+}
+
+impl ReadinessView {
+    pub(crate) fn new(report: HealthReport) -> Self {
+        Self {
+            status: report.status,
+            components: report
+                .components
+                .into_iter()
+                .map(|component| {
+                    let view = ComponentView {
+                        status: component.health.status,
+                        critical: component.criticality == Criticality::Critical,
+                        details: component.health.details,
+                    };
+                    (component.name, view)
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Every error answer: `{"error": {"code", "message"}}`.
@@ -399,7 +463,7 @@ pub(crate) type RatingsClaim = BTreeMap<String, i64>;
 
 /// `ms` since the Unix epoch as RFC 3339 (UTC), always with milliseconds. Every entry view
 /// carries two or three of these, so the formatter is a fixed-layout one.
-fn rfc3339(ms: u64) -> String {
+pub(crate) fn rfc3339(ms: u64) -> String {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_millis(at).to_string()
 }

@@ -137,8 +137,20 @@ impl ServerOptions {
         self
     }
 
-    /// Starts the server and waits until it listens.
+    /// Starts the server and waits until it is ready (`/health/ready` answers 200).
     pub fn start(self) -> Server {
+        let server = self.start_listening();
+        let api = server.api();
+        poll("the server to be ready", || {
+            let reply = api.send(api.request("GET", "/health/ready", None));
+            (reply.status == 200).then_some(())
+        });
+        server
+    }
+
+    /// Starts the server and returns once it listens, which it does before it recovers its
+    /// data directory.
+    pub fn start_listening(self) -> Server {
         let temp = match self.data_dir {
             Some(_) => None,
             None => Some(tempfile::tempdir().unwrap()),
@@ -175,7 +187,10 @@ impl ServerOptions {
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
                 if let Some(at) = line.find("listening on http://") {
-                    let addr = line[at + "listening on ".len()..].split_whitespace().next();
+                    // Up to a space, or the closing quote of a JSON log line's message.
+                    let addr = line[at + "listening on ".len()..]
+                        .split(|c: char| c.is_whitespace() || c == '"')
+                        .next();
                     let _ = address.send(addr.unwrap_or_default().to_owned());
                 }
                 lines.lock().unwrap().push(line);
@@ -235,6 +250,17 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
+    /// Asserts that a line of the log so far holds every one of `needles`.
+    pub fn assert_logged(&self, needles: &[&str]) {
+        let log = self.log();
+        assert!(
+            log.iter()
+                .any(|line| needles.iter().all(|needle| line.contains(needle))),
+            "no line with {needles:?} in the log:\n{}",
+            log.join("\n")
+        );
+    }
+
     /// An API client of this server.
     pub fn api(&self) -> Api {
         Api::new(&self.base)
@@ -243,6 +269,20 @@ impl Server {
     /// How the server ended, if it has.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().unwrap()
+    }
+
+    /// Sends the server SIGTERM.
+    pub fn terminate(&self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM failed");
+    }
+
+    /// Waits up to `within` for the server to exit; how it ended, if it did.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        wait_timeout::ChildExt::wait_timeout(&mut self.child, within).unwrap()
     }
 
     /// Kills the server with SIGKILL and waits for it.
