@@ -174,3 +174,72 @@ impl Following {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use matchwell_actors::change_log::ChangeLog;
+    use matchwell_actors::persist::{Change, SnapshotBody};
+    use tokio::runtime::Handle;
+
+    use super::*;
+    use crate::JetStreamLog;
+    use crate::store::ClusterConfig;
+    use crate::testkit::NatsCluster;
+
+    fn heartbeat(at_ms: u64) -> Change {
+        Change {
+            at_ms,
+            images: Vec::new(),
+        }
+    }
+
+    /// Built by hand rather than through `Follower::start` (which starts after the latest
+    /// snapshot), to be behind a trim for sure: its reader opens on the journal's start after
+    /// the journal was trimmed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_follower_behind_a_trim_starts_again_from_the_snapshot() {
+        let nats = NatsCluster::start(1).unwrap();
+        let config = ClusterConfig {
+            replicas: 1,
+            ..ClusterConfig::new(nats.urls())
+        };
+        let store = ClusterStore::connect(config).await.unwrap();
+        let log = JetStreamLog::open(&store, 0, 0, &Handle::current());
+        for at_ms in 1..=5 {
+            let seq = log.append(&heartbeat(at_ms)).unwrap();
+            log.wait_durable(seq).await.unwrap();
+        }
+        let covered = log.last_stream_seq();
+        let body = SnapshotBody {
+            taken_at_ms: 50,
+            last_ids: [7, 0, 0],
+            images: Vec::new(),
+        };
+        store.save_snapshot(0, &body, covered).await.unwrap();
+        assert!(store.trim_journal(0, covered).await.unwrap() > 0);
+        for at_ms in 60..=62 {
+            log.append(&heartbeat(at_ms)).unwrap();
+        }
+        log.wait_durable(8).await.unwrap();
+
+        let (applied, _) = watch::channel(0);
+        let (_stop, stop_at) = watch::channel(Some(log.last_stream_seq()));
+        let following = Following {
+            store: store.clone(),
+            partition: 0,
+            restored: Restored::default(),
+            reader: JournalReader::open(&store, 0, 0).await.unwrap(),
+            applied,
+            stop_at,
+        };
+        let (restored, last_seq) = following.run().await.unwrap();
+
+        assert_eq!(last_seq, log.last_stream_seq());
+        let mut expected = Restored::from_snapshot(Some(body));
+        for at_ms in 60..=62 {
+            expected.apply(heartbeat(at_ms));
+        }
+        assert_eq!(format!("{restored:?}"), format!("{expected:?}"));
+        assert_eq!(restored.last_seen_ms(), 62);
+    }
+}

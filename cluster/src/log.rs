@@ -387,3 +387,99 @@ impl Publisher {
         Ok(ack.sequence)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::executor::block_on;
+    use matchwell_actors::persist::Image;
+
+    use super::*;
+
+    /// A log with no publisher: what it queues stays queued until a test takes it.
+    fn unpublished() -> JetStreamLog {
+        let (progress, _) = watch::channel(Progress::default());
+        JetStreamLog {
+            shared: Arc::new(Shared {
+                partition: 9,
+                queue: Mutex::new(Queue::default()),
+                wake: Notify::new(),
+                progress,
+            }),
+        }
+    }
+
+    fn change(images: usize) -> Change {
+        Change {
+            at_ms: 1,
+            images: vec![Image::Resumed { downtime_ms: 1 }; images],
+        }
+    }
+
+    #[test]
+    fn a_batch_takes_what_fits_and_at_least_one_record() {
+        let log = unpublished();
+        let size = batch::encode_record(&change(10)).unwrap().len();
+        for _ in 0..5 {
+            log.append(&change(10)).unwrap();
+        }
+        let first = log.shared.take_batch(size * 2 + 1).ok().unwrap();
+        assert_eq!(
+            (first.records, first.last, first.payload.len()),
+            (2, 2, size * 2)
+        );
+        let second = log.shared.take_batch(1).ok().unwrap();
+        assert_eq!(
+            (second.records, second.last),
+            (1, 3),
+            "one record even if too big"
+        );
+        let rest = log.shared.take_batch(usize::MAX).ok().unwrap();
+        assert_eq!((rest.records, rest.last), (2, 5));
+        assert!(matches!(log.shared.take_batch(usize::MAX), Err(false)));
+    }
+
+    #[test]
+    fn a_fence_is_a_batch_even_without_records() {
+        let log = unpublished();
+        let (sender, _receiver) = oneshot::channel();
+        log.shared.lock().fences.push(sender);
+        let fence = log.shared.take_batch(usize::MAX).ok().unwrap();
+        assert_eq!((fence.records, fence.fences.len()), (0, 1));
+    }
+
+    #[test]
+    fn a_poisoned_log_fails_every_waiter_and_refuses_everything() {
+        let log = unpublished();
+        log.append(&change(1)).unwrap();
+        log.append(&change(1)).unwrap();
+        log.shared
+            .progress
+            .send_modify(|progress| progress.durable = 1);
+        let (fence, fenced) = oneshot::channel();
+        log.shared.poison("refused".to_owned(), vec![fence]);
+
+        assert!(
+            block_on(log.wait_durable(1)).is_ok(),
+            "durable before the failure"
+        );
+        assert_eq!(block_on(log.wait_durable(2)).unwrap_err().0, "refused");
+        assert!(block_on(log.wait_durable(3)).is_err(), "never appended");
+        assert!(block_on(fenced).unwrap().is_err());
+        assert!(block_on(log.fence()).is_err());
+        assert!(log.append(&change(1)).is_err());
+        assert_eq!(log.failure().as_deref(), Some("refused"));
+    }
+
+    #[test]
+    fn a_dropped_log_lets_its_publisher_finish_and_stop() {
+        let log = unpublished();
+        let shared = Arc::clone(&log.shared);
+        log.append(&change(1)).unwrap();
+        drop(log);
+        assert!(
+            shared.take_batch(usize::MAX).is_ok(),
+            "what was queued is still sent"
+        );
+        assert!(matches!(shared.take_batch(usize::MAX), Err(true)));
+    }
+}

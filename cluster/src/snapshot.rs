@@ -164,8 +164,13 @@ impl ClusterStore {
         if last == 0 {
             return Ok(0);
         }
-        // Purging deletes the messages below the sequence given.
+        // Purging deletes the subject's messages below the sequence given; JetStream reads 0
+        // and 1 as "no bound" and would delete them all, but below 2 there is nothing to
+        // delete anyway.
         let keep_from = covered_seq.saturating_add(1).min(last);
+        if keep_from < 2 {
+            return Ok(0);
+        }
         let purged = self
             .journal
             .purge()

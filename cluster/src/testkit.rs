@@ -91,9 +91,25 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     /// Starts `servers` servers (1 for a single JetStream server; 3 for a cluster, where
-    /// streams can have three replicas) and waits until every one is ready.
+    /// streams can have three replicas) and waits until every one is ready. Tries again with
+    /// other ports, a few times, if a server exits while starting (another process may have
+    /// taken a port between the moment it was found free and the server's start).
     pub fn start(servers: usize) -> Result<Self, TestkitError> {
         let binary = find_binary()?;
+        let mut attempts = 1;
+        loop {
+            match Self::start_on_free_ports(servers, &binary) {
+                Err(TestkitError::NotReady { what, .. })
+                    if what.starts_with("exited") && attempts < 3 =>
+                {
+                    attempts += 1;
+                }
+                started => return started,
+            }
+        }
+    }
+
+    fn start_on_free_ports(servers: usize, binary: &Path) -> Result<Self, TestkitError> {
         let dir = tempfile::Builder::new()
             .prefix("matchwell-nats-")
             .tempdir()
@@ -111,7 +127,7 @@ impl NatsCluster {
             .join(",");
         let mut cluster = Self {
             servers: Vec::with_capacity(servers),
-            binary,
+            binary: binary.to_owned(),
             dir,
         };
         for (n, [client_port, monitor_port, cluster_port]) in ports.into_iter().enumerate() {

@@ -5,3 +5,4 @@ mod journal;
 mod leases;
 mod snapshots;
 mod support;
+mod testkit;

@@ -224,3 +224,21 @@ async fn a_follower_catches_up_to_what_a_full_replay_restores() {
     assert_same_state(&restored, &replayed(Some(snapshot.body), rest.changes));
     partition.engine.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trimming_a_journal_of_one_message_keeps_it() {
+    let nats = NatsCluster::start(1).unwrap();
+    let store = connect(&nats).await;
+    let mut rng = seeded_rng("trim one message");
+    let log = JetStreamLog::open(&store, 3, 0, &Handle::current());
+    let seq = log.append(&crate::support::record(1, &mut rng)).unwrap();
+    log.wait_durable(seq).await.unwrap();
+    assert_eq!(
+        store.trim_journal(3, log.last_stream_seq()).await.unwrap(),
+        0
+    );
+    assert_eq!(store.journal_end(3).await.unwrap(), log.last_stream_seq());
+    let seq = log.append(&crate::support::record(2, &mut rng)).unwrap();
+    log.wait_durable(seq).await.unwrap();
+    assert_eq!(store.replay(3, 0).await.unwrap().changes.len(), 2);
+}
