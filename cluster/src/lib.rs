@@ -16,7 +16,7 @@
 //! - [`replay`]: reading a partition's journal back ([`ClusterStore::replay`]), and the
 //!   integrity chain every reader checks.
 //! - [`lease`]: [`Lease`] (one partition's owner), node announcements and the live nodes.
-//! - [`assignment`]: the desired owner and standby of every partition (rendezvous hashing).
+//! - [`assignment`](mod@assignment): the desired owner and standby of every partition (rendezvous hashing).
 //! - [`snapshot`]: partition snapshots in the object store, and trimming the journal behind
 //!   them.
 //! - [`follower`]: [`Follower`], the hot standby that applies a partition's journal as it is

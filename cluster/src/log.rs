@@ -32,6 +32,9 @@ use tokio::sync::{Notify, oneshot, watch};
 use crate::batch::{self, HEADER_ROOM};
 use crate::store::ClusterStore;
 
+/// The largest message a NATS server takes unless configured otherwise.
+const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
+
 /// A partition's journal in JetStream. Dropping it lets the publisher send what is queued and
 /// stop.
 pub struct JetStreamLog {
@@ -108,7 +111,11 @@ impl JetStreamLog {
             wake: Notify::new(),
             progress,
         });
-        let max_payload = store.jetstream.client().server_info().max_payload;
+        // The server tells its limit when the client connects; NATS's default until then.
+        let max_payload = match store.jetstream.client().server_info().max_payload {
+            0 => DEFAULT_MAX_PAYLOAD,
+            told => told,
+        };
         let publisher = Publisher {
             shared: Arc::clone(&shared),
             jetstream: store.jetstream.clone(),
