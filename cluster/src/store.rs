@@ -1,0 +1,284 @@
+//! The connection to NATS and the JetStream assets every node of a cluster shares.
+//!
+//! - stream [`JOURNAL_STREAM`] (subjects `matchwell.journal.<partition>`): every partition's
+//!   journal;
+//! - key-value bucket [`CLUSTER_BUCKET`]: the cluster's fixed settings (the partition count);
+//! - key-value bucket [`LEASES_BUCKET`], whose `max_age` is the lease TTL: partition leases and
+//!   node announcements, which vanish when not renewed;
+//! - object store [`SNAPSHOT_BUCKET`]: one snapshot per partition.
+//!
+//! A node creates whatever is missing when it connects, so the first node of a cluster sets it
+//! up, with the replica count it was given.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, object_store, stream};
+
+/// The stream holding every partition's journal.
+pub const JOURNAL_STREAM: &str = "MATCHWELL_JOURNAL";
+/// The cluster's fixed settings.
+pub const CLUSTER_BUCKET: &str = "matchwell-cluster";
+/// Partition leases and node announcements.
+pub const LEASES_BUCKET: &str = "matchwell-leases";
+/// Partition snapshots.
+pub const SNAPSHOT_BUCKET: &str = "matchwell-snapshots";
+/// The key of the partition count in [`CLUSTER_BUCKET`].
+const PARTITIONS_KEY: &str = "partitions";
+
+/// How a node reaches and sets up the cluster's JetStream assets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// NATS server URLs, comma-separated (`nats://h1:4222,nats://h2:4222`); the client
+    /// reconnects to any of them.
+    pub urls: String,
+    /// Copies JetStream keeps of each asset it creates: 3 on a three-server NATS cluster (one
+    /// server may fail), 1 for development on a single server.
+    pub replicas: usize,
+    /// How many partitions the cluster's state is split into; fixed at the cluster's first
+    /// start.
+    pub partitions: u32,
+    /// How long a lease or a node announcement lives without renewal.
+    pub lease_ttl: Duration,
+    /// How long a JetStream request (a publish's acknowledgment included) may take before it
+    /// counts as failed.
+    pub request_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// The design's defaults (32 partitions, 3 replicas, 3 s leases, 2 s requests) for `urls`.
+    pub fn new(urls: impl Into<String>) -> Self {
+        Self {
+            urls: urls.into(),
+            replicas: 3,
+            partitions: 32,
+            lease_ttl: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why the cluster's assets could not be reached or set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL list is empty or malformed.
+    #[error("bad NATS URL list {urls:?}: {reason}")]
+    BadUrls {
+        /// The list as given.
+        urls: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No server could be reached.
+    #[error("cannot connect to NATS at {urls}: {source}")]
+    Connect {
+        /// The list as given.
+        urls: String,
+        /// Why.
+        source: async_nats::ConnectError,
+    },
+    /// A JetStream asset could not be opened or created.
+    #[error("cannot open or create {what}: {reason}")]
+    Setup {
+        /// Which asset.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// The cluster was first started with another partition count.
+    #[error(
+        "this cluster has {cluster} partitions, but this node was started with {configured}: \
+         start it with {cluster} partitions (the count is fixed when a cluster first starts; \
+         another count needs a new cluster, with empty JetStream storage)"
+    )]
+    PartitionCountMismatch {
+        /// The cluster's count.
+        cluster: u32,
+        /// This node's.
+        configured: u32,
+    },
+}
+
+/// A node's handle on the cluster's JetStream assets; cheap to clone (every field is a handle
+/// on the one connection).
+#[derive(Clone)]
+pub struct ClusterStore {
+    pub(crate) jetstream: jetstream::Context,
+    pub(crate) journal: stream::Stream,
+    pub(crate) leases: kv::Store,
+    pub(crate) snapshots: object_store::ObjectStore,
+    config: ClusterConfig,
+}
+
+impl ClusterStore {
+    /// Connects to `config.urls`, opens (or creates) every asset, and checks or fixes the
+    /// cluster's partition count.
+    pub async fn connect(config: ClusterConfig) -> Result<Self, StoreError> {
+        let urls: Vec<&str> = config
+            .urls
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .collect();
+        if urls.is_empty() {
+            return Err(StoreError::BadUrls {
+                urls: config.urls.clone(),
+                reason: "no URL".to_owned(),
+            });
+        }
+        let addresses = urls
+            .iter()
+            .map(|url| url.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| StoreError::BadUrls {
+                urls: config.urls.clone(),
+                reason: error.to_string(),
+            })?;
+        let client = async_nats::ConnectOptions::new()
+            .name("matchwell")
+            .connection_timeout(config.request_timeout)
+            .request_timeout(Some(config.request_timeout))
+            .connect(addresses)
+            .await
+            .map_err(|source| StoreError::Connect {
+                urls: config.urls.clone(),
+                source,
+            })?;
+        let mut jetstream = jetstream::new(client);
+        jetstream.set_timeout(config.request_timeout);
+
+        let journal = jetstream
+            .get_or_create_stream(stream::Config {
+                name: JOURNAL_STREAM.to_owned(),
+                subjects: vec!["matchwell.journal.*".to_owned()],
+                num_replicas: config.replicas,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| setup(JOURNAL_STREAM, error))?;
+        let settings = open_bucket(&jetstream, CLUSTER_BUCKET, &config, Duration::ZERO).await?;
+        let leases = open_bucket(&jetstream, LEASES_BUCKET, &config, config.lease_ttl).await?;
+        let snapshots = match jetstream.get_object_store(SNAPSHOT_BUCKET).await {
+            Ok(store) => store,
+            Err(_) => jetstream
+                .create_object_store(object_store::Config {
+                    bucket: SNAPSHOT_BUCKET.to_owned(),
+                    num_replicas: config.replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|error| setup(SNAPSHOT_BUCKET, error))?,
+        };
+        check_partitions(&settings, config.partitions).await?;
+        Ok(Self {
+            jetstream,
+            journal,
+            leases,
+            snapshots,
+            config,
+        })
+    }
+
+    /// The configuration this node connected with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// The cluster's partition count.
+    pub fn partitions(&self) -> u32 {
+        self.config.partitions
+    }
+
+    /// The journal subject of `partition`.
+    pub fn journal_subject(partition: u32) -> String {
+        format!("matchwell.journal.{partition}")
+    }
+}
+
+impl std::fmt::Debug for ClusterStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterStore")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens key-value bucket `name`, creating it (one value per key) if it does not exist.
+///
+/// The bucket's stream is created here, in the layout of the key-value API, because the
+/// client's own bucket creation first asks for account information in a shape that
+/// `nats-server` 2.9 does not answer.
+async fn open_bucket(
+    jetstream: &jetstream::Context,
+    name: &str,
+    config: &ClusterConfig,
+    max_age: Duration,
+) -> Result<kv::Store, StoreError> {
+    if let Ok(bucket) = jetstream.get_key_value(name).await {
+        return Ok(bucket);
+    }
+    // Two nodes starting at once may both get here; JetStream accepts the second, identical,
+    // creation as a no-op.
+    jetstream
+        .create_stream(stream::Config {
+            name: format!("KV_{name}"),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            max_age,
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| setup(name, error))?;
+    jetstream
+        .get_key_value(name)
+        .await
+        .map_err(|error| setup(name, error))
+}
+
+/// Records `configured` as the cluster's partition count if none is recorded (create-only, so
+/// of two first nodes one count wins), and refuses any other count.
+async fn check_partitions(settings: &kv::Store, configured: u32) -> Result<(), StoreError> {
+    let created = settings
+        .create(PARTITIONS_KEY, configured.to_string().into())
+        .await;
+    match created {
+        Ok(_) => return Ok(()),
+        Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {}
+        Err(error) => return Err(setup("the partition count", error)),
+    }
+    let recorded = settings
+        .get(PARTITIONS_KEY)
+        .await
+        .map_err(|error| setup("the partition count", error))?;
+    let cluster = recorded
+        .as_deref()
+        .and_then(|value| std::str::from_utf8(value).ok())
+        .and_then(|value| value.parse::<u32>().ok())
+        .ok_or_else(|| StoreError::Setup {
+            what: "the partition count".to_owned(),
+            reason: format!(
+                "key {PARTITIONS_KEY:?} of bucket {CLUSTER_BUCKET} holds {recorded:?}, not a number"
+            ),
+        })?;
+    if cluster == configured {
+        Ok(())
+    } else {
+        Err(StoreError::PartitionCountMismatch {
+            cluster,
+            configured,
+        })
+    }
+}
+
+fn setup(what: &str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Setup {
+        what: what.to_owned(),
+        reason: error.to_string(),
+    }
+}
