@@ -1,0 +1,356 @@
+//! Quality pacing: which acceptable pairs a wave makes now, and which it defers because a
+//! much closer opponent is likely to arrive within the players' budget.
+//!
+//! An eager wave pairs whatever is acceptable. A quality wave ([`Pacing::Quality`]) knows
+//! each player's remaining budget — the pool's target wait minus the time waited — and what
+//! the pool has learned of its arrivals (arrivals per second in each rating band), and
+//! decides in three steps:
+//!
+//! 1. **Worth pairing now.** What waiting is worth to a player is the gap they can expect if
+//!    left to wait ([`expected_gap`]): small where opponents of their rating arrive often and
+//!    much budget is left, up to their whole window where they are rare or the budget is
+//!    spent. Pairing two players now costs each of them the gap; deferring costs each what
+//!    they can expect. So two adjacent players (in rating) pair when their two expectations
+//!    together exceed twice their gap, and where such pairs overlap an exact dynamic
+//!    programme keeps the set that saves the most.
+//! 2. **Critical players.** A player who would pass their budget before the next wave is
+//!    critical: the eager passes pair them with whatever is acceptable (both windows), as
+//!    close as possible. This keeps the wait budget whatever the estimate says; a wrong
+//!    estimate costs quality, never waiting time.
+//! 3. **Overtime.** The target is a 95th percentile, so a few players may wait past it. A
+//!    critical player whose best acceptable opponent is far worse than what waiting is worth
+//!    may be granted overtime, while the pool's allowance ([`Overtime`]) lasts. A player
+//!    past the target pairs by the same rule against a final budget of
+//!    [`FINAL_BUDGET_FACTOR`] times the target; while the pool has gone well past its 5%
+//!    (the allowance in debt, as when the target is too short for the pool), they pair with
+//!    whatever is acceptable.
+//!
+//! Every pair still satisfies both players' windows at the wave's time: pacing only chooses
+//! among acceptable pairs, so a wave never pairs what an eager wave could not.
+//!
+//! The constants below were fitted on simulated pools (`examples/frontier.rs`): Poisson
+//! arrivals, normal ratings, cancels, targets from 1 to 12 seconds.
+
+use crate::matching::Candidate;
+use crate::pools::{MAX_RATING, MatchingParams, Pacing};
+
+/// Width of the rating bands the arrival estimate counts in.
+const BAND_WIDTH: u16 = 50;
+
+/// Number of rating bands.
+const BANDS: usize = MAX_RATING as usize / BAND_WIDTH as usize + 1;
+
+/// Time constant of the arrival estimate, in seconds: short enough that a rate that jumps
+/// tenfold is followed within half a minute, long enough that a band of a few arrivals per
+/// second is counted within a few percent.
+const ESTIMATE_TAU_S: f64 = 20.0;
+
+/// Least observation time the estimate divides by, in seconds.
+const MIN_EXPOSURE_S: f64 = 5.0;
+
+/// Scale of [`expected_gap`].
+const GAP_SCALE: f64 = 0.8;
+
+/// Exponent of [`expected_gap`]: flatter than the `1/x` of the nearest Poisson arrival
+/// alone, because the players already waiting are options too.
+const GAP_EXPONENT: f64 = 0.6;
+
+/// A player past the target has this many targets of waiting in all before they pair with
+/// whatever is acceptable.
+pub const FINAL_BUDGET_FACTOR: u64 = 5;
+
+/// Allowance earned by every player matched within the target: one in twenty may go past it,
+/// and a little less is spent so that the 95th percentile keeps a margin.
+const OVERTIME_SHARE: f64 = 0.04;
+
+/// Overtime is granted when the best acceptable gap exceeds this multiple of what waiting to
+/// the target is worth to the player…
+const GRANT_FACTOR: f64 = 15.0;
+
+/// …a threshold that halves every this much allowance saved beyond one grant, so that the
+/// allowance goes to the worst cases when it is scarce and is not left unspent when it is
+/// not.
+const GRANT_EASE: f64 = 4.0;
+
+/// Most allowance a pool saves up: about a minute's worth at forty players a second.
+const ALLOWANCE_CAP: f64 = 30.0;
+
+/// Deepest debt a pool keeps count of, so that a target the pool could not keep for a while
+/// does not forbid overtime long after.
+const ALLOWANCE_FLOOR: f64 = -10.0;
+
+/// Below this balance the pool is in debt: more players went past the target than it allows.
+const DEBT_LEVEL: f64 = -9.0;
+
+/// The gap a player can expect if left to wait `remaining_s` more seconds where players of
+/// their rating arrive at `density` per second and rating point. A function of the expected
+/// arrivals per rating point within the remaining budget; its shape was measured on
+/// simulated pools under this very policy (the mean gap players got, against the expected
+/// arrivals when they were left to wait).
+fn expected_gap(density: f64, remaining_s: f64) -> f64 {
+    GAP_SCALE
+        * (density * remaining_s)
+            .max(f64::MIN_POSITIVE)
+            .powf(-GAP_EXPONENT)
+}
+
+/// What a pool has learned of its arrivals: how many players join per second in each rating
+/// band, as exponentially decayed counts.
+///
+/// Counts are kept per band of [`BAND_WIDTH`] rating points because pacing needs the density
+/// of arrivals *around a player's rating*, and a pool's ratings are far from uniform; decayed
+/// ([`ESTIMATE_TAU_S`]) so that the same configuration follows a busy evening and a quiet
+/// night. An arrival only bumps an integer (enqueues are the hot path); the pool folds them
+/// into the decayed counts once per wave.
+///
+/// The estimate is not snapshotted: it forgets what is older than a minute or so anyway, so
+/// after any real downtime a saved one would describe traffic that is gone. After a restart
+/// it is rebuilt from the arrivals it sees. It divides by the time it has observed (the
+/// exposure), so it is unbiased from the first seconds on; while it has seen few players it
+/// knows too little to defer, and the pool pairs more eagerly rather than less.
+#[derive(Debug, Clone, PartialEq)]
+struct ArrivalEstimate {
+    /// Arrivals since the last fold, per band.
+    pending: [u32; BANDS],
+    /// Decayed arrival counts per band, as of `folded_ms`.
+    counts: [f32; BANDS],
+    /// Decayed observation time behind `counts`, in seconds: the integral of the decay
+    /// weight over the time observed, so that `counts / exposure_s` is a rate.
+    exposure_s: f64,
+    /// When the counts were last folded; `None` before the first arrival.
+    folded_ms: Option<u64>,
+}
+
+impl Default for ArrivalEstimate {
+    fn default() -> Self {
+        Self {
+            pending: [0; BANDS],
+            counts: [0.0; BANDS],
+            exposure_s: 0.0,
+            folded_ms: None,
+        }
+    }
+}
+
+fn band(rating: u16) -> usize {
+    usize::from(rating.min(MAX_RATING) / BAND_WIDTH)
+}
+
+impl ArrivalEstimate {
+    fn record(&mut self, rating: u16, at_ms: u64) {
+        self.folded_ms.get_or_insert(at_ms);
+        let pending = &mut self.pending[band(rating)];
+        *pending = pending.saturating_add(1);
+    }
+
+    /// The decay weight of what was folded last, at `now_ms`.
+    fn decay(&self, now_ms: u64) -> f64 {
+        let elapsed_s = self
+            .folded_ms
+            .map_or(0.0, |folded| now_ms.saturating_sub(folded) as f64 / 1_000.0);
+        (-elapsed_s / ESTIMATE_TAU_S).exp()
+    }
+
+    /// The exposure at `now_ms`, given the decay weight of the last fold.
+    fn exposure_at(&self, decay: f64) -> f64 {
+        self.exposure_s * decay + ESTIMATE_TAU_S * (1.0 - decay)
+    }
+
+    fn fold(&mut self, now_ms: u64) {
+        let Some(folded) = self.folded_ms else { return };
+        let decay = self.decay(now_ms);
+        for (count, pending) in self.counts.iter_mut().zip(&mut self.pending) {
+            *count = (f64::from(*count) * decay + f64::from(*pending)) as f32;
+            *pending = 0;
+        }
+        self.exposure_s = self.exposure_at(decay);
+        self.folded_ms = Some(folded.max(now_ms));
+    }
+
+    fn arrivals_per_s(&self, now_ms: u64) -> Option<f64> {
+        self.folded_ms?;
+        let decay = self.decay(now_ms);
+        let counts: f64 = self.counts.iter().map(|&count| f64::from(count)).sum();
+        let pending: f64 = self.pending.iter().map(|&pending| f64::from(pending)).sum();
+        let exposure = self.exposure_at(decay);
+        (exposure > 0.0).then(|| (counts * decay + pending) / exposure)
+    }
+
+    /// Arrivals per second and rating point around each band's ratings, smoothed over the
+    /// neighbouring bands (a band of a thin pool sees few arrivals); written to `densities`.
+    /// Until the estimate has observed [`MIN_EXPOSURE_S`], it divides by that much: a few
+    /// arrivals in the first instants say little, and too low a density only makes the pool
+    /// pair more eagerly.
+    fn densities(&self, densities: &mut Vec<f64>) {
+        densities.clear();
+        let per_point = 1.0 / (self.exposure_s.max(MIN_EXPOSURE_S) * f64::from(BAND_WIDTH));
+        densities.extend((0..BANDS).map(|k| {
+            let at = |k: usize| f64::from(self.counts[k]);
+            let below = if k > 0 { at(k - 1) } else { at(k) };
+            let above = if k + 1 < BANDS { at(k + 1) } else { at(k) };
+            (below + 2.0 * at(k) + above) / 4.0 * per_point
+        }));
+    }
+}
+
+/// The pool's allowance of players who may wait past the target: the target is a 95th
+/// percentile, so one player in twenty may. A balance rather than a count over a window:
+/// every player matched within the target adds [`OVERTIME_SHARE`], every player who goes
+/// past it (granted overtime, or with no acceptable opponent at all) takes one. Bounded both
+/// ways, so that a quiet hour does not save up a burst of overtime and a bad spell does not
+/// forbid it for long.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Overtime {
+    balance: f64,
+}
+
+/// What a pool keeps between waves for pacing: what it has learned of its arrivals and its
+/// overtime allowance. Every pool keeps one (the queue summary shows every pool's arrival
+/// rate); only quality waves read more than the rate.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pacer {
+    estimate: ArrivalEstimate,
+    overtime: Overtime,
+}
+
+/// How one player stands in a quality wave.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Pace {
+    /// The gap this player can expect if left to wait, at most their window.
+    pub(crate) worth: f32,
+    /// Would pass their budget before the next wave: takes whatever is acceptable.
+    pub(crate) critical: bool,
+    /// Within the target until this wave (for the allowance).
+    pub(crate) within_target: bool,
+    /// Will be past the target at the next wave if left unpaired now, and was not granted
+    /// overtime (which is paid when granted).
+    pub(crate) crossing: bool,
+}
+
+/// Buffers of the quality passes, kept between waves with the rest of the wave's scratch.
+#[derive(Debug, Default)]
+pub(crate) struct PaceScratch {
+    /// Per candidate, in candidate order.
+    pub(crate) paces: Vec<Pace>,
+    /// Per rating band: arrivals per second and rating point.
+    densities: Vec<f64>,
+}
+
+impl Pacer {
+    /// Counts a player who joined at `at_ms` with `rating`.
+    pub(crate) fn record_arrival(&mut self, rating: u16, at_ms: u64) {
+        self.estimate.record(rating, at_ms);
+    }
+
+    /// Arrivals per second at `now_ms`, all ratings together; `None` before any arrival.
+    pub fn arrivals_per_s(&self, now_ms: u64) -> Option<f64> {
+        self.estimate.arrivals_per_s(now_ms)
+    }
+
+    /// Whether the pacer still knows something worth keeping at `now_ms`: an arrival within
+    /// the last few time constants.
+    pub fn is_informed(&self, now_ms: u64) -> bool {
+        self.estimate.folded_ms.is_some_and(|folded| {
+            now_ms.saturating_sub(folded) < (5.0 * ESTIMATE_TAU_S * 1_000.0) as u64
+        }) && self.arrivals_per_s(now_ms).is_some_and(|rate| rate > 0.01)
+    }
+
+    /// Folds the arrivals since the last wave; every wave does it, whatever its pacing, so
+    /// that the pending counters stay small.
+    pub(crate) fn fold(&mut self, now_ms: u64) {
+        self.estimate.fold(now_ms);
+    }
+
+    /// Works out every candidate's [`Pace`] at `now_ms` into `scratch.paces`, granting
+    /// overtime to critical players whose best acceptable gap is poor while the allowance
+    /// lasts.
+    pub(crate) fn prepare(
+        &mut self,
+        now_ms: u64,
+        params: &MatchingParams,
+        target_wait_ms: u64,
+        candidates: &[Candidate],
+        scratch: &mut PaceScratch,
+    ) {
+        debug_assert!(matches!(params.pacing, Pacing::Quality { .. }));
+        self.estimate.densities(&mut scratch.densities);
+        let final_ms = (target_wait_ms * FINAL_BUDGET_FACTOR)
+            .min(params.max_wait_ms.saturating_sub(params.wave_interval_ms))
+            .max(target_wait_ms);
+        let in_debt = self.overtime.balance < DEBT_LEVEL;
+        scratch.paces.clear();
+        scratch.paces.extend(candidates.iter().map(|candidate| {
+            let waited_ms = now_ms.saturating_sub(candidate.joined_at_ms);
+            let within_target = waited_ms <= target_wait_ms;
+            let budget_ms = if within_target {
+                target_wait_ms
+            } else {
+                final_ms
+            };
+            let next_wave_ms = waited_ms + params.wave_interval_ms;
+            let remaining_s = budget_ms.saturating_sub(waited_ms) as f64 / 1_000.0;
+            let density = scratch.densities[band(candidate.rating)];
+            Pace {
+                worth: expected_gap(density, remaining_s).min(f64::from(candidate.window)) as f32,
+                critical: next_wave_ms > budget_ms || in_debt,
+                within_target,
+                crossing: within_target && next_wave_ms > target_wait_ms,
+            }
+        }));
+        let target_s = target_wait_ms as f64 / 1_000.0;
+        for (index, candidate) in candidates.iter().enumerate() {
+            let pace = scratch.paces[index];
+            if !pace.crossing || !pace.critical || self.overtime.balance < 1.0 {
+                continue;
+            }
+            let Some(best_gap) = nearest_acceptable_gap(candidates, index) else {
+                continue;
+            };
+            let eased = 2f64.powf((1.0 - self.overtime.balance) / GRANT_EASE);
+            let density = scratch.densities[band(candidate.rating)];
+            if f64::from(best_gap) > GRANT_FACTOR * eased * expected_gap(density, target_s) {
+                self.overtime.balance -= 1.0;
+                scratch.paces[index] = Pace {
+                    worth: 0.0,
+                    critical: false,
+                    within_target: true,
+                    crossing: false,
+                };
+            }
+        }
+    }
+
+    /// Settles the allowance after a quality wave: `paired` tells, per candidate, whether the
+    /// wave paired them.
+    pub(crate) fn settle(&mut self, paces: &[Pace], paired: impl Iterator<Item = bool>) {
+        for (pace, paired) in paces.iter().zip(paired) {
+            if paired && pace.within_target {
+                self.overtime.balance += OVERTIME_SHARE;
+            } else if !paired && pace.crossing {
+                self.overtime.balance -= 1.0;
+            }
+        }
+        self.overtime.balance = self.overtime.balance.clamp(ALLOWANCE_FLOOR, ALLOWANCE_CAP);
+    }
+}
+
+/// The smallest gap between candidate `index` and a candidate acceptable to them: the nearest
+/// acceptable one on each side, candidates being in rating order.
+fn nearest_acceptable_gap(candidates: &[Candidate], index: usize) -> Option<u16> {
+    let mine = &candidates[index];
+    let within = |other: &&Candidate| other.rating.abs_diff(mine.rating) <= mine.window;
+    let below = candidates[..index]
+        .iter()
+        .rev()
+        .take_while(within)
+        .find(|other| mine.accepts(other));
+    let above = candidates[index + 1..]
+        .iter()
+        .take_while(within)
+        .find(|other| mine.accepts(other));
+    below
+        .into_iter()
+        .chain(above)
+        .map(|other| other.rating.abs_diff(mine.rating))
+        .min()
+}
