@@ -48,6 +48,13 @@ const ESTIMATE_TAU_S: f64 = 20.0;
 /// Least observation time the estimate divides by, in seconds.
 const MIN_EXPOSURE_S: f64 = 5.0;
 
+/// Thickness (arrivals per rating point within the target, averaged over players) at which
+/// [`GAP_SCALE`] was fitted: 40 players a second over three pools, a 12-second target.
+const REFERENCE_THICKNESS: f64 = 0.15;
+
+/// How the expected gap grows as a pool gets thinner than the reference.
+const THINNESS_EXPONENT: f64 = 0.3;
+
 /// Scale of [`expected_gap`].
 const GAP_SCALE: f64 = 0.8;
 
@@ -83,12 +90,13 @@ const ALLOWANCE_FLOOR: f64 = -10.0;
 const DEBT_LEVEL: f64 = -9.0;
 
 /// The gap a player can expect if left to wait `remaining_s` more seconds where players of
-/// their rating arrive at `density` per second and rating point. A function of the expected
-/// arrivals per rating point within the remaining budget; its shape was measured on
-/// simulated pools under this very policy (the mean gap players got, against the expected
-/// arrivals when they were left to wait).
-fn expected_gap(density: f64, remaining_s: f64) -> f64 {
-    GAP_SCALE
+/// their rating arrive at `density` per second and rating point, in a pool `thinness` times
+/// thinner than the reference. A function of the expected arrivals per rating point within
+/// the remaining budget; its shape was measured on simulated pools under this very policy
+/// (the mean gap players got, against the expected arrivals when they were left to wait).
+fn expected_gap(density: f64, remaining_s: f64, thinness: f64) -> f64 {
+    thinness
+        * GAP_SCALE
         * (density * remaining_s)
             .max(f64::MIN_POSITIVE)
             .powf(-GAP_EXPONENT)
@@ -181,6 +189,30 @@ impl ArrivalEstimate {
     /// Until the estimate has observed [`MIN_EXPOSURE_S`], it divides by that much: a few
     /// arrivals in the first instants say little, and too low a density only makes the pool
     /// pair more eagerly.
+    /// How much thinner than the reference ([`REFERENCE_THICKNESS`]) the pool is, as the
+    /// factor that scales [`expected_gap`]: players of a thin pool meet fewer opponents
+    /// while they wait, so waiting is worth less to them (measured: a pool four times
+    /// thinner gives about 1.7 times the gap for the same arrivals per rating point within
+    /// the remaining budget). The pool's thickness is the arrivals per rating point a player
+    /// sees within the target, averaged over players; 1 while nothing is known.
+    fn thinness(&self, densities: &[f64], target_wait_ms: u64) -> f64 {
+        let total: f64 = self.counts.iter().map(|&count| f64::from(count)).sum();
+        if total <= 0.0 {
+            return 1.0;
+        }
+        let mean_density = self
+            .counts
+            .iter()
+            .zip(densities)
+            .map(|(&count, &density)| f64::from(count) * density)
+            .sum::<f64>()
+            / total;
+        let thickness = mean_density * target_wait_ms as f64 / 1_000.0;
+        (thickness / REFERENCE_THICKNESS)
+            .powf(-THINNESS_EXPONENT)
+            .clamp(0.25, 4.0)
+    }
+
     fn densities(&self, densities: &mut Vec<f64>) {
         densities.clear();
         let per_point = 1.0 / (self.exposure_s.max(MIN_EXPOSURE_S) * f64::from(BAND_WIDTH));
@@ -274,6 +306,7 @@ impl Pacer {
     ) {
         debug_assert!(matches!(params.pacing, Pacing::Quality { .. }));
         self.estimate.densities(&mut scratch.densities);
+        let thinness = self.estimate.thinness(&scratch.densities, target_wait_ms);
         let final_ms = (target_wait_ms * FINAL_BUDGET_FACTOR)
             .min(params.max_wait_ms.saturating_sub(params.wave_interval_ms))
             .max(target_wait_ms);
@@ -291,7 +324,8 @@ impl Pacer {
             let remaining_s = budget_ms.saturating_sub(waited_ms) as f64 / 1_000.0;
             let density = scratch.densities[band(candidate.rating)];
             Pace {
-                worth: expected_gap(density, remaining_s).min(f64::from(candidate.window)) as f32,
+                worth: expected_gap(density, remaining_s, thinness).min(f64::from(candidate.window))
+                    as f32,
                 critical: next_wave_ms > budget_ms || in_debt,
                 within_target,
                 crossing: within_target && next_wave_ms > target_wait_ms,
@@ -308,7 +342,9 @@ impl Pacer {
             };
             let eased = 2f64.powf((1.0 - self.overtime.balance) / GRANT_EASE);
             let density = scratch.densities[band(candidate.rating)];
-            if f64::from(best_gap) > GRANT_FACTOR * eased * expected_gap(density, target_s) {
+            if f64::from(best_gap)
+                > GRANT_FACTOR * eased * expected_gap(density, target_s, thinness)
+            {
                 self.overtime.balance -= 1.0;
                 scratch.paces[index] = Pace {
                     worth: 0.0,
