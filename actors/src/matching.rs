@@ -171,6 +171,10 @@ impl Score {
 trait Admission {
     /// Whether candidates `a` and `b` may be paired by this wave.
     fn admits(&self, candidates: &[Candidate], a: u32, b: u32) -> bool;
+
+    /// Whether a search for a partner should start from `candidate`: every pair admitted
+    /// has a player from whom it would be found.
+    fn seeks(&self, candidate: u32) -> bool;
 }
 
 /// Eager waves: whatever both windows accept.
@@ -179,6 +183,10 @@ struct Windows;
 impl Admission for Windows {
     fn admits(&self, candidates: &[Candidate], a: u32, b: u32) -> bool {
         candidates[a as usize].accepts(&candidates[b as usize])
+    }
+
+    fn seeks(&self, _: u32) -> bool {
+        true
     }
 }
 
@@ -190,6 +198,12 @@ impl Admission for Critical<'_> {
     fn admits(&self, candidates: &[Candidate], a: u32, b: u32) -> bool {
         (self.0[a as usize].critical || self.0[b as usize].critical)
             && candidates[a as usize].accepts(&candidates[b as usize])
+    }
+
+    /// Only critical players: a pair has one, and a search from a player who is not would
+    /// scan the whole window for the few who are.
+    fn seeks(&self, candidate: u32) -> bool {
+        self.0[candidate as usize].critical
     }
 }
 
@@ -502,7 +516,13 @@ fn sweep_leftovers(scratch: &mut WaveScratch, admission: &impl Admission) {
     }
     let mut by_priority = std::mem::take(&mut scratch.by_priority);
     by_priority.clear();
-    by_priority.extend_from_slice(&scratch.active);
+    by_priority.extend(
+        scratch
+            .active
+            .iter()
+            .copied()
+            .filter(|&index| admission.seeks(index)),
+    );
     by_priority.sort_unstable_by_key(|&index| {
         let candidate = &scratch.candidates[index as usize];
         (
@@ -538,7 +558,7 @@ fn augment(scratch: &mut WaveScratch, admission: &impl Admission) {
     let mut path = Vec::new();
     for (turn, stamp) in (0..scratch.active.len()).zip(1u32..) {
         let x = scratch.active[turn];
-        if scratch.is_paired(x) {
+        if scratch.is_paired(x) || !admission.seeks(x) {
             continue;
         }
         visited[x as usize] = stamp;

@@ -95,12 +95,21 @@ const DEBT_LEVEL: f64 = -9.0;
 /// the remaining budget; its shape was measured on simulated pools under this very policy
 /// (the mean gap players got, against the expected arrivals when they were left to wait).
 fn expected_gap(density: f64, remaining_s: f64, thinness: f64) -> f64 {
-    thinness
-        * GAP_SCALE
-        * (density * remaining_s)
-            .max(f64::MIN_POSITIVE)
-            .powf(-GAP_EXPONENT)
+    thinness * GAP_SCALE * power(density) * power(remaining_s)
 }
+
+/// `x^-GAP_EXPONENT`, finite at zero: [`expected_gap`] factorised, so that a wave computes the
+/// density's factor once per band and the budget's once per distinct remaining budget.
+fn power(x: f64) -> f64 {
+    x.max(f64::MIN_POSITIVE).powf(-GAP_EXPONENT)
+}
+
+/// Remaining budgets are rounded to this step when a wave looks up their factor of
+/// [`expected_gap`] (at least; see [`BUDGET_STEPS`]).
+const BUDGET_STEP_MS: u64 = 20;
+
+/// Most distinct remaining budgets one wave computes a factor for.
+const BUDGET_STEPS: u64 = 4_096;
 
 /// What a pool has learned of its arrivals: how many players join per second in each rating
 /// band, as exponentially decayed counts.
@@ -266,6 +275,13 @@ pub(crate) struct PaceScratch {
     pub(crate) paces: Vec<Pace>,
     /// Per rating band: arrivals per second and rating point.
     densities: Vec<f64>,
+    /// Per rating band: the band's factor of [`expected_gap`], with the pool's thinness and
+    /// the scale.
+    band_factors: Vec<f64>,
+    /// Per remaining budget, in steps: its factor of [`expected_gap`], NaN until a candidate
+    /// needs it. A power per candidate would cost a big wave more than its pairing; its
+    /// players share a few thousand remaining budgets at most.
+    budget_factors: Vec<f64>,
 }
 
 impl Pacer {
@@ -311,8 +327,26 @@ impl Pacer {
             .min(params.max_wait_ms.saturating_sub(params.wave_interval_ms))
             .max(target_wait_ms);
         let in_debt = self.overtime.balance < DEBT_LEVEL;
-        scratch.paces.clear();
-        scratch.paces.extend(candidates.iter().map(|candidate| {
+        scratch.band_factors.clear();
+        scratch.band_factors.extend(
+            scratch
+                .densities
+                .iter()
+                .map(|&density| thinness * GAP_SCALE * power(density)),
+        );
+        let step_ms = BUDGET_STEP_MS.max(final_ms.div_ceil(BUDGET_STEPS));
+        scratch.budget_factors.clear();
+        scratch
+            .budget_factors
+            .resize((final_ms / step_ms + 1) as usize, f64::NAN);
+        let PaceScratch {
+            paces,
+            band_factors,
+            budget_factors,
+            ..
+        } = scratch;
+        paces.clear();
+        paces.extend(candidates.iter().map(|candidate| {
             let waited_ms = now_ms.saturating_sub(candidate.joined_at_ms);
             let within_target = waited_ms <= target_wait_ms;
             let budget_ms = if within_target {
@@ -321,12 +355,22 @@ impl Pacer {
                 final_ms
             };
             let next_wave_ms = waited_ms + params.wave_interval_ms;
-            let remaining_s = budget_ms.saturating_sub(waited_ms) as f64 / 1_000.0;
-            let density = scratch.densities[band(candidate.rating)];
+            let critical = next_wave_ms > budget_ms || in_debt;
+            // A critical player's worth is never read.
+            let worth = if critical {
+                0.0
+            } else {
+                let remaining_ms = budget_ms - waited_ms;
+                let factor = &mut budget_factors[(remaining_ms / step_ms) as usize];
+                if factor.is_nan() {
+                    *factor = power(((remaining_ms / step_ms) * step_ms) as f64 / 1_000.0);
+                }
+                let worth = band_factors[band(candidate.rating)] * *factor;
+                worth.min(f64::from(candidate.window)) as f32
+            };
             Pace {
-                worth: expected_gap(density, remaining_s, thinness).min(f64::from(candidate.window))
-                    as f32,
-                critical: next_wave_ms > budget_ms || in_debt,
+                worth,
+                critical,
                 within_target,
                 crossing: within_target && next_wave_ms > target_wait_ms,
             }
@@ -389,4 +433,84 @@ fn nearest_acceptable_gap(candidates: &[Candidate], index: usize) -> Option<u16>
         .chain(above)
         .map(|other| other.rating.abs_diff(mine.rating))
         .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An estimate that saw `per_s` arrivals a second at ratings 1000–1999 from `from_ms` to
+    /// `to_ms`, folded every 200 ms as waves fold it.
+    fn observe(estimate: &mut ArrivalEstimate, per_s: u64, from_ms: u64, to_ms: u64) {
+        let every_ms = 1_000 / per_s;
+        let mut next_fold = from_ms;
+        for (n, at_ms) in (from_ms..to_ms).step_by(every_ms as usize).enumerate() {
+            while next_fold <= at_ms {
+                estimate.fold(next_fold);
+                next_fold += 200;
+            }
+            estimate.record(1_000 + (n as u16 * 37) % 1_000, at_ms);
+        }
+        estimate.fold(to_ms);
+    }
+
+    #[test]
+    fn a_new_estimate_is_close_within_seconds() {
+        // As after a restart: nothing known, then arrivals.
+        let mut estimate = ArrivalEstimate::default();
+        assert_eq!(estimate.arrivals_per_s(0), None);
+        observe(&mut estimate, 20, 0, 5_000);
+        let rate = estimate.arrivals_per_s(5_000).unwrap();
+        assert!((18.0..=22.0).contains(&rate), "{rate} after 5 s");
+    }
+
+    #[test]
+    fn the_estimate_follows_a_tenfold_jump_within_half_a_minute() {
+        let mut estimate = ArrivalEstimate::default();
+        observe(&mut estimate, 4, 0, 120_000);
+        let before = estimate.arrivals_per_s(120_000).unwrap();
+        assert!((3.6..=4.4).contains(&before), "{before}");
+        observe(&mut estimate, 40, 120_000, 150_000);
+        let after = estimate.arrivals_per_s(150_000).unwrap();
+        assert!(after >= 30.0, "{after} 30 s after the jump");
+    }
+
+    #[test]
+    fn densities_follow_the_ratings() {
+        let mut estimate = ArrivalEstimate::default();
+        observe(&mut estimate, 20, 0, 60_000);
+        let mut densities = Vec::new();
+        estimate.densities(&mut densities);
+        // 20 a second over 1000 points: 0.02 per second and point inside, none far outside.
+        let inside = densities[band(1_500)];
+        assert!((0.017..=0.023).contains(&inside), "{inside}");
+        assert_eq!(densities[band(3_000)], 0.0);
+    }
+
+    #[test]
+    fn the_allowance_earns_one_in_twenty_five_and_is_bounded() {
+        let mut pacer = Pacer::default();
+        let matched = Pace {
+            within_target: true,
+            ..Pace::default()
+        };
+        pacer.settle(&[matched; 50], std::iter::repeat(true));
+        assert!((pacer.overtime.balance - 2.0).abs() < 1e-9);
+        pacer.settle(&[matched; 10_000], std::iter::repeat(true));
+        assert_eq!(pacer.overtime.balance, ALLOWANCE_CAP);
+        let crossing = Pace {
+            within_target: true,
+            crossing: true,
+            ..Pace::default()
+        };
+        pacer.settle(&[crossing; 100], std::iter::repeat(false));
+        assert_eq!(pacer.overtime.balance, ALLOWANCE_FLOOR);
+    }
+
+    #[test]
+    fn waiting_is_worth_less_with_more_arrivals_or_less_budget() {
+        assert!(expected_gap(0.02, 3.0, 1.0) < expected_gap(0.002, 3.0, 1.0));
+        assert!(expected_gap(0.02, 3.0, 1.0) < expected_gap(0.02, 0.5, 1.0));
+        assert!(expected_gap(0.0, 3.0, 1.0).is_finite());
+    }
 }
