@@ -195,3 +195,50 @@ fn a_quiet_pool_keeps_its_budget_and_expires_nobody_eager_pacing_pairs() {
         eager.expired
     );
 }
+
+/// The queue summary shows each pool's pacing, its arrival estimate and the trade-off of the
+/// last minute.
+#[test]
+fn the_summary_shows_pacing_arrivals_and_the_last_minute() {
+    use matchwell::{Engine, EnqueueRequest, Pacing, PoolSpec};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let catalog = pools(&["5+3".into()], &quality(3));
+        let (builder, clock) = Engine::builder().pools(catalog).manual(0);
+        let engine = builder.start().await.expect("the engine starts");
+        let pool = PoolSpec::new("5+3".parse().unwrap(), "standard", true, None).unwrap();
+        // Ten players a second for a minute, ratings spread over 1400..1600.
+        for n in 0..600u64 {
+            clock.advance_to(n * 100);
+            let request = EnqueueRequest {
+                tenant: "default".into(),
+                user_id: format!("u{n}").into(),
+                pool: pool.clone(),
+                rating: 1_400 + (n * 37 % 200) as u16,
+                idempotency_key: None,
+            };
+            engine.enqueue(request).await.expect("enqueued");
+            if n % 2 == 0 {
+                engine.tick().await.expect("a tick");
+            }
+        }
+        let summary = engine.summary("default").await.expect("a summary");
+        let queue = &summary[0];
+        assert_eq!(
+            queue.pacing,
+            Pacing::Quality {
+                target_wait_ms: 3_000
+            }
+        );
+        let rate = queue.arrivals_per_s.expect("an estimate");
+        assert!((8.5..=11.5).contains(&rate), "{rate} arrivals per second");
+        assert!(queue.matches_last_minute > 0);
+        assert!(queue.matched_wait_p95_ms.expect("matches") <= 3_000);
+        assert!(queue.mean_rating_gap.is_some());
+        engine.shutdown().await;
+    });
+}
