@@ -45,7 +45,9 @@ const BANDS: usize = MAX_RATING as usize / BAND_WIDTH as usize + 1;
 /// second is counted within a few percent.
 const ESTIMATE_TAU_S: f64 = 20.0;
 
-/// Least observation time the estimate divides by, in seconds.
+/// Least observation time the estimate divides by, in seconds: a few arrivals in the first
+/// instants (or a reading taken just after a fold) say little, and too low a rate only makes
+/// the pool pair more eagerly.
 const MIN_EXPOSURE_S: f64 = 5.0;
 
 /// Thickness (arrivals per rating point within the target, averaged over players) at which
@@ -189,8 +191,7 @@ impl ArrivalEstimate {
         let decay = self.decay(now_ms);
         let counts: f64 = self.counts.iter().map(|&count| f64::from(count)).sum();
         let pending: f64 = self.pending.iter().map(|&pending| f64::from(pending)).sum();
-        let exposure = self.exposure_at(decay);
-        (exposure > 0.0).then(|| (counts * decay + pending) / exposure)
+        Some((counts * decay + pending) / self.exposure_at(decay).max(MIN_EXPOSURE_S))
     }
 
     /// Arrivals per second and rating point around each band's ratings, smoothed over the
@@ -459,9 +460,9 @@ mod tests {
         // As after a restart: nothing known, then arrivals.
         let mut estimate = ArrivalEstimate::default();
         assert_eq!(estimate.arrivals_per_s(0), None);
-        observe(&mut estimate, 20, 0, 5_000);
-        let rate = estimate.arrivals_per_s(5_000).unwrap();
-        assert!((18.0..=22.0).contains(&rate), "{rate} after 5 s");
+        observe(&mut estimate, 20, 0, 6_000);
+        let rate = estimate.arrivals_per_s(6_000).unwrap();
+        assert!((18.0..=22.0).contains(&rate), "{rate} after 6 s");
     }
 
     #[test]
