@@ -52,7 +52,7 @@ pub use matchwell_actors::model::{
     ActiveState, Challenge, ChallengeStatus, Color, ColorChoice, Entry, EntryStatus, GameStatus,
     Match, MatchEvent, MatchPlayer, QueueSummary,
 };
-pub use matchwell_actors::pools::{MatchingParams, PoolCatalog, PoolSpec, TimeControl};
+pub use matchwell_actors::pools::{MatchingParams, Pacing, PoolCatalog, PoolSpec, TimeControl};
 pub use matchwell_snapshots::FsyncMode;
 pub use persistence::{
     JournalVitals, PersistenceConfig, PersistenceError, RecoveryReport, SnapshotVitals,
