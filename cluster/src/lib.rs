@@ -46,11 +46,11 @@ pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use assignment::{Placement, assignment};
+pub use assignment::{Placement, assignment, partition_of_tenant};
 pub use batch::BatchError;
 pub use follower::{Follower, FollowerError};
-pub use lease::{Lease, LeaseError, NodeInfo};
-pub use log::JetStreamLog;
+pub use lease::{Lease, LeaseError, LeaseKey, LeaseUpdate, LeaseWatch, NodeInfo};
+pub use log::{BatchObserver, JetStreamLog};
 pub use replay::{ReplayError, Replayed};
 pub use snapshot::{SnapshotError, StoredSnapshot};
 pub use store::{ClusterConfig, ClusterStore, StoreError};
