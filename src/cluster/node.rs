@@ -110,7 +110,10 @@ pub(crate) enum Route {
 /// A running node.
 pub struct Node {
     context: Arc<Context>,
+    /// The view's watch and the controller.
     tasks: Vec<JoinHandle<()>>,
+    /// The announcement's renewals, stopped first when the node leaves.
+    announcer: JoinHandle<()>,
     /// Tells the controller to let everything go, and tells back when it has.
     leave: watch::Sender<bool>,
     /// Turns true once the controller holds nothing any more after a leave.
@@ -156,12 +159,13 @@ impl Node {
                 context.me.id().to_owned(),
                 quiet,
             )),
-            tokio::spawn(announce(Arc::clone(&context))),
             tokio::spawn(Controller::new(Arc::clone(&context)).run(leaving, done)),
         ];
+        let announcer = tokio::spawn(announce(Arc::clone(&context)));
         Ok(Self {
             context,
             tasks,
+            announcer,
             leave,
             left,
         })
@@ -288,6 +292,9 @@ impl Node {
     pub async fn leave(&self, within: Duration) -> bool {
         let context = &self.context;
         context.leaving.store(true, Ordering::Release);
+        // An announcement in flight could land after the withdrawal, and keep this node in
+        // the others' maps (holding up the take-overs) until it expired.
+        self.announcer.abort();
         if let Err(error) = context.store.withdraw(&context.me).await {
             tracing::warn!(%error, "could not withdraw this node's announcement");
         }
@@ -301,6 +308,7 @@ impl Node {
     /// Stops every task of the node; partitions not handed over are lost with their leases'
     /// expiry.
     pub fn shutdown(&self) {
+        self.announcer.abort();
         for task in &self.tasks {
             task.abort();
         }
