@@ -32,6 +32,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// keep-alive period (15 s), so that an idle stream is not cut.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long an idle pooled connection to another node is kept: below actix-web's keep-alive
+/// (5 s), so that a request is never sent on a connection the owner is closing.
+const POOL_IDLE: Duration = Duration::from_secs(4);
+
 /// Headers of one connection, not of the message (RFC 9110 §7.6.1), and the length, which the
 /// relay sets itself.
 const HOP_BY_HOP: [&str; 10] = [
@@ -53,6 +57,7 @@ thread_local! {
     static CLIENT: reqwest::Client = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
+        .pool_idle_timeout(POOL_IDLE)
         .build()
         .expect("a client without custom TLS settings builds");
 }
