@@ -21,7 +21,9 @@ use crate::http::{self, EngineSlot, HttpError};
 use crate::jwt::{self, Claims, JwtSecret, SecretError, SecretOrigin, TokenScope};
 use crate::live_game::{HttpGameCreator, LiveGameError};
 use crate::persistence::{PersistenceConfig, PersistenceError, describe_snapshot};
-use crate::{ChallengeLimits, Engine, EngineBuilder, EngineError, PoolCatalog, RetryPolicy};
+use crate::{
+    ChallengeLimits, Engine, EngineBuilder, EngineError, Pacing, PoolCatalog, RetryPolicy,
+};
 use matchwell_actors::matchmaker::partition_id_base;
 use matchwell_actors::pools::PoolsFileError;
 use matchwell_snapshots::FsyncMode;
@@ -407,7 +409,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let catalog = PoolCatalog::load(&file)?;
             println!("{}: {} pools", file.display(), catalog.len());
             for pool in catalog.iter() {
-                println!("  {}", pool.spec);
+                match pool.params.pacing {
+                    Pacing::Eager => println!("  {}  pacing eager", pool.spec),
+                    Pacing::Quality { target_wait_ms } => println!(
+                        "  {}  pacing quality, target wait {} s",
+                        pool.spec,
+                        target_wait_ms as f64 / 1_000.0
+                    ),
+                }
             }
             Ok(())
         }
