@@ -47,14 +47,16 @@ for name in $(env | grep -o '^MATCHWELL_[A-Z_]*' || true); do
 done
 secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 
-# Starts "$@" with its log in $work/log and sets server_pid and base from the address it logs.
+# Starts "$@" with its log in $work/log and sets server_pid and base from the address it logs,
+# once the server is ready (matchwell listens before its recovery is over, and answers writes
+# 503 until then).
 start() {
     : > "$work/log"
     "$@" 2> "$work/log" > /dev/null &
     server_pid=$!
     for _ in $(seq 200); do
         base=$(grep -o 'listening on http://[0-9.:]*' "$work/log" | head -1 | sed 's/listening on //') || true
-        [[ -n $base ]] && return 0
+        [[ -n $base ]] && curl -sf "$base/health/ready" > /dev/null && return 0
         kill -0 "$server_pid" 2>/dev/null || break
         sleep 0.05
     done
