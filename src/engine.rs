@@ -26,7 +26,7 @@ use matchwell_actors::games::{GameCreator, LocalGameIds, RetryPolicy};
 use matchwell_actors::matchmaker::{Matchmaker, MatchmakerConfig};
 use matchwell_actors::metrics::Metrics;
 use matchwell_actors::pools::PoolCatalog;
-use matchwell_actors::{ChallengeLimits, ShardTimers};
+use matchwell_actors::{ChallengeLimits, OverloadLimits, ShardTimers};
 use matchwell_snapshots::FsyncMode;
 use prometheus::Registry;
 use tokio::task::JoinHandle;
@@ -75,6 +75,7 @@ pub struct EngineBuilder {
     registry: Registry,
     event_capacity: usize,
     challenge_limits: ChallengeLimits,
+    overload: OverloadLimits,
     persistence: Option<PersistenceConfig>,
 }
 
@@ -92,6 +93,7 @@ impl Default for EngineBuilder {
             registry: Registry::new(),
             event_capacity: 4_096,
             challenge_limits: ChallengeLimits::default(),
+            overload: OverloadLimits::default(),
             persistence: None,
         }
     }
@@ -176,6 +178,14 @@ impl EngineBuilder {
         self
     }
 
+    /// How far behind the shards' mailboxes and the journal may fall before changes are
+    /// refused with [`MatchmakerError::Overloaded`] instead of queueing (default: no bound;
+    /// `matchwell serve` sets both).
+    pub fn overload(mut self, limits: OverloadLimits) -> Self {
+        self.overload = limits;
+        self
+    }
+
     /// Persists to a data directory: recovers what is there at start, journals every change,
     /// writes snapshots on the `snapshots` task and at shutdown (default: memory only).
     pub fn persistence(mut self, config: PersistenceConfig) -> Self {
@@ -205,6 +215,7 @@ impl EngineBuilder {
         config.game_creator = self.game_creator;
         config.event_capacity = self.event_capacity;
         config.challenge_limits = self.challenge_limits;
+        config.overload = self.overload;
         let metrics = match &self.persistence {
             Some(_) => Some(PersistenceMetrics::register(&self.registry)?),
             None => None,

@@ -37,7 +37,6 @@ pub mod replay;
 pub mod tasks;
 
 pub use engine::{Engine, EngineBuilder, EngineError};
-pub use matchwell_actors::ChallengeLimits;
 pub use matchwell_actors::clock::{Clock, ManualClock, SystemClock};
 pub use matchwell_actors::error::MatchmakerError;
 pub use matchwell_actors::games::{
@@ -53,6 +52,7 @@ pub use matchwell_actors::model::{
     Match, MatchEvent, MatchPlayer, QueueSummary,
 };
 pub use matchwell_actors::pools::{MatchingParams, PoolCatalog, PoolSpec, TimeControl};
+pub use matchwell_actors::{ChallengeLimits, Overload, OverloadLimits};
 pub use matchwell_snapshots::FsyncMode;
 pub use persistence::{
     JournalVitals, PersistenceConfig, PersistenceError, RecoveryReport, SnapshotVitals,

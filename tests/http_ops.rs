@@ -401,6 +401,18 @@ fn start_up_lists_the_tasks_and_refuses_bad_settings() {
             "0",
             "MATCHWELL_LIVE_GAME_TIMEOUT_MS must be from 1",
         ),
+        (
+            "MATCHWELL_MAX_SHARD_BACKLOG",
+            "100000001",
+            "MATCHWELL_MAX_SHARD_BACKLOG must be from 0 to 100000000, not 100000001",
+        ),
+        ("MATCHWELL_MAX_SHARD_BACKLOG", "-1", "'-1'"),
+        (
+            "MATCHWELL_MAX_JOURNAL_BACKLOG",
+            "100000001",
+            "MATCHWELL_MAX_JOURNAL_BACKLOG must be from 0 to 100000000",
+        ),
+        ("MATCHWELL_MAX_JOURNAL_BACKLOG", "many", "'many'"),
         ("MATCHWELL_POOLS", "/nonexistent/pools.toml", "pools.toml"),
         ("MATCHWELL_LISTEN", "127.0.0.1:99999", "127.0.0.1:99999"),
     ] {

@@ -1,5 +1,6 @@
 //! The typed errors of the matchmaker's public API.
 
+use crate::admission::Overload;
 use crate::challenges::ChallengeRefusal;
 use crate::games::GameCreationError;
 use crate::model::{Entry, EntryStatus};
@@ -44,6 +45,10 @@ pub enum MatchmakerError {
     /// The journal failed; the engine accepts no more changes until it is restarted.
     #[error("persistence failed, changes are refused: {0}")]
     Persistence(String),
+    /// The engine is behind and refused the change rather than queue it; it may be sent
+    /// again a moment later.
+    #[error("overloaded, retry later: {0}")]
+    Overloaded(#[from] Overload),
 }
 
 impl MatchmakerError {
