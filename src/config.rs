@@ -3,6 +3,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::{NonZeroU32, NonZeroU64};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
@@ -255,6 +256,7 @@ impl ServeConfig {
                 read_rate_limit,
                 streams,
                 limiter_cleanup: tasks.limiters.when_enabled(),
+                catalog: Arc::new(catalog.clone()),
             },
             shutdown_timeout: Duration::from_secs(in_range(
                 "--shutdown-timeout-s / MATCHWELL_SHUTDOWN_TIMEOUT_S",

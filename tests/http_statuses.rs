@@ -288,6 +288,7 @@ fn in_process_server() -> InProcess {
                     total: 100,
                 },
                 limiter_cleanup: None,
+                catalog: Arc::new(matchwell::PoolCatalog::builtin()),
             };
             let registry = prometheus::Registry::new();
             let server = matchwell::http::start(

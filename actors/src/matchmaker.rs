@@ -104,7 +104,7 @@ impl MatchmakerConfig {
             game_creator: Arc::new(LocalGameIds),
             metrics,
             default_challenge_ttl: Duration::from_secs(120),
-            max_challenge_ttl: Duration::from_secs(86_400),
+            max_challenge_ttl: DEFAULT_MAX_CHALLENGE_TTL,
             challenge_limits: ChallengeLimits::default(),
             id_base: 0,
             event_capacity: 4_096,
@@ -115,6 +115,10 @@ impl MatchmakerConfig {
         }
     }
 }
+
+/// Longest challenge lifetime a request may ask for unless configured otherwise
+/// ([`MatchmakerConfig::max_challenge_ttl`]); the OpenAPI document states it.
+pub const DEFAULT_MAX_CHALLENGE_TTL: Duration = Duration::from_secs(86_400);
 
 /// Bits of an id below its partition: each partition has 2^40 ids of each kind.
 const PARTITION_ID_BITS: u32 = 40;

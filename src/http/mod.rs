@@ -32,9 +32,9 @@ use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use crate::Engine;
 use crate::health::HealthRegistry;
 use crate::jwt::{JwtSecret, TokenScope};
+use crate::{Engine, PoolCatalog};
 pub use rate_limit::{RateLimit, StreamLimits};
 pub use slot::{EngineSlot, EngineState};
 
@@ -66,6 +66,9 @@ pub struct HttpSettings {
     /// How often the rate limiters forget users whose budgets are full again (the
     /// `limiters` task); `None` never.
     pub limiter_cleanup: Option<Duration>,
+    /// The pools served, whose time controls, variants and regions the OpenAPI document
+    /// lists.
+    pub catalog: Arc<PoolCatalog>,
 }
 
 /// Why the server did not start.
@@ -181,13 +184,27 @@ fn routes(config: &mut ServiceConfig<'_>) {
         .service(openapi::openapi_json);
 }
 
-/// The OpenAPI document of the API.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+/// The OpenAPI document as utoipa generates it from the routes: their paths, methods and
+/// types, without what the server enforces beyond the types.
+fn generated_openapi() -> utoipa::openapi::OpenApi {
     let (_, document) = App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
         .configure(routes)
         .split_for_parts();
+    document
+}
+
+/// The OpenAPI document of the API serving `catalog`, stating what the server enforces on
+/// requests: a body or parameter its schemas allow is not refused as invalid.
+pub fn openapi(catalog: &PoolCatalog) -> serde_json::Value {
+    exact_openapi(&generated_openapi(), catalog)
+}
+
+fn exact_openapi(generated: &utoipa::openapi::OpenApi, catalog: &PoolCatalog) -> serde_json::Value {
+    let mut document =
+        serde_json::to_value(generated).expect("the generated document is plain JSON");
+    openapi::state_the_rules(&mut document, catalog);
     document
 }
 
@@ -241,7 +258,7 @@ pub fn start(
     secret: &JwtSecret,
     settings: &HttpSettings,
 ) -> Result<RunningServer, HttpError> {
-    let document = openapi();
+    let generated = generated_openapi();
     let state = web::Data::new(AppState {
         metrics: HttpMetrics::register(&registry)?,
         slot,
@@ -256,8 +273,8 @@ pub fn start(
             .read_rate_limit
             .map(|rate| UserRateLimiter::new(rate, Limit::Reads)),
         streams: StreamSlots::new(settings.streams),
-        openapi_json: document.to_json().unwrap_or_default(),
-        routes: RouteTable::new(&document),
+        openapi_json: exact_openapi(&generated, &settings.catalog).to_string(),
+        routes: RouteTable::new(&generated),
     });
     let limited = state.writes.is_some() || state.reads.is_some();
     if let (true, Some(period)) = (limited, settings.limiter_cleanup) {

@@ -72,7 +72,7 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<CompactString>, ApiEr
     tag = "queue",
     security(("bearer" = [])),
     request_body = EnqueueBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 128 bytes; the same key from the same user yields the same entry")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 128 characters of visible ASCII, no space at either end; the same key from the same user yields the same entry")),
     responses(
         (status = 201, description = "Queued, or the entry of an earlier request with the same Idempotency-Key", body = EntryView),
         (status = 400, description = "`INVALID_REQUEST` (malformed body, field out of range; `field` names it) or `UNKNOWN_POOL`", body = ErrorBody),
