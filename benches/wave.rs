@@ -12,6 +12,10 @@
 //! pairing alone reuses its scratch space between iterations likewise; `wave/first-engine-wave`
 //! times a fresh engine's first wave, which also pays for growing that space.
 //!
+//! `wave/engine-quality` and `wave/pairing-quality` are the same over 100,000 players in pools
+//! paced for quality (a 3-second target, so a wave sees players on both sides of it), whose
+//! estimate has learned the players' arrivals: quality pacing may add at most 2x to a wave.
+//!
 //! `cargo bench --bench wave` (targets: 100,000 in at most 10 ms, 1,000,000 in at most 150 ms)
 
 mod support;
@@ -19,7 +23,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
-use matchwell::{Engine, EntryId, EntryStatus, ManualClock, PoolCatalog, PoolSpec};
+use matchwell::{
+    Engine, EntryId, EntryStatus, ManualClock, MatchingParams, Pacing, PoolCatalog, PoolSpec,
+};
 use matchwell_actors::matching::{Waiting, WaitingPool, WaveScratch};
 
 const SIZES: [usize; 2] = [100_000, 1_000_000];
@@ -28,9 +34,19 @@ const SIZES: [usize; 2] = [100_000, 1_000_000];
 const JOIN_SLICES: usize = 8;
 const SLICE_MS: u64 = 5_000;
 
+/// The pacing of the `-quality` groups.
+const QUALITY: Pacing = Pacing::Quality {
+    target_wait_ms: 3_000,
+};
+
 fn wave(c: &mut Criterion) {
     let runtime = support::runtime();
-    for (name, earlier_wave) in [("wave/engine", true), ("wave/first-engine-wave", false)] {
+    let groups = [
+        ("wave/engine", true, Pacing::Eager, &SIZES[..]),
+        ("wave/engine-quality", true, QUALITY, &SIZES[..1]),
+        ("wave/first-engine-wave", false, Pacing::Eager, &SIZES[..]),
+    ];
+    for (name, earlier_wave, pacing, sizes) in groups {
         let mut group = c.benchmark_group(name);
         // Every iteration needs a freshly filled engine, so run as few as criterion allows.
         group
@@ -38,14 +54,14 @@ fn wave(c: &mut Criterion) {
             .sample_size(10)
             .warm_up_time(Duration::from_millis(1))
             .measurement_time(Duration::from_millis(1));
-        for players in SIZES {
+        for &players in sizes {
             group.bench_with_input(
                 BenchmarkId::from_parameter(players),
                 &players,
                 |b, &players| {
                     b.iter_custom(|iterations| {
                         (0..iterations)
-                            .map(|_| runtime.block_on(engine_wave(players, earlier_wave)))
+                            .map(|_| runtime.block_on(engine_wave(players, earlier_wave, pacing)))
                             .sum()
                     });
                 },
@@ -54,11 +70,24 @@ fn wave(c: &mut Criterion) {
         group.finish();
     }
 
-    let mut group = c.benchmark_group("wave/pairing");
+    for (name, pacing, sizes) in [
+        ("wave/pairing", Pacing::Eager, &SIZES[..]),
+        ("wave/pairing-quality", QUALITY, &SIZES[..1]),
+    ] {
+        pairing(c, name, pacing, sizes);
+    }
+}
+
+/// The pairing alone over pools of `sizes` players paced by `pacing`.
+fn pairing(c: &mut Criterion, name: &str, pacing: Pacing, sizes: &[usize]) {
+    let mut group = c.benchmark_group(name);
     group.sample_size(10);
-    let params = PoolCatalog::builtin().iter().next().expect("a pool").params;
+    let params = MatchingParams {
+        pacing,
+        ..PoolCatalog::builtin().iter().next().expect("a pool").params
+    };
     let now_ms = support::START_MS + JOIN_SLICES as u64 * SLICE_MS;
-    for players in SIZES {
+    for &players in sizes {
         let pool = waiting_pool(players);
         let mut scratch = WaveScratch::default();
         group.bench_with_input(
@@ -80,15 +109,16 @@ fn wave(c: &mut Criterion) {
     group.finish();
 }
 
-/// Fills one pool of an engine with `players` and times the wave over it.
+/// Fills one pool of an engine whose pools are paced by `pacing` with `players` and times
+/// the wave over it.
 ///
 /// With `earlier_wave`, the shard has run a wave over as many players before, as the shard of
 /// a running server has: the timed wave finds the shard's scratch space grown and freed
 /// memory to reuse, and the players who were paired then join again carrying their previous
 /// match (so colors are decided from it). That wave's leftovers are withdrawn, so the timed
 /// wave is over exactly `players`. Without, the timed wave is the engine's first.
-async fn engine_wave(players: usize, earlier_wave: bool) -> Duration {
-    let (engine, clock) = support::engine().await;
+async fn engine_wave(players: usize, earlier_wave: bool, pacing: Pacing) -> Duration {
+    let (engine, clock) = support::engine_paced(pacing).await;
     let pools = support::pools(&engine, 1);
     if earlier_wave {
         let earlier = join(&engine, &clock, &pools, players, 3).await;
@@ -136,7 +166,8 @@ async fn join(
     entries
 }
 
-/// A pool like the one [`engine_wave`] fills: the same ratings, joining over the same time.
+/// A pool like the one [`engine_wave`] fills: the same ratings, joining over the same time,
+/// each counted as an arrival (as the engine counts them).
 fn waiting_pool(players: usize) -> WaitingPool {
     let mut pool = WaitingPool::new();
     for (n, rating) in support::ratings(players, 2).enumerate() {
@@ -148,7 +179,7 @@ fn waiting_pool(players: usize) -> WaitingPool {
             joined_at_ms,
             last_color: None,
         };
-        pool.insert(rating, waiting);
+        pool.arrive(rating, waiting);
     }
     pool
 }

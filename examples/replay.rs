@@ -3,7 +3,13 @@
 //!
 //! ```text
 //! cargo run --release --example replay -- --trace ../shared/traces/sample-2000.jsonl
+//! cargo run --release --example replay -- --trace ../shared/traces/sample-2000.jsonl --pools pools.toml
 //! ```
+//!
+//! The pools file decides each pool's pacing (`pacing = "quality"`, `target_wait_s`), so a
+//! trace measures a pacing exactly as the server would pair it. The summary on stderr gives
+//! the mean rating gap, the 95th percentile of the matched players' waits and the share of
+//! players matched.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
@@ -48,5 +54,15 @@ async fn main() -> anyhow::Result<()> {
         "{} operations ({} refused, {} cancels after the player had left the queue), {} matches, {} expired",
         summary.operations, summary.refused, summary.late_cancels, summary.matches, summary.expired
     );
+    if let (Some(gap), Some(p95), Some(matched)) = (
+        summary.mean_gap(),
+        summary.matched_wait_p95_ms,
+        summary.matched_percent(),
+    ) {
+        eprintln!(
+            "mean rating gap {gap:.2}, wait p95 of matched players {:.2} s, {matched:.2}% of players matched",
+            p95 as f64 / 1_000.0
+        );
+    }
     Ok(())
 }

@@ -73,7 +73,7 @@ for run in $(seq "$runs"); do
             matchwell-*)
                 rm -rf "$work/data"
                 MATCHWELL_JWT_SECRET=$secret MATCHWELL_FSYNC=${server#matchwell-} \
-                    MATCHWELL_DATA_DIR=$work/data MATCHWELL_LISTEN=127.0.0.1:0 MATCHWELL_LOG=warn,matchwell=info \
+                    MATCHWELL_DATA_DIR=$work/data MATCHWELL_LISTEN=127.0.0.1:0 MATCHWELL_LOG=${SERVER_LOG:-warn,matchwell=info} \
                     start "$bin" serve
                 ;;
         esac

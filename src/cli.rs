@@ -1,8 +1,9 @@
 //! The `matchwell` command line: `serve`, `token`, `pools validate`. Every flag also reads a
 //! `MATCHWELL_*` environment variable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::Arc;
@@ -13,13 +14,17 @@ use clap::builder::NonEmptyStringValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use prometheus::Registry;
 
+use crate::cluster::{ClusterArgs, ClusterSettings, EngineFactory, Node, NodeError};
 use crate::config::{ConfigError, ServeConfig};
 use crate::health::HealthRegistry;
 use crate::http::{self, EngineSlot, HttpError};
 use crate::jwt::{self, Claims, JwtSecret, SecretError, SecretOrigin, TokenScope};
 use crate::live_game::{HttpGameCreator, LiveGameError};
 use crate::persistence::{PersistenceConfig, PersistenceError, describe_snapshot};
-use crate::{ChallengeLimits, Engine, EngineError, PoolCatalog, RetryPolicy};
+use crate::{
+    ChallengeLimits, Engine, EngineBuilder, EngineError, Pacing, PoolCatalog, RetryPolicy,
+};
+use matchwell_actors::matchmaker::partition_id_base;
 use matchwell_actors::pools::PoolsFileError;
 use matchwell_snapshots::FsyncMode;
 use matchwell_snapshots::journal::ParseFsyncModeError;
@@ -205,6 +210,9 @@ pub struct ServeArgs {
     /// Background tasks.
     #[command(flatten)]
     pub tasks: TaskArgs,
+    /// Cluster mode.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// Background task switches and intervals. The master switch sets every task; a task's own
@@ -341,6 +349,9 @@ pub enum CliError {
     /// The engine did not start.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The cluster node did not start.
+    #[error(transparent)]
+    Node(#[from] NodeError),
     /// The HTTP server did not start.
     #[error(transparent)]
     Http(#[from] HttpError),
@@ -406,7 +417,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let catalog = PoolCatalog::load(&file)?;
             println!("{}: {} pools", file.display(), catalog.len());
             for pool in catalog.iter() {
-                println!("  {}", pool.spec);
+                match pool.params.pacing {
+                    Pacing::Eager => println!("  {}  pacing eager", pool.spec),
+                    Pacing::Quality { target_wait_ms } => println!(
+                        "  {}  pacing quality, target wait {} s",
+                        pool.spec,
+                        target_wait_ms as f64 / 1_000.0
+                    ),
+                }
             }
             Ok(())
         }
@@ -469,9 +487,7 @@ async fn serve(config: ServeConfig) -> Result<Stopped, CliError> {
         .tasks(config.tasks)
         .challenge_limits(config.challenge_limits)
         .retry(config.retry)
-        .overload(config.overload)
-        .metrics_registry(registry.clone())
-        .persistence(persistence);
+        .overload(config.overload);
     match &config.live_game {
         Some(live_game) => {
             let retry = &config.retry;
@@ -488,10 +504,22 @@ async fn serve(config: ServeConfig) -> Result<Stopped, CliError> {
         }
         None => tracing::info!("no live-game service configured; game ids are made locally"),
     }
-    let slot = Arc::new(EngineSlot::default());
     let mut health = HealthRegistry::default();
-    slot.register_health(&mut health);
-    let server = http::start(Arc::clone(&slot), registry, health, &secret, &config.http)?;
+    let slot = Arc::new(match &config.cluster {
+        None => EngineSlot::default(),
+        Some(_) => EngineSlot::clustered(),
+    });
+    match &config.cluster {
+        None => slot.register_health(&mut health),
+        Some(_) => slot.register_cluster_health(&mut health),
+    }
+    let server = http::start(
+        Arc::clone(&slot),
+        registry.clone(),
+        health,
+        &secret,
+        &config.http,
+    )?;
     for addr in &server.addrs {
         tracing::info!(
             workers = config.http.workers,
@@ -499,22 +527,27 @@ async fn serve(config: ServeConfig) -> Result<Stopped, CliError> {
         );
     }
     let recovering = Instant::now();
-    let engine = tokio::select! {
-        engine = builder.start() => engine,
+    let serving = match config.cluster {
+        None => builder
+            .metrics_registry(registry.clone())
+            .persistence(persistence),
+        Some(_) => builder,
+    };
+    let serving = tokio::select! {
+        serving = start_serving(serving, config.cluster, &slot, &registry, server.addrs[0]) => serving,
         received = &mut stop => {
             tracing::info!(signal = %received, "stopping during recovery; nothing was acknowledged yet");
             server.drain(Duration::ZERO).await?;
             return Ok(Stopped::DuringRecovery);
         }
     };
-    let engine = match engine {
-        Ok(engine) => Arc::new(engine),
+    let serving = match serving {
+        Ok(serving) => serving,
         Err(error) => {
             server.handle().stop(false).await;
-            return Err(error.into());
+            return Err(error);
         }
     };
-    slot.fill(Arc::clone(&engine));
     tracing::info!(
         recovery_ms = recovering.elapsed().as_millis() as u64,
         "matchwell ready"
@@ -528,15 +561,27 @@ async fn serve(config: ServeConfig) -> Result<Stopped, CliError> {
         timeout_s = bound.as_secs(),
         "stopping: refusing writes, finishing the requests in flight"
     );
+    if let Serving::Node(node) = &serving {
+        // Requests go on being forwarded to the new owners meanwhile.
+        if node.leave(bound / 2).await {
+            tracing::info!(
+                took_ms = stopping.elapsed().as_millis() as u64,
+                "every partition handed over"
+            );
+        } else {
+            tracing::warn!("partitions not handed over in time are lost with their leases' expiry");
+        }
+    }
     slot.begin_stop();
-    if !server.drain(bound / 2).await? {
+    let draining = bound.saturating_sub(stopping.elapsed()) / 2;
+    if !server.drain(draining).await? {
         tracing::warn!(
-            waited_ms = (bound / 2).as_millis() as u64,
+            waited_ms = draining.as_millis() as u64,
             "requests still in flight were cut off"
         );
     }
     let remaining = bound.saturating_sub(stopping.elapsed());
-    if tokio::time::timeout(remaining, engine.shutdown())
+    if tokio::time::timeout(remaining, serving.stop())
         .await
         .is_err()
     {
@@ -549,6 +594,68 @@ async fn serve(config: ServeConfig) -> Result<Stopped, CliError> {
         "matchwell stopped cleanly"
     );
     Ok(Stopped::Cleanly)
+}
+
+/// What a server serves: its one engine, or its partitions as a node of a cluster.
+enum Serving {
+    Engine(Arc<Engine>),
+    Node(Arc<Node>),
+}
+
+impl Serving {
+    /// Once the server has stopped: the engine's final snapshot, or the node's tasks.
+    async fn stop(&self) {
+        match self {
+            Self::Engine(engine) => engine.shutdown().await,
+            Self::Node(node) => node.shutdown(),
+        }
+    }
+}
+
+/// Starts what the server serves and puts it in `slot`: the engine `builder` makes,
+/// recovered from its data directory; or with `cluster`, a node whose partitions each get an
+/// engine from `builder` (their metrics in `registry`, labelled by partition), advertising the
+/// address `bound` unless told another.
+async fn start_serving(
+    builder: EngineBuilder,
+    cluster: Option<ClusterSettings>,
+    slot: &EngineSlot,
+    registry: &Registry,
+    bound: SocketAddr,
+) -> Result<Serving, CliError> {
+    let Some(settings) = cluster else {
+        let engine = Arc::new(builder.start().await?);
+        slot.fill(Arc::clone(&engine));
+        return Ok(Serving::Engine(engine));
+    };
+    let advertise = settings
+        .advertise_url(bound)
+        .map_err(|error| CliError::Config(error.into()))?;
+    tracing::info!(
+        nats = %settings.store.urls,
+        node = %settings.node_id,
+        advertise = %advertise,
+        partitions = settings.store.partitions,
+        replicas = settings.store.replicas,
+        lease_ttl_ms = settings.store.lease_ttl.as_millis() as u64,
+        "joining the cluster"
+    );
+    let engines: EngineFactory = Arc::new(move |partition| {
+        let labels = HashMap::from([("partition".to_owned(), partition.to_string())]);
+        builder
+            .clone()
+            // A partition is one tenant's share of a node: partitions, not shards, spread
+            // the work over the cores.
+            .shards(1)
+            .id_base(partition_id_base(partition))
+            .seed(partition.into())
+            .metrics_registry(
+                Registry::new_custom(None, Some(labels)).expect("`partition` is a label name"),
+            )
+    });
+    let node = Arc::new(Node::start(settings, advertise, engines, registry).await?);
+    slot.fill_node(Arc::clone(&node));
+    Ok(Serving::Node(node))
 }
 
 /// Resolves with the name of the first SIGTERM or SIGINT. Listening starts at once, so that a

@@ -11,6 +11,7 @@ use reqwest::Url;
 use crate::PoolCatalog;
 use crate::RetryPolicy;
 use crate::cli::{ServeArgs, Switch, TaskArgs};
+use crate::cluster::{ClusterConfigError, ClusterSettings};
 use crate::http::{HttpSettings, RateLimit, StreamLimits};
 use crate::jwt::MIN_SECRET_LEN;
 use crate::live_game::LiveGameSettings;
@@ -84,6 +85,9 @@ pub enum ConfigError {
         /// The listen address.
         listen: String,
     },
+    /// A cluster flag is invalid.
+    #[error(transparent)]
+    Cluster(#[from] ClusterConfigError),
     /// The live-game URL does not parse.
     #[error("--live-game-api-url / MATCHWELL_LIVE_GAME_API_URL `{url}` is not a URL: {reason}")]
     LiveGameUrl {
@@ -121,9 +125,17 @@ pub struct ServeConfig {
     pub shutdown_timeout: Duration,
     /// How far behind the shards and the journal may fall before writes are refused.
     pub overload: OverloadLimits,
+    /// Cluster mode, when `--cluster` is given.
+    pub cluster: Option<ClusterSettings>,
 }
 
-fn in_range(name: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+/// `value` of the flag and variable `name` if it is from `min` to `max`.
+pub(crate) fn in_range(
+    name: &'static str,
+    value: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
     if (min..=max).contains(&value) {
         Ok(value)
     } else {
@@ -246,7 +258,9 @@ impl ServeConfig {
             }),
         };
         let tasks = background_tasks(&args.tasks)?;
+        let cluster = ClusterSettings::from_args(&args.cluster, args.secret.jwt_secret.is_some())?;
         Ok(Self {
+            cluster,
             http: HttpSettings {
                 listen: args.listen.clone(),
                 workers,

@@ -20,11 +20,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
+use matchwell_actors::change_log::ChangeLog;
 use matchwell_actors::clock::{ManualClock, SharedClock, SystemClock};
 use matchwell_actors::error::MatchmakerError;
 use matchwell_actors::games::{GameCreator, LocalGameIds, RetryPolicy};
 use matchwell_actors::matchmaker::{Matchmaker, MatchmakerConfig};
 use matchwell_actors::metrics::Metrics;
+use matchwell_actors::persist::{Change, Restored};
 use matchwell_actors::pools::PoolCatalog;
 use matchwell_actors::{ChallengeLimits, OverloadLimits, ShardTimers};
 use matchwell_snapshots::FsyncMode;
@@ -59,10 +62,40 @@ pub enum EngineError {
     /// Work on a blocking thread (recovery, a snapshot) panicked, or its runtime shut down.
     #[error(transparent)]
     Blocking(#[from] tokio::task::JoinError),
+    /// The embedder's store (see [`ExternalStore`]) could not snapshot or close.
+    #[error("the engine's store failed: {0}")]
+    Store(#[source] StoreFailure),
 }
 
-/// Builds an [`Engine`]; every option has a working default.
+/// Why an [`ExternalStore`] failed: its own error, whatever the store is.
+pub type StoreFailure = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where an engine without a data directory persists: a log and a snapshot store that the
+/// embedder runs, such as a cluster partition's replicated journal and object store. Given to
+/// [`EngineBuilder::external_store`] with the state to start from; the engine journals every
+/// change to [`log`](Self::log), acknowledges a change only once the log has it durable, runs
+/// its heartbeat and snapshot tasks through the store, and closes it when it shuts down.
+pub trait ExternalStore: Send + Sync + 'static {
+    /// The log every change goes to.
+    fn log(&self) -> Arc<dyn ChangeLog>;
+
+    /// Stores a snapshot of `matchmaker` and returns the log position it covers. Captures
+    /// the state only after noting where the log stands (see `matchwell_actors::persist`:
+    /// every change the capture may have missed comes after that position).
+    fn snapshot(
+        &self,
+        matchmaker: Arc<Matchmaker>,
+    ) -> BoxFuture<'static, Result<u64, StoreFailure>>;
+
+    /// Stops taking records and resolves once every record appended is durable; the engine
+    /// has stopped by then.
+    fn close(&self) -> BoxFuture<'static, Result<(), StoreFailure>>;
+}
+
+/// Builds an [`Engine`]; every option has a working default. `Clone`, so that one set of
+/// options can start several engines (a cluster node's partitions).
 #[must_use]
+#[derive(Clone)]
 pub struct EngineBuilder {
     catalog: PoolCatalog,
     clock: SharedClock,
@@ -76,7 +109,17 @@ pub struct EngineBuilder {
     event_capacity: usize,
     challenge_limits: ChallengeLimits,
     overload: OverloadLimits,
-    persistence: Option<PersistenceConfig>,
+    id_base: u64,
+    persistence: Option<Persisting>,
+}
+
+/// How a builder was told to persist.
+#[derive(Clone)]
+enum Persisting {
+    /// In a data directory, recovered at start.
+    Local(PersistenceConfig),
+    /// Through the embedder's store, from the state it read back.
+    External(Arc<dyn ExternalStore>, Restored),
 }
 
 impl Default for EngineBuilder {
@@ -94,6 +137,7 @@ impl Default for EngineBuilder {
             event_capacity: 4_096,
             challenge_limits: ChallengeLimits::default(),
             overload: OverloadLimits::default(),
+            id_base: 0,
             persistence: None,
         }
     }
@@ -186,10 +230,26 @@ impl EngineBuilder {
         self
     }
 
+    /// Hands out ids after `id_base` (default 0): a cluster gives each partition's engine a
+    /// range of its own (`partition_id_base`), so that ids name their partition.
+    pub fn id_base(mut self, id_base: u64) -> Self {
+        self.id_base = id_base;
+        self
+    }
+
     /// Persists to a data directory: recovers what is there at start, journals every change,
     /// writes snapshots on the `snapshots` task and at shutdown (default: memory only).
     pub fn persistence(mut self, config: PersistenceConfig) -> Self {
-        self.persistence = Some(config);
+        self.persistence = Some(Persisting::Local(config));
+        self
+    }
+
+    /// Persists through `store` instead of a data directory, starting from `restored` (what
+    /// the store read back): every change is journaled to the store's log and acknowledged
+    /// once durable there, the heartbeat and snapshot tasks go through the store, and shutdown
+    /// closes it (default: memory only). Replaces [`persistence`](Self::persistence).
+    pub fn external_store(mut self, store: Arc<dyn ExternalStore>, restored: Restored) -> Self {
+        self.persistence = Some(Persisting::External(store, restored));
         self
     }
 
@@ -216,28 +276,24 @@ impl EngineBuilder {
         config.event_capacity = self.event_capacity;
         config.challenge_limits = self.challenge_limits;
         config.overload = self.overload;
+        config.id_base = self.id_base;
         let metrics = match &self.persistence {
-            Some(_) => Some(PersistenceMetrics::register(&self.registry)?),
-            None => None,
+            Some(Persisting::Local(_)) => Some(PersistenceMetrics::register(&self.registry)?),
+            _ => None,
         };
         let settings = self.persistence;
-        let (matchmaker, persistence, recovery) =
+        let (matchmaker, store, recovery) =
             tokio::task::spawn_blocking(move || recover(config, settings, metrics)).await??;
         let matchmaker = Arc::new(matchmaker);
-        let persistence = persistence.map(Arc::new);
         let mut background = spawn_background_tasks(&matchmaker, &self.tasks);
-        if let Some(persistence) = &persistence {
-            background.extend(spawn_persistence_tasks(
-                &matchmaker,
-                persistence,
-                &self.tasks,
-            ));
+        if let Some(store) = &store {
+            background.extend(spawn_persistence_tasks(&matchmaker, store, &self.tasks));
         }
         Ok(Engine {
             matchmaker,
             background,
             registry: self.registry,
-            persistence,
+            store,
             recovery,
             heartbeat: self.tasks.heartbeat.when_enabled(),
             running: AtomicBool::new(true),
@@ -245,19 +301,31 @@ impl EngineBuilder {
     }
 }
 
-/// What recovery hands the engine: the matchmaker and, when it persists, its data directory
-/// and what was found there.
-type Recovered = (Matchmaker, Option<Persistence>, Option<RecoveryReport>);
+/// What recovery hands the engine: the matchmaker and, when it persists, where, and what its
+/// data directory held.
+type Recovered = (Matchmaker, Option<Store>, Option<RecoveryReport>);
 
 /// Reads the data directory of `settings` back, when there is one, and starts the actors
-/// over what it holds. Blocks on disk I/O and on installing every item.
+/// over what it holds (or over what an external store read back). Blocks on disk I/O and on
+/// installing every item.
 fn recover(
     mut config: MatchmakerConfig,
-    settings: Option<PersistenceConfig>,
+    settings: Option<Persisting>,
     metrics: Option<PersistenceMetrics>,
 ) -> Result<Recovered, EngineError> {
     let started = Instant::now();
     let mut opened = None;
+    let settings = match settings {
+        Some(Persisting::External(store, restored)) => {
+            config.journal = Some(store.log());
+            config.acknowledge_durable = true;
+            config.restored = Some(restored);
+            let matchmaker = Matchmaker::start(config).map_err(EngineError::Actors)?;
+            return Ok((matchmaker, Some(Store::External(store)), None));
+        }
+        Some(Persisting::Local(settings)) => Some(settings),
+        None => None,
+    };
     if let (Some(settings), Some(metrics)) = (&settings, metrics) {
         let (persistence, restored, report) =
             Persistence::open(settings, metrics, Arc::clone(&config.clock))?;
@@ -277,7 +345,87 @@ fn recover(
     }
     let matchmaker = Matchmaker::start(config).map_err(EngineError::Actors)?;
     let (persistence, report) = opened.unzip();
-    Ok((matchmaker, persistence, report))
+    Ok((
+        matchmaker,
+        persistence.map(|persistence| Store::Local(Arc::new(persistence))),
+        report,
+    ))
+}
+
+/// Where a persisting engine keeps its state; cheap to clone (handles).
+#[derive(Clone)]
+enum Store {
+    /// Its own data directory.
+    Local(Arc<Persistence>),
+    /// The embedder's log and snapshot store.
+    External(Arc<dyn ExternalStore>),
+}
+
+impl Store {
+    /// The log the engine journals to.
+    fn log(&self) -> Arc<dyn ChangeLog> {
+        match self {
+            Self::Local(persistence) => persistence.journal(),
+            Self::External(store) => store.log(),
+        }
+    }
+
+    /// Whether the journal takes records. An external store's log is the matchmaker's
+    /// journal, whose failure [`Matchmaker::is_writable`] reports already.
+    fn is_healthy(&self) -> bool {
+        match self {
+            Self::Local(persistence) => persistence.is_healthy(),
+            Self::External(_) => true,
+        }
+    }
+
+    /// Appends a record with no images, so that a later recovery knows the engine was up
+    /// until now.
+    fn heartbeat(&self, now_ms: u64) {
+        let heartbeat = Change {
+            at_ms: now_ms,
+            images: Vec::new(),
+        };
+        if let Err(error) = self.log().append(&heartbeat) {
+            tracing::error!(%error, "journal heartbeat failed");
+        }
+    }
+
+    /// Writes a snapshot of `matchmaker`; its sequence number (local) or the log position it
+    /// covers (external).
+    async fn snapshot(&self, matchmaker: &Arc<Matchmaker>) -> Result<u64, EngineError> {
+        let matchmaker = Arc::clone(matchmaker);
+        match self {
+            Self::Local(persistence) => {
+                let persistence = Arc::clone(persistence);
+                let written =
+                    tokio::task::spawn_blocking(move || persistence.snapshot(&matchmaker))
+                        .await??;
+                tracing::debug!(seq = written.seq, summary = ?written.header.summary, "snapshot written");
+                Ok(written.seq)
+            }
+            Self::External(store) => store.snapshot(matchmaker).await.map_err(EngineError::Store),
+        }
+    }
+
+    /// Once the engine has stopped: the final snapshot (a data directory's), then closing the
+    /// journal.
+    async fn close(&self, matchmaker: &Arc<Matchmaker>) -> Result<(), EngineError> {
+        match self {
+            Self::Local(persistence) => {
+                let persistence = Arc::clone(persistence);
+                let matchmaker = Arc::clone(matchmaker);
+                tokio::task::spawn_blocking(move || {
+                    persistence.snapshot(&matchmaker)?;
+                    persistence.close()
+                })
+                .await??;
+                tracing::info!("final snapshot written");
+                Ok(())
+            }
+            Self::External(store) => store.close().await.map_err(EngineError::Store),
+        }
+    }
 }
 
 fn every(period: Duration, matchmaker: &Arc<Matchmaker>, work: fn(&Matchmaker)) -> JoinHandle<()> {
@@ -328,40 +476,32 @@ fn spawn_background_tasks(
 
 fn spawn_persistence_tasks(
     matchmaker: &Arc<Matchmaker>,
-    persistence: &Arc<Persistence>,
+    store: &Store,
     tasks: &BackgroundTasks,
 ) -> Vec<JoinHandle<()>> {
     let mut handles = Vec::new();
     if let Some(period) = tasks.heartbeat.when_enabled() {
         let matchmaker = Arc::clone(matchmaker);
-        let persistence = Arc::clone(persistence);
+        let store = store.clone();
         handles.push(tokio::spawn(async move {
             let mut ticks = tokio::time::interval(period);
             loop {
                 ticks.tick().await;
-                persistence.heartbeat(matchmaker.now_ms());
+                store.heartbeat(matchmaker.now_ms());
             }
         }));
     }
     if let Some(period) = tasks.snapshots.when_enabled() {
         let matchmaker = Arc::clone(matchmaker);
-        let persistence = Arc::clone(persistence);
+        let store = store.clone();
         handles.push(tokio::spawn(async move {
             let mut ticks = tokio::time::interval(period);
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
             ticks.tick().await;
             loop {
                 ticks.tick().await;
-                let matchmaker = Arc::clone(&matchmaker);
-                let persistence = Arc::clone(&persistence);
-                let written =
-                    tokio::task::spawn_blocking(move || persistence.snapshot(&matchmaker)).await;
-                match written {
-                    Ok(Ok(written)) => {
-                        tracing::debug!(seq = written.seq, summary = ?written.header.summary, "snapshot written");
-                    }
-                    Ok(Err(error)) => tracing::error!(%error, "snapshot failed"),
-                    Err(error) => tracing::error!(%error, "snapshot task panicked"),
+                if let Err(error) = store.snapshot(&matchmaker).await {
+                    tracing::error!(%error, "snapshot failed");
                 }
             }
         }));
@@ -375,7 +515,8 @@ pub struct Engine {
     matchmaker: Arc<Matchmaker>,
     background: Vec<JoinHandle<()>>,
     registry: Registry,
-    persistence: Option<Arc<Persistence>>,
+    /// Where it persists, if it does.
+    store: Option<Store>,
     recovery: Option<RecoveryReport>,
     /// The heartbeat's interval while it runs, by which readiness judges the journal.
     heartbeat: Option<Duration>,
@@ -406,10 +547,7 @@ impl Engine {
     pub fn is_ready(&self) -> bool {
         self.running.load(Ordering::Acquire)
             && self.matchmaker.is_writable()
-            && self
-                .persistence
-                .as_ref()
-                .is_none_or(|persistence| persistence.is_healthy())
+            && self.store.as_ref().is_none_or(Store::is_healthy)
     }
 
     /// Whether [`Engine::shutdown`] has begun.
@@ -422,32 +560,39 @@ impl Engine {
         self.recovery
     }
 
-    /// How the journal is doing, when the engine persists.
+    /// The engine's data directory, when it persists in one.
+    fn local(&self) -> Option<&Persistence> {
+        match self.store.as_ref()? {
+            Store::Local(persistence) => Some(persistence),
+            Store::External(_) => None,
+        }
+    }
+
+    /// How the journal is doing, when the engine persists in a data directory.
     pub fn journal_vitals(&self) -> Option<JournalVitals> {
-        let persistence = self.persistence.as_ref()?;
+        let persistence = self.local()?;
         Some(persistence.journal_vitals(self.matchmaker.now_ms(), self.heartbeat))
     }
 
-    /// How the snapshots are going, when the engine persists.
+    /// How the snapshots are going, when the engine persists in a data directory.
     pub fn snapshot_vitals(&self) -> Option<SnapshotVitals> {
-        let persistence = self.persistence.as_ref()?;
+        let persistence = self.local()?;
         Some(persistence.snapshot_vitals(self.matchmaker.now_ms()))
     }
 
-    /// Writes a snapshot now (when the engine persists); returns its sequence number.
+    /// Writes a snapshot now (when the engine persists); returns its sequence number, or with
+    /// an external store the log position it covers.
     pub async fn snapshot_now(&self) -> Result<Option<u64>, EngineError> {
-        let Some(persistence) = self.persistence.clone() else {
-            return Ok(None);
-        };
-        let matchmaker = Arc::clone(&self.matchmaker);
-        let written =
-            tokio::task::spawn_blocking(move || persistence.snapshot(&matchmaker)).await??;
-        Ok(Some(written.seq))
+        match &self.store {
+            Some(store) => store.snapshot(&self.matchmaker).await.map(Some),
+            None => Ok(None),
+        }
     }
 
-    /// Stops the background tasks and the actors; when the engine persists, writes a final
-    /// snapshot and closes the journal. Callable through a shared reference (a server holds the
-    /// engine in an `Arc`); later calls do nothing.
+    /// Stops the background tasks and the actors; when the engine persists in a data
+    /// directory, writes a final snapshot and closes the journal; with an external store,
+    /// closes it. Callable through a shared reference (a server holds the engine in an
+    /// `Arc`); later calls do nothing.
     pub async fn shutdown(&self) {
         if !self.running.swap(false, Ordering::AcqRel) {
             return;
@@ -456,17 +601,9 @@ impl Engine {
             task.abort();
         }
         self.matchmaker.shutdown();
-        if let Some(persistence) = self.persistence.clone() {
-            let matchmaker = Arc::clone(&self.matchmaker);
-            let closed = tokio::task::spawn_blocking(move || {
-                persistence.snapshot(&matchmaker)?;
-                persistence.close()
-            })
-            .await;
-            match closed {
-                Ok(Ok(())) => tracing::info!("final snapshot written"),
-                Ok(Err(error)) => tracing::error!(%error, "final snapshot failed"),
-                Err(error) => tracing::error!(%error, "final snapshot panicked"),
+        if let Some(store) = &self.store {
+            if let Err(error) = store.close(&self.matchmaker).await {
+                tracing::error!(%error, "final snapshot or closing the journal failed");
             }
         }
     }

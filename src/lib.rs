@@ -12,6 +12,8 @@
 //! - [`engine`]: [`Engine`] and [`EngineBuilder`]: start the core with working defaults, run
 //!   its background tasks, expose its operations.
 //! - [`persistence`]: the data directory: recovery, journal, snapshots.
+//! - [`cluster`]: cluster mode: partitions of tenants owned by nodes through leases in NATS
+//!   JetStream, a replicated journal per partition, hot standbys, forwarding.
 //! - [`tasks`]: background task settings and the master switch.
 //! - [`health`]: readiness by component, and how components plug in.
 //! - [`replay`]: trace replay on a simulated clock (the `replay` example).
@@ -26,6 +28,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod health;
@@ -36,7 +39,7 @@ pub mod persistence;
 pub mod replay;
 pub mod tasks;
 
-pub use engine::{Engine, EngineBuilder, EngineError};
+pub use engine::{Engine, EngineBuilder, EngineError, ExternalStore, StoreFailure};
 pub use matchwell_actors::clock::{Clock, ManualClock, SystemClock};
 pub use matchwell_actors::error::MatchmakerError;
 pub use matchwell_actors::games::{
@@ -51,7 +54,7 @@ pub use matchwell_actors::model::{
     ActiveState, Challenge, ChallengeStatus, Color, ColorChoice, Entry, EntryStatus, GameStatus,
     Match, MatchEvent, MatchPlayer, QueueSummary,
 };
-pub use matchwell_actors::pools::{MatchingParams, PoolCatalog, PoolSpec, TimeControl};
+pub use matchwell_actors::pools::{MatchingParams, Pacing, PoolCatalog, PoolSpec, TimeControl};
 pub use matchwell_actors::{ChallengeLimits, Overload, OverloadLimits};
 pub use matchwell_snapshots::FsyncMode;
 pub use persistence::{

@@ -401,17 +401,6 @@ impl Persistence {
         Ok(written)
     }
 
-    /// Appends a record with no images, so that recovery knows the engine was up until now.
-    pub(crate) fn heartbeat(&self, now_ms: u64) {
-        let heartbeat = Change {
-            at_ms: now_ms,
-            images: Vec::new(),
-        };
-        if let Err(error) = self.journal.append(&heartbeat) {
-            tracing::error!(%error, "journal heartbeat failed");
-        }
-    }
-
     /// Syncs and closes the journal.
     pub(crate) fn close(&self) -> Result<(), PersistenceError> {
         Ok(self.journal.close()?)

@@ -8,18 +8,22 @@
 
 use std::io::{BufRead, Write};
 
-use compact_str::CompactString;
+use compact_str::{CompactString, format_compact};
 use matchwell_actors::model::MatchEvent;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Exp, Normal};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::TryRecvError;
 
 use crate::{Engine, EngineError, EnqueueRequest, PoolCatalog, PoolSpec};
+use matchwell_actors::pools::MAX_RATING;
 
 /// Tenant the replayed players belong to.
 const TENANT: &str = "default";
 
 /// One line of a trace.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
 pub enum TraceOp {
     /// A player joins a pool.
@@ -37,7 +41,7 @@ pub enum TraceOp {
         /// Rated or casual.
         rated: bool,
         /// Optional region.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         region: Option<CompactString>,
     },
     /// A player leaves the queue.
@@ -50,10 +54,98 @@ pub enum TraceOp {
 }
 
 impl TraceOp {
-    fn t_ms(&self) -> u64 {
+    /// When the operation happens.
+    pub fn t_ms(&self) -> u64 {
         match self {
             Self::Enqueue { t_ms, .. } | Self::Cancel { t_ms, .. } => *t_ms,
         }
+    }
+}
+
+/// A seeded synthetic trace: players join standard rated pools at Poisson times with normal
+/// ratings, and some of them cancel a while after joining.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntheticTrace {
+    /// Stretches of the trace, one after the other: so many players at such a rate.
+    pub phases: Vec<TracePhase>,
+    /// Time controls of the pools (standard, rated), each player's chosen uniformly.
+    pub time_controls: Vec<String>,
+    /// Mean of the ratings.
+    pub rating_mean: f64,
+    /// Standard deviation of the ratings.
+    pub rating_sd: f64,
+    /// Share of the players who cancel.
+    pub cancel_share: f64,
+    /// A cancelling player cancels this long after joining, uniformly, in milliseconds.
+    pub cancel_after_ms: std::ops::Range<u64>,
+}
+
+/// One stretch of a [`SyntheticTrace`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TracePhase {
+    /// Players joining during the stretch.
+    pub players: usize,
+    /// Their arrival rate, all pools together, per second.
+    pub arrivals_per_s: f64,
+}
+
+impl SyntheticTrace {
+    /// The shape of the sample trace (`sample-2000.jsonl`): three pools (5+3, 3+0, 15+10),
+    /// ratings ~ N(1500, 300), 10% of the players cancel 0.5–30 s after joining.
+    pub fn sample_shaped(players: usize, arrivals_per_s: f64) -> Self {
+        Self {
+            phases: vec![TracePhase {
+                players,
+                arrivals_per_s,
+            }],
+            time_controls: ["5+3", "3+0", "15+10"].map(String::from).to_vec(),
+            rating_mean: 1_500.0,
+            rating_sd: 300.0,
+            cancel_share: 0.1,
+            cancel_after_ms: 500..30_000,
+        }
+    }
+
+    /// The trace drawn with `seed`, in time order.
+    ///
+    /// # Panics
+    /// When a rate, the standard deviation or the cancel range is not positive.
+    pub fn generate(&self, seed: u64) -> Vec<TraceOp> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let ratings =
+            Normal::new(self.rating_mean, self.rating_sd).expect("a positive rating deviation");
+        let mut ops = Vec::new();
+        let mut t_s = 0.0;
+        let mut user = 0;
+        for phase in &self.phases {
+            let gaps = Exp::new(phase.arrivals_per_s).expect("a positive arrival rate");
+            for _ in 0..phase.players {
+                t_s += gaps.sample(&mut rng);
+                let t_ms = (t_s * 1_000.0) as u64;
+                let rating: f64 = ratings.sample(&mut rng);
+                let pool = rng.random_range(0..self.time_controls.len());
+                let user_id = format_compact!("u{user}");
+                user += 1;
+                if rng.random_bool(self.cancel_share) {
+                    ops.push(TraceOp::Cancel {
+                        t_ms: t_ms + rng.random_range(self.cancel_after_ms.clone()),
+                        user: user_id.clone(),
+                    });
+                }
+                ops.push(TraceOp::Enqueue {
+                    t_ms,
+                    user: user_id,
+                    rating: rating.round().clamp(0.0, f64::from(MAX_RATING)) as u16,
+                    time_control: self.time_controls[pool].clone(),
+                    variant: "standard".into(),
+                    rated: true,
+                    region: None,
+                });
+            }
+        }
+        // Stable: a user's enqueue comes before their cancel, which is later anyway.
+        ops.sort_by_key(|op| (op.t_ms(), matches!(op, TraceOp::Cancel { .. })));
+        ops
     }
 }
 
@@ -119,11 +211,67 @@ pub struct ReplaySummary {
     pub matches: usize,
     /// Entries expired.
     pub expired: usize,
+    /// Players queued (enqueues the engine took).
+    pub players: usize,
+    /// Sum of the matches' rating gaps.
+    pub gap_sum: u64,
+    /// 95th percentile of the matched players' waits, in milliseconds (nearest rank).
+    pub matched_wait_p95_ms: Option<u64>,
+}
+
+impl ReplaySummary {
+    /// Mean rating gap of the matches.
+    pub fn mean_gap(&self) -> Option<f64> {
+        (self.matches > 0).then(|| self.gap_sum as f64 / self.matches as f64)
+    }
+
+    /// Share of the queued players who were matched, in percent.
+    pub fn matched_percent(&self) -> Option<f64> {
+        (self.players > 0).then(|| 200.0 * self.matches as f64 / self.players as f64)
+    }
 }
 
 /// Replays `trace` against a fresh engine serving `catalog`; writes the output lines to `out`.
 pub async fn replay(
     trace: impl BufRead,
+    out: &mut impl Write,
+    catalog: PoolCatalog,
+    seed: u64,
+) -> Result<ReplaySummary, ReplayError> {
+    let mut lines = trace.lines().enumerate();
+    let ops = std::iter::from_fn(move || {
+        lines.find_map(|(number, line)| {
+            let op = match line {
+                Err(error) => Err(ReplayError::Io(error)),
+                Ok(line) if line.trim().is_empty() => return None,
+                Ok(line) => serde_json::from_str(&line).map_err(|error| ReplayError::Trace {
+                    line: number + 1,
+                    message: error.to_string(),
+                }),
+            };
+            Some(op.map(|op| (number + 1, op)))
+        })
+    });
+    replay_numbered(ops, out, catalog, seed).await
+}
+
+/// Replays the operations `ops` (a generated trace, say) like [`replay`].
+pub async fn replay_ops(
+    ops: impl IntoIterator<Item = TraceOp>,
+    out: &mut impl Write,
+    catalog: PoolCatalog,
+    seed: u64,
+) -> Result<ReplaySummary, ReplayError> {
+    let numbered = ops
+        .into_iter()
+        .zip(1..)
+        .map(|(op, number)| Ok((number, op)));
+    replay_numbered(numbered, out, catalog, seed).await
+}
+
+/// Replays operations numbered by their line.
+async fn replay_numbered(
+    ops: impl Iterator<Item = Result<(usize, TraceOp), ReplayError>>,
     out: &mut impl Write,
     catalog: PoolCatalog,
     seed: u64,
@@ -146,21 +294,15 @@ pub async fn replay(
         out,
         summary: ReplaySummary::default(),
         searching: 0,
+        waits_ms: Vec::new(),
     };
     let mut next_tick_ms = 0;
     let mut last_ms = 0;
-    for (number, line) in trace.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let op: TraceOp = serde_json::from_str(&line).map_err(|error| ReplayError::Trace {
-            line: number + 1,
-            message: error.to_string(),
-        })?;
+    for numbered in ops {
+        let (number, op) = numbered?;
         if op.t_ms() < last_ms {
             return Err(ReplayError::Trace {
-                line: number + 1,
+                line: number,
                 message: format!("t_ms {} goes back in time (previous {last_ms})", op.t_ms()),
             });
         }
@@ -178,7 +320,10 @@ pub async fn replay(
         run.tick().await?;
         next_tick_ms += step_ms;
     }
-    let summary = run.summary;
+    let mut summary = run.summary;
+    run.waits_ms.sort_unstable();
+    let rank = (run.waits_ms.len() * 95).div_ceil(100);
+    summary.matched_wait_p95_ms = rank.checked_sub(1).map(|at| run.waits_ms[at]);
     engine.shutdown().await;
     Ok(summary)
 }
@@ -190,6 +335,8 @@ struct Run<'a, W> {
     summary: ReplaySummary,
     /// Entries enqueued and not yet matched, cancelled or expired.
     searching: usize,
+    /// Waits of the matched players.
+    waits_ms: Vec<u64>,
 }
 
 impl<W: Write> Run<'_, W> {
@@ -224,7 +371,10 @@ impl<W: Write> Run<'_, W> {
                         self.engine
                             .enqueue(request)
                             .await
-                            .map(|_| self.searching += 1)
+                            .map(|_| {
+                                self.searching += 1;
+                                self.summary.players += 1;
+                            })
                             .map_err(|error| error.to_string())
                     }
                     Err(error) => Err(error),
@@ -264,6 +414,10 @@ impl<W: Write> Run<'_, W> {
                             .map_or(found.created_at_ms, |entry| entry.joined_at_ms);
                         found.created_at_ms - joined
                     };
+                    let waits_ms = [wait(0), wait(1)];
+                    self.waits_ms.extend(waits_ms);
+                    self.summary.gap_sum +=
+                        u64::from(found.players[0].rating.abs_diff(found.players[1].rating));
                     ReplayLine::Match {
                         t_ms: found.created_at_ms,
                         match_id: found.match_id.to_string(),
@@ -274,7 +428,7 @@ impl<W: Write> Run<'_, W> {
                             found.players[1].user_id.clone(),
                         ],
                         ratings: [found.players[0].rating, found.players[1].rating],
-                        waits_ms: [wait(0), wait(1)],
+                        waits_ms,
                     }
                 }
                 Ok(MatchEvent::Expired { entry }) => {
@@ -333,7 +487,10 @@ mod tests {
                 refused: 0,
                 late_cancels: 0,
                 matches: 1,
-                expired: 1
+                expired: 1,
+                players: 4,
+                gap_sum: 30,
+                matched_wait_p95_ms: Some(1_000),
             }
         );
         assert_eq!(

@@ -21,7 +21,7 @@ fn pools_validate_lists_the_pools_of_a_good_file_and_names_the_fault_of_a_bad_on
     let good = dir.path().join("pools.toml");
     std::fs::write(
         &good,
-        "[defaults]\nmax_window = 300\n\n[[pool]]\ntime_control = \"5+3\"\nvariant = \"standard\"\nrated = true\n\n[[pool]]\ntime_control = \"1+0\"\nvariant = \"chess960\"\nrated = false\nregion = \"eu\"\n",
+        "[defaults]\nmax_window = 300\n\n[[pool]]\ntime_control = \"5+3\"\nvariant = \"standard\"\nrated = true\npacing = \"quality\"\ntarget_wait_s = 5\n\n[[pool]]\ntime_control = \"1+0\"\nvariant = \"chess960\"\nrated = false\nregion = \"eu\"\n",
     )
     .unwrap();
     let output = run(&["pools", "validate", good.to_str().unwrap()]);

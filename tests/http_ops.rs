@@ -543,13 +543,13 @@ fn every_request_gets_one_access_log_line() {
     server.terminate();
     let status = server.wait_exit(support::PATIENCE).expect("no exit");
     assert!(status.success());
-    // The stop's lines come last, so the whole log has been read by now.
-    let log = server.log();
-    assert!(
+    // The stop's lines come last: once the reader has them, it has the whole log.
+    let log = support::poll("the log of the stop", || {
+        let log = server.log();
         log.iter()
-            .any(|line| line.contains("matchwell stopped cleanly")),
-        "{log:#?}"
-    );
+            .any(|line| line.contains("matchwell stopped cleanly"))
+            .then_some(log)
+    });
     assert_eq!(access_lines(&log), Vec::<Value>::new());
 }
 

@@ -126,12 +126,14 @@ impl World {
             .await
             .unwrap()
             .into_iter()
-            // The last minute's matches are figures of the running process, not state, and so
-            // is a queue that emptied since its last wave.
+            // The last minute's matches and the arrival estimate are figures of the running
+            // process, not state, and so is a queue that emptied since its last wave.
             .filter(|queue| queue.searching > 0)
             .map(|queue| QueueSummary {
                 matches_last_minute: 0,
                 mean_rating_gap: None,
+                matched_wait_p95_ms: None,
+                arrivals_per_s: None,
                 ..queue
             })
             .collect();

@@ -7,6 +7,8 @@
 //! # Layout
 //! - [`pools`]: pool specs, matching parameters, the catalog and its TOML file format.
 //! - [`matching`]: the pure pairing algorithm over sorted rating buckets.
+//! - [`pacing`]: quality pacing: which acceptable pairs a wave defers, and what a pool learns
+//!   of its arrivals to decide it.
 //! - [`model`]: the values the engine hands out (entries, matches, challenges, events).
 //! - [`matchmaker`]: the facade: validates requests, writes the index, talks to the actors.
 //! - `index`: the concurrent maps that answer lookups without an actor round trip, and
@@ -54,6 +56,7 @@ pub mod matching;
 pub mod matchmaker;
 pub mod metrics;
 pub mod model;
+pub mod pacing;
 pub mod persist;
 pub mod pools;
 mod router;

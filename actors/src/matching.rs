@@ -30,7 +30,8 @@ use std::collections::BTreeMap;
 
 use crate::ids::EntryId;
 use crate::model::Color;
-use crate::pools::MatchingParams;
+use crate::pacing::{Pace, PaceScratch, Pacer};
+use crate::pools::{MatchingParams, Pacing};
 
 /// One player waiting in a pool, as the pool stores it: 24 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,10 +116,14 @@ pub struct WaveScratch {
     mate: Vec<u32>,
     active: Vec<u32>,
     best: Vec<Score>,
+    /// Quality waves: best saving of the first `k` candidates (see `pair_worthwhile`).
+    saving: Vec<f32>,
     pair_ends_here: Vec<bool>,
     by_priority: Vec<u32>,
     /// Stamp of the last augmenting-path search that visited each candidate.
     visited: Vec<u32>,
+    /// Quality waves: how each candidate stands.
+    pace: PaceScratch,
 }
 
 const UNPAIRED: u32 = u32::MAX;
@@ -162,21 +167,70 @@ impl Score {
     }
 }
 
-/// The players waiting in one pool, in rating buckets.
+/// Which pairs the passes of a wave may form.
+trait Admission {
+    /// Whether candidates `a` and `b` may be paired by this wave.
+    fn admits(&self, candidates: &[Candidate], a: u32, b: u32) -> bool;
+
+    /// Whether a search for a partner should start from `candidate`: every pair admitted
+    /// has a player from whom it would be found.
+    fn seeks(&self, candidate: u32) -> bool;
+}
+
+/// Eager waves: whatever both windows accept.
+struct Windows;
+
+impl Admission for Windows {
+    fn admits(&self, candidates: &[Candidate], a: u32, b: u32) -> bool {
+        candidates[a as usize].accepts(&candidates[b as usize])
+    }
+
+    fn seeks(&self, _: u32) -> bool {
+        true
+    }
+}
+
+/// The passes of a quality wave after its close pairs: what both windows accept, provided
+/// one of the two players is critical.
+struct Critical<'a>(&'a [Pace]);
+
+impl Admission for Critical<'_> {
+    fn admits(&self, candidates: &[Candidate], a: u32, b: u32) -> bool {
+        (self.0[a as usize].critical || self.0[b as usize].critical)
+            && candidates[a as usize].accepts(&candidates[b as usize])
+    }
+
+    /// Only critical players: a pair has one, and a search from a player who is not would
+    /// scan the whole window for the few who are.
+    fn seeks(&self, candidate: u32) -> bool {
+        self.0[candidate as usize].critical
+    }
+}
+
+/// The players waiting in one pool, in rating buckets, and what the pool has learned of its
+/// arrivals.
 ///
 /// A `BTreeMap` from rating to a bucket: iteration in rating order is what every wave needs,
 /// and only ratings somebody holds take memory (a pool per tenant and time control must stay
 /// cheap when nearly empty). Each bucket keeps joining order, which makes expiry a prefix cut.
+/// The [`Pacer`] lives here because waves are what read it and arrivals (see
+/// [`Self::arrive`]) what teach it.
 #[derive(Debug, Default, Clone)]
 pub struct WaitingPool {
     buckets: BTreeMap<u16, Vec<Waiting>>,
     len: usize,
+    pacer: Pacer,
 }
 
 impl WaitingPool {
     /// An empty pool.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// What the pool has learned of its arrivals.
+    pub fn pacer(&self) -> &Pacer {
+        &self.pacer
     }
 
     /// Number of waiting players.
@@ -201,6 +255,13 @@ impl WaitingPool {
             _ => bucket.push(waiting),
         }
         self.len += 1;
+    }
+
+    /// Adds a player who has just joined, and counts them as an arrival: unlike [`Self::insert`],
+    /// which also serves players put back after a failed game or restored after a restart.
+    pub fn arrive(&mut self, rating: u16, waiting: Waiting) {
+        self.pacer.record_arrival(rating, waiting.joined_at_ms);
+        self.insert(rating, waiting);
     }
 
     /// Removes the player with entry `id` filed under `rating`.
@@ -264,9 +325,25 @@ impl WaitingPool {
         let mut outcome = WaveOutcome::default();
         self.drain_expired(now_ms, params, &mut outcome.expired);
         self.collect_candidates(now_ms, params, scratch);
-        pair_neighbours(scratch);
-        sweep_leftovers(scratch);
-        augment(scratch);
+        self.pacer.fold(now_ms);
+        match params.pacing {
+            Pacing::Eager => pair_eagerly(scratch, &Windows),
+            Pacing::Quality { target_wait_ms } => {
+                let mut pace = std::mem::take(&mut scratch.pace);
+                self.pacer.prepare(
+                    now_ms,
+                    params,
+                    target_wait_ms,
+                    &scratch.candidates,
+                    &mut pace,
+                );
+                pair_worthwhile(scratch, &pace.paces);
+                pair_eagerly(scratch, &Critical(&pace.paces));
+                let paired = scratch.mate.iter().map(|&mate| mate != UNPAIRED);
+                self.pacer.settle(&pace.paces, paired);
+                scratch.pace = pace;
+            }
+        }
         collect_pairs(scratch, &mut outcome.pairs);
         if !outcome.pairs.is_empty() {
             self.remove_paired(&scratch.mate);
@@ -307,8 +384,68 @@ impl WaitingPool {
     }
 }
 
+/// Passes 2 to 4 over the players still active, forming only pairs `admission` admits.
+fn pair_eagerly(scratch: &mut WaveScratch, admission: &impl Admission) {
+    pair_neighbours(scratch, admission);
+    sweep_leftovers(scratch, admission);
+    augment(scratch, admission);
+}
+
+/// The first pass of a quality wave: among adjacent players (in rating) who accept each
+/// other and are not critical, the set of non-overlapping pairs that saves the most, where a
+/// pair saves what waiting is worth to its two players less twice their gap (see
+/// [`crate::pacing`]); pairs that save nothing are deferred. An exact dynamic programme
+/// over the candidates in rating order (all of them are active still), linear like the
+/// neighbour rounds.
+fn pair_worthwhile(scratch: &mut WaveScratch, paces: &[Pace]) {
+    let n = scratch.active.len();
+    scratch.saving.clear();
+    scratch.saving.resize(n + 1, 0.0);
+    scratch.pair_ends_here.clear();
+    scratch.pair_ends_here.resize(n + 1, false);
+    for k in 2..=n {
+        let (a, b) = (
+            scratch.active[k - 2] as usize,
+            scratch.active[k - 1] as usize,
+        );
+        let skip = scratch.saving[k - 1];
+        scratch.saving[k] = skip;
+        let (low, high) = (&scratch.candidates[a], &scratch.candidates[b]);
+        if paces[a].critical || paces[b].critical || !low.accepts(high) {
+            continue;
+        }
+        let gap = f32::from(high.rating - low.rating);
+        let saving = paces[a].worth + paces[b].worth - 2.0 * gap;
+        let take = scratch.saving[k - 2] + saving;
+        if saving > 0.0 && take > skip {
+            scratch.saving[k] = take;
+            scratch.pair_ends_here[k] = true;
+        }
+    }
+    pair_chosen(scratch);
+}
+
+/// Pairs the adjacent active players whose pair a dynamic programme chose (`pair_ends_here`
+/// at the second of the two), and drops them from the active players.
+fn pair_chosen(scratch: &mut WaveScratch) {
+    let mut k = scratch.active.len();
+    while k >= 2 {
+        if scratch.pair_ends_here[k] {
+            let (first, second) = (scratch.active[k - 2], scratch.active[k - 1]);
+            scratch.pair(first, second);
+            k -= 2;
+        } else {
+            k -= 1;
+        }
+    }
+    let mate = &scratch.mate;
+    scratch
+        .active
+        .retain(|&index| mate[index as usize] == UNPAIRED);
+}
+
 /// Pass 2: best non-overlapping adjacent pairs, repeated over the players left.
-fn pair_neighbours(scratch: &mut WaveScratch) {
+fn pair_neighbours(scratch: &mut WaveScratch, admission: &impl Admission) {
     loop {
         let n = scratch.active.len();
         scratch.best.clear();
@@ -320,7 +457,11 @@ fn pair_neighbours(scratch: &mut WaveScratch) {
             let b = &scratch.candidates[scratch.active[k - 1] as usize];
             let skip = scratch.best[k - 1];
             scratch.best[k] = skip;
-            if a.accepts(b) {
+            if admission.admits(
+                &scratch.candidates,
+                scratch.active[k - 2],
+                scratch.active[k - 1],
+            ) {
                 let take = scratch.best[k - 2].with_pair(a, b);
                 if take > skip {
                     scratch.best[k] = take;
@@ -331,26 +472,18 @@ fn pair_neighbours(scratch: &mut WaveScratch) {
         if scratch.best[n].pairs == 0 {
             return;
         }
-        let mut k = n;
-        while k >= 2 {
-            if scratch.pair_ends_here[k] {
-                let (first, second) = (scratch.active[k - 2], scratch.active[k - 1]);
-                scratch.pair(first, second);
-                k -= 2;
-            } else {
-                k -= 1;
-            }
-        }
-        let mate = &scratch.mate;
-        scratch
-            .active
-            .retain(|&index| mate[index as usize] == UNPAIRED);
+        pair_chosen(scratch);
     }
 }
 
-/// The acceptable unpaired player nearest in rating to `me` among `scratch.active` (ties: the
+/// The admitted unpaired player nearest in rating to `me` among `scratch.active` (ties: the
 /// longer-waiting one), other than `me` and `excluded`.
-fn nearest_unpaired_partner(scratch: &WaveScratch, me: u32, excluded: u32) -> Option<u32> {
+fn nearest_unpaired_partner(
+    scratch: &WaveScratch,
+    admission: &impl Admission,
+    me: u32,
+    excluded: u32,
+) -> Option<u32> {
     let mine = &scratch.candidates[me as usize];
     let start = scratch.active.partition_point(|&index| {
         scratch.candidates[index as usize].rating < mine.rating.saturating_sub(mine.window)
@@ -359,8 +492,11 @@ fn nearest_unpaired_partner(scratch: &WaveScratch, me: u32, excluded: u32) -> Op
         .iter()
         .map(|&index| (index, &scratch.candidates[index as usize]))
         .take_while(|(_, other)| other.rating <= mine.rating.saturating_add(mine.window))
-        .filter(|&(index, other)| {
-            index != me && index != excluded && !scratch.is_paired(index) && mine.accepts(other)
+        .filter(|&(index, _)| {
+            index != me
+                && index != excluded
+                && !scratch.is_paired(index)
+                && admission.admits(&scratch.candidates, me, index)
         })
         .min_by_key(|&(index, other)| {
             (
@@ -372,15 +508,21 @@ fn nearest_unpaired_partner(scratch: &WaveScratch, me: u32, excluded: u32) -> Op
         .map(|(index, _)| index)
 }
 
-/// Pass 3: longest-waiting first, each unpaired player takes the nearest acceptable unpaired
-/// player. Afterwards no two unpaired players accept each other.
-fn sweep_leftovers(scratch: &mut WaveScratch) {
+/// Pass 3: longest-waiting first, each unpaired player takes the nearest admitted unpaired
+/// player. Afterwards no two unpaired players admit each other.
+fn sweep_leftovers(scratch: &mut WaveScratch, admission: &impl Admission) {
     if scratch.active.len() < 2 {
         return;
     }
     let mut by_priority = std::mem::take(&mut scratch.by_priority);
     by_priority.clear();
-    by_priority.extend_from_slice(&scratch.active);
+    by_priority.extend(
+        scratch
+            .active
+            .iter()
+            .copied()
+            .filter(|&index| admission.seeks(index)),
+    );
     by_priority.sort_unstable_by_key(|&index| {
         let candidate = &scratch.candidates[index as usize];
         (
@@ -391,7 +533,7 @@ fn sweep_leftovers(scratch: &mut WaveScratch) {
     });
     for &me in &by_priority {
         if !scratch.is_paired(me) {
-            if let Some(partner) = nearest_unpaired_partner(scratch, me, me) {
+            if let Some(partner) = nearest_unpaired_partner(scratch, admission, me, me) {
                 scratch.pair(me, partner);
             }
         }
@@ -409,20 +551,21 @@ fn sweep_leftovers(scratch: &mut WaveScratch) {
 /// visits each player at most once per start, looks at most [`AUGMENT_REACH`] paired
 /// neighbours on each side and follows at most [`AUGMENT_DEPTH`] pairs, so it stays cheap on
 /// dense pools where it almost never finds anything.
-fn augment(scratch: &mut WaveScratch) {
+fn augment(scratch: &mut WaveScratch, admission: &impl Admission) {
     let mut visited = std::mem::take(&mut scratch.visited);
     visited.clear();
     visited.resize(scratch.candidates.len(), 0);
     let mut path = Vec::new();
     for (turn, stamp) in (0..scratch.active.len()).zip(1u32..) {
         let x = scratch.active[turn];
-        if scratch.is_paired(x) {
+        if scratch.is_paired(x) || !admission.seeks(x) {
             continue;
         }
         visited[x as usize] = stamp;
         path.clear();
         let mut search = PathSearch {
             scratch,
+            admission,
             visited: &mut visited,
             stamp,
             origin: x,
@@ -442,15 +585,16 @@ fn augment(scratch: &mut WaveScratch) {
 }
 
 /// One augmenting-path search from `origin`.
-struct PathSearch<'a> {
+struct PathSearch<'a, A> {
     scratch: &'a WaveScratch,
+    admission: &'a A,
     visited: &'a mut Vec<u32>,
     stamp: u32,
     origin: u32,
     budget: usize,
 }
 
-impl PathSearch<'_> {
+impl<A: Admission> PathSearch<'_, A> {
     /// Looks for a path continuing from `from` (who would take a new partner); on success
     /// `path` holds the new pairs.
     fn extend(&mut self, from: u32, depth: u32, path: &mut Vec<(u32, u32)>) -> bool {
@@ -476,14 +620,16 @@ impl PathSearch<'_> {
             let z = scratch.mate[y] as usize;
             if self.visited[y] == self.stamp
                 || self.visited[z] == self.stamp
-                || !mine.accepts(&scratch.candidates[y])
+                || !self.admission.admits(&scratch.candidates, from, y as u32)
             {
                 continue;
             }
             self.visited[y] = self.stamp;
             self.visited[z] = self.stamp;
             path.push((from, y as u32));
-            if let Some(u) = nearest_unpaired_partner(scratch, z as u32, self.origin) {
+            if let Some(u) =
+                nearest_unpaired_partner(scratch, self.admission, z as u32, self.origin)
+            {
                 path.push((z as u32, u));
                 return true;
             }
@@ -697,6 +843,109 @@ mod tests {
         let outcome = wave(&mut pool, 100);
         assert_eq!(outcome.pairs.len(), 1);
         assert_eq!(pool.len(), 1);
+    }
+
+    fn quality(target_wait_ms: u64) -> MatchingParams {
+        MatchingParams {
+            pacing: Pacing::Quality { target_wait_ms },
+            ..params()
+        }
+    }
+
+    /// A pool that saw 20 players a second join at ratings 1000 to 1999 during the minute
+    /// before `at_ms` (each withdrawn again), and has run its waves.
+    fn busy_pool(at_ms: u64) -> WaitingPool {
+        let mut pool = WaitingPool::new();
+        let mut scratch = WaveScratch::default();
+        for n in 0..1_200u64 {
+            let joined_at_ms = at_ms - 60_000 + n * 50;
+            let rating = 1_000 + (n * 7_919 % 1_000) as u16;
+            pool.arrive(
+                rating,
+                Waiting {
+                    id: id(1_000_000 + n),
+                    joined_at_ms,
+                    last_color: None,
+                },
+            );
+            pool.remove(rating, id(1_000_000 + n));
+            if n % 4 == 0 {
+                pool.run_wave(joined_at_ms, &quality(3_000), &mut scratch);
+            }
+        }
+        pool
+    }
+
+    fn join(pool: &mut WaitingPool, players: &[(u64, u16, u64)]) {
+        for &(n, rating, joined_at_ms) in players {
+            pool.arrive(
+                rating,
+                Waiting {
+                    id: id(n),
+                    joined_at_ms,
+                    last_color: None,
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn a_pool_learns_its_arrival_rate() {
+        let pool = busy_pool(60_000);
+        let rate = pool.pacer().arrivals_per_s(60_000).unwrap();
+        assert!((18.0..22.0).contains(&rate), "{rate} arrivals per second");
+        assert_eq!(WaitingPool::new().pacer().arrivals_per_s(0), None);
+    }
+
+    #[test]
+    fn quality_pacing_defers_a_far_pair_until_a_player_is_critical() {
+        let mut pool = busy_pool(60_000);
+        join(&mut pool, &[(1, 1_500, 60_000), (2, 1_560, 60_000)]);
+        let mut scratch = WaveScratch::default();
+        for now in (60_000..=62_800).step_by(200) {
+            let outcome = pool.run_wave(now, &quality(3_000), &mut scratch);
+            assert!(outcome.pairs.is_empty(), "paired at {now} ms");
+        }
+        let outcome = pool.run_wave(63_000, &quality(3_000), &mut scratch);
+        assert_eq!(
+            pair_ids(&outcome),
+            vec![(1, 2)],
+            "the next wave would be past the target"
+        );
+        assert!(
+            pool.pacer().arrivals_per_s(63_000).is_some(),
+            "eager or not, every wave keeps the estimate"
+        );
+    }
+
+    #[test]
+    fn quality_pacing_pairs_a_close_pair_at_once() {
+        let mut pool = busy_pool(60_000);
+        join(
+            &mut pool,
+            &[(1, 1_500, 60_000), (2, 1_501, 60_000), (3, 1_580, 60_000)],
+        );
+        let outcome = pool.run_wave(60_000, &quality(3_000), &mut WaveScratch::default());
+        assert_eq!(pair_ids(&outcome), vec![(1, 2)]);
+        assert_eq!(pool.len(), 1);
+    }
+
+    #[test]
+    fn quality_pacing_pairs_eagerly_while_it_knows_no_arrivals() {
+        // Players restored after a restart are no arrivals: the pool knows nothing yet.
+        let mut pool = pool(&[(1, 1_500, 0), (2, 1_590, 0)]);
+        let outcome = pool.run_wave(0, &quality(3_000), &mut WaveScratch::default());
+        assert_eq!(pair_ids(&outcome), vec![(1, 2)]);
+    }
+
+    #[test]
+    fn quality_pacing_never_pairs_beyond_the_windows() {
+        let mut pool = busy_pool(60_000);
+        // Past the target and critical, but 150 apart: beyond both windows.
+        join(&mut pool, &[(1, 1_500, 50_000), (2, 1_650, 50_000)]);
+        let outcome = pool.run_wave(60_000, &quality(3_000), &mut WaveScratch::default());
+        assert!(outcome.pairs.is_empty());
+        assert_eq!(pool.len(), 2);
     }
 
     #[test]

@@ -797,26 +797,23 @@ impl Matchmaker {
             .into_values()
             .map(|(mut figures, pending_games)| {
                 figures.waits_ms.sort_unstable();
-                let percentile = |p: f64| -> u64 {
-                    let waits = &figures.waits_ms;
-                    if waits.is_empty() {
-                        0
-                    } else {
-                        waits[((p * waits.len() as f64).ceil() as usize).clamp(1, waits.len()) - 1]
-                    }
-                };
+                figures.recent_waits_ms.sort_unstable();
                 let gaps = &figures.recent_gaps;
+                let pool = self.shared.catalog.get(figures.queue.pool);
                 QueueSummary {
-                    pool: self.shared.catalog.get(figures.queue.pool).spec.clone(),
+                    pool: pool.spec.clone(),
                     searching: figures.waits_ms.len(),
                     oldest_wait_ms: figures.waits_ms.last().copied().unwrap_or(0),
-                    wait_p50_ms: percentile(0.5),
-                    wait_p95_ms: percentile(0.95),
+                    wait_p50_ms: percentile(&figures.waits_ms, 0.5).unwrap_or(0),
+                    wait_p95_ms: percentile(&figures.waits_ms, 0.95).unwrap_or(0),
                     matches_last_minute: gaps.len() as u64,
                     mean_rating_gap: (!gaps.is_empty()).then(|| {
                         gaps.iter().map(|&gap| f64::from(gap)).sum::<f64>() / gaps.len() as f64
                     }),
                     pending_games,
+                    matched_wait_p95_ms: percentile(&figures.recent_waits_ms, 0.95).map(u64::from),
+                    pacing: pool.params.pacing,
+                    arrivals_per_s: figures.arrivals_per_s,
                 }
             })
             .collect())
@@ -1002,6 +999,12 @@ impl Drop for AcceptInProgress<'_> {
             );
         }
     }
+}
+
+/// The `p` quantile of `sorted` (nearest rank); `None` when it is empty.
+fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    (!sorted.is_empty()).then(|| sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixMillis;
 use crate::ids::{ChallengeId, EntryId, MatchId};
-use crate::pools::{PoolSpec, TimeControl};
+use crate::pools::{Pacing, PoolSpec, TimeControl};
 
 /// Where a queue entry stands (SPEC §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -244,4 +244,13 @@ pub struct QueueSummary {
     pub mean_rating_gap: Option<f64>,
     /// Matches of the pool whose game is not created yet (its job runs or waits).
     pub pending_games: usize,
+    /// 95th percentile of the waits of the players matched in the last minute, in
+    /// milliseconds (`None` without matches): with `mean_rating_gap`, the trade-off the
+    /// pool's pacing is getting.
+    pub matched_wait_p95_ms: Option<u64>,
+    /// How the pool paces its waves (`"pacing"`, and `"target_wait_ms"` for quality).
+    #[serde(flatten)]
+    pub pacing: Pacing,
+    /// The pool's current estimate of its arrivals per second (`None` before any).
+    pub arrivals_per_s: Option<f64>,
 }

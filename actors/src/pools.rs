@@ -160,6 +160,34 @@ impl fmt::Display for PoolSpec {
     }
 }
 
+/// Which acceptable pairs a wave makes now (SPEC §3, pacing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "pacing", rename_all = "lowercase")]
+pub enum Pacing {
+    /// Every wave pairs whatever is acceptable.
+    #[default]
+    Eager,
+    /// A wave defers acceptable pairs when a much closer opponent is likely to arrive within
+    /// the players' budget (see [`crate::pacing`]).
+    Quality {
+        /// The wait that 95% of matched players should not exceed, in milliseconds.
+        target_wait_ms: u64,
+    },
+}
+
+impl Pacing {
+    /// The target wait of a quality pool when the pools file gives none.
+    pub const DEFAULT_TARGET_WAIT_MS: u64 = 3_000;
+
+    /// The name used in pools files and summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Eager => "eager",
+            Self::Quality { .. } => "quality",
+        }
+    }
+}
+
 /// How one pool pairs its players (SPEC §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MatchingParams {
@@ -175,6 +203,8 @@ pub struct MatchingParams {
     pub max_wait_ms: u64,
     /// Time between two pairing waves, in milliseconds.
     pub wave_interval_ms: u64,
+    /// Which acceptable pairs a wave makes now.
+    pub pacing: Pacing,
 }
 
 impl Default for MatchingParams {
@@ -186,6 +216,7 @@ impl Default for MatchingParams {
             max_window: 500,
             max_wait_ms: 600_000,
             wave_interval_ms: 200,
+            pacing: Pacing::Eager,
         }
     }
 }
@@ -367,6 +398,8 @@ mod pools_file {
     //! max_window = 500
     //! max_wait_s = 600
     //! wave_interval_ms = 200
+    //! pacing = "eager"      # or "quality"
+    //! target_wait_s = 3     # quality pacing only (a default here serves every quality pool)
     //!
     //! [[pool]]
     //! time_control = "5+3"   # required
@@ -393,6 +426,66 @@ mod pools_file {
         max_window: Option<Spanned<i64>>,
         max_wait_s: Option<Spanned<i64>>,
         wave_interval_ms: Option<Spanned<i64>>,
+        pacing: Option<Spanned<String>>,
+        target_wait_s: Option<Spanned<Seconds>>,
+    }
+
+    /// A duration in seconds, whole or not (`3` or `2.5`).
+    #[derive(Clone, Copy)]
+    struct Seconds(f64);
+
+    impl<'de> Deserialize<'de> for Seconds {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Number;
+            impl serde::de::Visitor<'_> for Number {
+                type Value = Seconds;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a number of seconds")
+                }
+                fn visit_i64<E>(self, value: i64) -> Result<Seconds, E> {
+                    Ok(Seconds(value as f64))
+                }
+                fn visit_u64<E>(self, value: u64) -> Result<Seconds, E> {
+                    Ok(Seconds(value as f64))
+                }
+                fn visit_f64<E>(self, value: f64) -> Result<Seconds, E> {
+                    Ok(Seconds(value))
+                }
+            }
+            deserializer.deserialize_any(Number)
+        }
+    }
+
+    /// What a table hands down: its parameters, and the target wait that a pool choosing
+    /// quality pacing gets (`[defaults]` may set it without choosing quality itself).
+    #[derive(Clone, Copy)]
+    struct Resolved {
+        params: MatchingParams,
+        target_wait_ms: u64,
+    }
+
+    impl Default for Resolved {
+        fn default() -> Self {
+            Self {
+                params: MatchingParams::default(),
+                target_wait_ms: Pacing::DEFAULT_TARGET_WAIT_MS,
+            }
+        }
+    }
+
+    /// Which table a section is.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Table {
+        Defaults,
+        Pool,
+    }
+
+    /// Where a section is: its table, and its offset in the text (for errors about fields
+    /// it inherits rather than sets).
+    #[derive(Clone, Copy)]
+    struct Place {
+        table: Table,
+        at: usize,
     }
 
     #[derive(Deserialize)]
@@ -463,9 +556,11 @@ mod pools_file {
         fn params(
             &self,
             section: &Section,
-            base: MatchingParams,
-            at: usize,
-        ) -> Result<MatchingParams, PoolsFileError> {
+            inherited: Resolved,
+            place: Place,
+        ) -> Result<Resolved, PoolsFileError> {
+            let at = place.at;
+            let base = inherited.params;
             let max = i64::from(MAX_RATING);
             let window = |field, value| {
                 self.bounded(field, value, 0, max)
@@ -485,6 +580,7 @@ mod pools_file {
                 wave_interval_ms: self
                     .bounded("wave_interval_ms", &section.wave_interval_ms, 10, 600_000)?
                     .unwrap_or(base.wave_interval_ms),
+                pacing: base.pacing,
             };
             if params.max_window < params.initial_window {
                 let offset = section
@@ -501,13 +597,97 @@ mod pools_file {
                     ),
                 ));
             }
-            Ok(params)
+            let resolved = Resolved {
+                params,
+                ..inherited
+            };
+            self.pacing(section, resolved, place)
+        }
+
+        /// The pacing part of [`Self::params`]: `pacing` and `target_wait_s`, checked against
+        /// the table's other parameters.
+        fn pacing(
+            &self,
+            section: &Section,
+            inherited: Resolved,
+            Place { table, at }: Place,
+        ) -> Result<Resolved, PoolsFileError> {
+            let target_wait_ms = match &section.target_wait_s {
+                Some(value) => {
+                    let Seconds(seconds) = *value.get_ref();
+                    if !(0.1..=3_600.0).contains(&seconds) {
+                        return Err(self.field_error(
+                            "target_wait_s",
+                            value,
+                            format!("{seconds} is out of range 0.1..=3600"),
+                        ));
+                    }
+                    (seconds * 1_000.0).round() as u64
+                }
+                None => inherited.target_wait_ms,
+            };
+            let quality = match &section.pacing {
+                Some(value) => match value.get_ref().as_str() {
+                    "eager" => false,
+                    "quality" => true,
+                    other => {
+                        return Err(self.field_error(
+                            "pacing",
+                            value,
+                            format!("{other:?} is neither \"eager\" nor \"quality\""),
+                        ));
+                    }
+                },
+                None => matches!(inherited.params.pacing, Pacing::Quality { .. }),
+            };
+            // `[defaults]` may set a target for the pools that choose quality, unless it says
+            // eager itself; a pool's own target must serve its own pacing.
+            let target_unused = !quality && (table == Table::Pool || section.pacing.is_some());
+            if let Some(value) = section.target_wait_s.as_ref().filter(|_| target_unused) {
+                return Err(self.field_error(
+                    "target_wait_s",
+                    value,
+                    "target_wait_s applies to pacing = \"quality\" only",
+                ));
+            }
+            let mut params = inherited.params;
+            if quality {
+                let offset = section
+                    .target_wait_s
+                    .as_ref()
+                    .map(|v| v.span().start)
+                    .or(section.pacing.as_ref().map(|v| v.span().start))
+                    .unwrap_or(at);
+                let problem = if target_wait_ms < 2 * params.wave_interval_ms {
+                    Some(format!(
+                        "target_wait_s ({} ms) leaves less than two waves of {} ms",
+                        target_wait_ms, params.wave_interval_ms
+                    ))
+                } else if target_wait_ms >= params.max_wait_ms {
+                    Some(format!(
+                        "target_wait_s ({} ms) must be shorter than max_wait_s ({} ms)",
+                        target_wait_ms, params.max_wait_ms
+                    ))
+                } else {
+                    None
+                };
+                if let Some(message) = problem {
+                    return Err(self.error(Some(offset), Some("target_wait_s"), message));
+                }
+                params.pacing = Pacing::Quality { target_wait_ms };
+            } else {
+                params.pacing = Pacing::Eager;
+            }
+            Ok(Resolved {
+                params,
+                target_wait_ms,
+            })
         }
 
         fn pool(
             &self,
             section: &Spanned<Section>,
-            defaults: MatchingParams,
+            defaults: Resolved,
         ) -> Result<(PoolSpec, MatchingParams), PoolsFileError> {
             let at = section.span().start;
             let section = section.get_ref();
@@ -543,7 +723,12 @@ mod pools_file {
                         error.to_string(),
                     )
                 })?;
-            Ok((spec, self.params(section, defaults, at)?))
+            let place = Place {
+                table: Table::Pool,
+                at,
+            };
+            let resolved = self.params(section, defaults, place)?;
+            Ok((spec, resolved.params))
         }
     }
 
@@ -594,13 +779,13 @@ mod pools_file {
                         "belongs in a [[pool]] table, not in [defaults]",
                     ));
                 }
-                context.params(
-                    section.get_ref(),
-                    MatchingParams::default(),
-                    section.span().start,
-                )?
+                let place = Place {
+                    table: Table::Defaults,
+                    at: section.span().start,
+                };
+                context.params(section.get_ref(), Resolved::default(), place)?
             }
-            None => MatchingParams::default(),
+            None => Resolved::default(),
         };
         if file.pool.is_empty() {
             return Err(context.error(None, None, "the file defines no [[pool]]"));
@@ -770,5 +955,111 @@ wave_interval_ms = 50
 
         assert!(rejection("").message.contains("no [[pool]]"));
         assert!(rejection("[[pool]\n").line.is_some());
+    }
+
+    #[test]
+    fn pacing_comes_from_defaults_or_the_pool() {
+        let text = r#"
+[defaults]
+target_wait_s = 5
+
+[[pool]]
+time_control = "3+2"
+
+[[pool]]
+time_control = "5+3"
+pacing = "quality"
+
+[[pool]]
+time_control = "10+0"
+pacing = "quality"
+target_wait_s = 2.5
+"#;
+        let catalog = PoolCatalog::parse(text, "pools.toml").unwrap();
+        let pacing: Vec<Pacing> = catalog.iter().map(|pool| pool.params.pacing).collect();
+        assert_eq!(
+            pacing,
+            [
+                Pacing::Eager,
+                Pacing::Quality {
+                    target_wait_ms: 5_000
+                },
+                Pacing::Quality {
+                    target_wait_ms: 2_500
+                },
+            ]
+        );
+        let quality_by_default = "[defaults]\npacing = \"quality\"\n[[pool]]\ntime_control = \"1+0\"\n[[pool]]\ntime_control = \"2+1\"\npacing = \"eager\"\n";
+        let catalog = PoolCatalog::parse(quality_by_default, "pools.toml").unwrap();
+        assert_eq!(
+            catalog.get(PoolId(0)).params.pacing,
+            Pacing::Quality {
+                target_wait_ms: Pacing::DEFAULT_TARGET_WAIT_MS
+            }
+        );
+        assert_eq!(catalog.get(PoolId(1)).params.pacing, Pacing::Eager);
+        assert_eq!(Pacing::Eager.name(), "eager");
+    }
+
+    #[test]
+    fn invalid_pacing_is_rejected_with_line_and_field() {
+        let cases = [
+            (
+                "[[pool]]\ntime_control = \"1+0\"\npacing = \"lazy\"\n",
+                3,
+                "pacing",
+            ),
+            (
+                "[[pool]]\ntime_control = \"1+0\"\ntarget_wait_s = 3\n",
+                3,
+                "target_wait_s",
+            ),
+            (
+                "[[pool]]\ntime_control = \"1+0\"\npacing = \"eager\"\ntarget_wait_s = 3\n",
+                4,
+                "target_wait_s",
+            ),
+            (
+                "[defaults]\npacing = \"eager\"\ntarget_wait_s = 3\n[[pool]]\ntime_control = \"1+0\"\n",
+                3,
+                "target_wait_s",
+            ),
+            (
+                "[[pool]]\ntime_control = \"1+0\"\npacing = \"quality\"\ntarget_wait_s = 0\n",
+                4,
+                "target_wait_s",
+            ),
+            (
+                "[[pool]]\ntime_control = \"1+0\"\npacing = \"quality\"\ntarget_wait_s = 0.3\n",
+                4,
+                "target_wait_s",
+            ),
+            (
+                "[[pool]]\ntime_control = \"1+0\"\nmax_wait_s = 60\npacing = \"quality\"\ntarget_wait_s = 60\n",
+                5,
+                "target_wait_s",
+            ),
+            (
+                "[defaults]\ntarget_wait_s = 700\n[[pool]]\ntime_control = \"1+0\"\npacing = \"quality\"\n",
+                5,
+                "target_wait_s",
+            ),
+        ];
+        for (text, line, field) in cases {
+            let error = rejection(text);
+            assert_eq!(
+                (error.line, error.field.as_deref()),
+                (Some(line), Some(field)),
+                "{text}: {error}"
+            );
+        }
+        let wrong_type = rejection(
+            "[[pool]]\ntime_control = \"1+0\"\npacing = \"quality\"\ntarget_wait_s = \"3\"\n",
+        );
+        assert_eq!(wrong_type.line, Some(4));
+        assert!(
+            wrong_type.message.contains("a number of seconds"),
+            "{wrong_type}"
+        );
     }
 }

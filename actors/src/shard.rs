@@ -42,9 +42,19 @@ struct QueueState {
     params: MatchingParams,
     waiting: WaitingPool,
     last_wave_ms: Option<UnixMillis>,
-    /// The rating gaps of the matches formed in the last minute, by wave, oldest first: a
-    /// wave's gaps arrive and leave together, so they are kept as one list.
-    recent_matches: VecDeque<(UnixMillis, Vec<u16>)>,
+    /// The matches formed in the last minute, by wave, oldest first: a wave's figures arrive
+    /// and leave together, so they are kept as one item.
+    recent_matches: VecDeque<(UnixMillis, RecentWave)>,
+}
+
+/// What the queue summary keeps of one wave's matches.
+#[derive(Debug, Default)]
+struct RecentWave {
+    /// The rating gap of each match.
+    gaps: Vec<u16>,
+    /// How long each matched player had waited, in milliseconds: a `u32` is 49 days, beyond
+    /// any pool's expiry.
+    waits_ms: Vec<u32>,
 }
 
 impl QueueState {
@@ -140,7 +150,12 @@ impl PoolShard {
             {
                 queue.recent_matches.pop_front();
             }
-            if queue.waiting.is_empty() && queue.recent_matches.is_empty() {
+            // A quiet pool may be empty between players: what it learned of its arrivals is
+            // kept while it is recent.
+            if queue.waiting.is_empty()
+                && queue.recent_matches.is_empty()
+                && !queue.waiting.pacer().is_informed(now_ms)
+            {
                 self.queues.remove(&key);
             }
         }
@@ -301,10 +316,19 @@ impl PoolShard {
         shared
             .games
             .schedule(key, matched.iter().map(|&n| match_id(n)), now_ms);
-        let gaps: Vec<u16> = matched.iter().map(|&n| pairs[n].gap()).collect();
+        let recent = RecentWave {
+            gaps: matched.iter().map(|&n| pairs[n].gap()).collect(),
+            waits_ms: matched
+                .iter()
+                .flat_map(|&n| [&pairs[n].low, &pairs[n].high])
+                .map(|candidate| {
+                    u32::try_from(now_ms.saturating_sub(candidate.joined_at_ms)).unwrap_or(u32::MAX)
+                })
+                .collect(),
+        };
         let queue = self.queue(key);
-        if !gaps.is_empty() {
-            queue.recent_matches.push_back((now_ms, gaps));
+        if !recent.gaps.is_empty() {
+            queue.recent_matches.push_back((now_ms, recent));
         }
         for candidate in unpaired {
             queue.waiting.insert(
@@ -468,7 +492,7 @@ impl Handler<Enqueue> for PoolShard {
         if !self.cancelled_in_flight.remove(&msg.waiting.id) {
             self.queue(msg.queue)
                 .waiting
-                .insert(msg.rating, msg.waiting);
+                .arrive(msg.rating, msg.waiting);
             self.shared.metrics.searching(msg.queue.pool).inc();
         }
     }
@@ -644,6 +668,10 @@ pub(crate) struct QueueFigures {
     pub(crate) waits_ms: Vec<u64>,
     /// Rating gaps of the matches of the last minute.
     pub(crate) recent_gaps: Vec<u16>,
+    /// Waits of the players matched in the last minute, in milliseconds, unsorted.
+    pub(crate) recent_waits_ms: Vec<u32>,
+    /// The pool's current estimate of its arrivals per second.
+    pub(crate) arrivals_per_s: Option<f64>,
 }
 
 impl QueueFigures {
@@ -653,6 +681,8 @@ impl QueueFigures {
             queue,
             waits_ms: Vec::new(),
             recent_gaps: Vec::new(),
+            recent_waits_ms: Vec::new(),
+            arrivals_per_s: None,
         }
     }
 }
@@ -672,19 +702,29 @@ impl Handler<Summarize> for PoolShard {
         self.queues
             .iter()
             .filter(|(key, _)| key.tenant == msg.tenant)
-            .map(|(&queue, state)| QueueFigures {
-                queue,
-                waits_ms: state
-                    .waiting
-                    .iter()
-                    .map(|(_, waiting)| msg.now_ms.saturating_sub(waiting.joined_at_ms))
-                    .collect(),
-                recent_gaps: state
-                    .recent_matches
-                    .iter()
-                    .filter(|(at, _)| at + RECENT_WINDOW_MS > msg.now_ms)
-                    .flat_map(|(_, gaps)| gaps.iter().copied())
-                    .collect(),
+            .map(|(&queue, state)| {
+                let recent = || {
+                    state
+                        .recent_matches
+                        .iter()
+                        .filter(|(at, _)| at + RECENT_WINDOW_MS > msg.now_ms)
+                        .map(|(_, wave)| wave)
+                };
+                QueueFigures {
+                    queue,
+                    waits_ms: state
+                        .waiting
+                        .iter()
+                        .map(|(_, waiting)| msg.now_ms.saturating_sub(waiting.joined_at_ms))
+                        .collect(),
+                    recent_gaps: recent()
+                        .flat_map(|wave| wave.gaps.iter().copied())
+                        .collect(),
+                    recent_waits_ms: recent()
+                        .flat_map(|wave| wave.waits_ms.iter().copied())
+                        .collect(),
+                    arrivals_per_s: state.waiting.pacer().arrivals_per_s(msg.now_ms),
+                }
             })
             .collect()
     }

@@ -3,7 +3,9 @@
 //! After every forced wave the observable state must satisfy the rules of SPEC §2–3: nobody in
 //! two matches, every match within both players' windows when it was made, nothing across
 //! pools or tenants, cancelled and expired entries never matched, at most one searching entry
-//! per user and tenant, and no two players left searching in one pool acceptable to each other.
+//! per user and tenant, and no two players left searching in one pool acceptable to each other
+//! — under quality pacing, none such that one of them has used up their final budget (pacing
+//! defers acceptable pairs, but never past that). Both pacings run the same sequences.
 //! A failing case is printed (and kept in `proptest-regressions/`) so it can be replayed.
 
 use std::collections::{HashMap, HashSet};
@@ -14,7 +16,8 @@ use matchwell_actors::clock::ManualClock;
 use matchwell_actors::ids::{EntryId, MatchId};
 use matchwell_actors::matchmaker::{EnqueueRequest, Matchmaker, MatchmakerConfig};
 use matchwell_actors::model::{Entry, EntryStatus};
-use matchwell_actors::pools::{PoolCatalog, PoolSpec};
+use matchwell_actors::pacing::FINAL_BUDGET_FACTOR;
+use matchwell_actors::pools::{MatchingParams, Pacing, PoolCatalog, PoolSpec};
 use proptest::prelude::*;
 
 const TENANTS: [&str; 2] = ["acme", "globex"];
@@ -62,9 +65,31 @@ struct Known {
     matched_in: Option<MatchId>,
 }
 
-async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+/// The test's pools, every one paced by `pacing`.
+fn catalog(pacing: Pacing) -> PoolCatalog {
+    let params = MatchingParams {
+        pacing,
+        ..MatchingParams::default()
+    };
+    PoolCatalog::from_definitions((0..POOLS.len()).map(|pool| (spec(pool), params)))
+        .expect("distinct pools")
+}
+
+/// Under quality pacing, the wait past which a player takes whatever is acceptable.
+fn final_budget_ms(params: &MatchingParams) -> Option<u64> {
+    match params.pacing {
+        Pacing::Eager => None,
+        Pacing::Quality { target_wait_ms } => Some(
+            (target_wait_ms * FINAL_BUDGET_FACTOR)
+                .min(params.max_wait_ms - params.wave_interval_ms)
+                - params.wave_interval_ms,
+        ),
+    }
+}
+
+async fn run(ops: Vec<Op>, pacing: Pacing) -> Result<(), TestCaseError> {
     let clock = Arc::new(ManualClock::new(1_000_000));
-    let mut config = MatchmakerConfig::new(PoolCatalog::builtin());
+    let mut config = MatchmakerConfig::new(catalog(pacing));
     config.clock = clock.clone();
     config.shards = 2;
     let catalog = config.catalog.clone();
@@ -222,9 +247,12 @@ fn check(
     for (i, a) in searching.iter().enumerate() {
         for b in &searching[i + 1..] {
             if known[&a.id].tenant == known[&b.id].tenant && a.pool == b.pool {
+                let params = catalog.get(catalog.resolve(&a.pool).unwrap()).params;
+                let deferrable = final_budget_ms(&params)
+                    .is_some_and(|last_ms| a.wait_ms.max(b.wait_ms) < last_ms);
                 let gap = a.rating.abs_diff(b.rating);
                 prop_assert!(
-                    gap > a.window.min(b.window),
+                    deferrable || gap > a.window.min(b.window),
                     "{} and {} accept each other but were left searching",
                     a.id,
                     b.id
@@ -241,6 +269,12 @@ proptest! {
     #[test]
     fn waves_keep_every_matching_rule(ops in prop::collection::vec(op(), 1..160)) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(run(ops))?;
+        runtime.block_on(run(ops, Pacing::Eager))?;
+    }
+
+    #[test]
+    fn quality_waves_keep_every_matching_rule(ops in prop::collection::vec(op(), 1..160)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(run(ops, Pacing::Quality { target_wait_ms: 3_000 }))?;
     }
 }

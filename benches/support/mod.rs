@@ -12,7 +12,9 @@ use std::sync::Arc;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use compact_str::format_compact;
-use matchwell::{Engine, EnqueueRequest, EntryId, ManualClock, PoolSpec};
+use matchwell::{
+    Engine, EnqueueRequest, EntryId, ManualClock, MatchingParams, Pacing, PoolCatalog, PoolSpec,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -37,7 +39,20 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// An engine on a manual clock with no background tasks, the default shard count and the
 /// built-in pools.
 pub async fn engine() -> (Engine, Arc<ManualClock>) {
-    let (builder, clock) = Engine::builder().manual(START_MS);
+    engine_paced(Pacing::Eager).await
+}
+
+/// [`engine`] with every pool paced by `pacing`.
+pub async fn engine_paced(pacing: Pacing) -> (Engine, Arc<ManualClock>) {
+    let pools = PoolCatalog::from_definitions(PoolCatalog::builtin().iter().map(|pool| {
+        let params = MatchingParams {
+            pacing,
+            ..pool.params
+        };
+        (pool.spec.clone(), params)
+    }))
+    .expect("the built-in pools are distinct");
+    let (builder, clock) = Engine::builder().pools(pools).manual(START_MS);
     let engine = builder.start().await.expect("the engine starts");
     (engine, clock)
 }

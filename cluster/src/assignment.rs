@@ -5,6 +5,9 @@
 //! the same map from the same set of live nodes, without talking to anyone; the partitions
 //! spread evenly; and when a node joins, only the partitions it now wins move (to it), while
 //! when a node leaves, only its own partitions move (each to its standby).
+//!
+//! Which partition a tenant's state lives in is fixed here too ([`partition_of_tenant`]), for
+//! the same reason: every node must route a tenant to the same partition.
 
 /// The desired owner and standby of one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +46,14 @@ pub fn assignment(partitions: u32, live_nodes: &[impl AsRef<str>]) -> Vec<Placem
         .collect()
 }
 
-/// FNV-1a of a node id. Written out rather than taken from a hashing crate because every node
+/// The partition of `tenant` among `partitions` (at least 1): every node routes the tenant's
+/// requests there, so it is part of the cluster's protocol like the weights below.
+pub fn partition_of_tenant(tenant: &str, partitions: u32) -> u32 {
+    let mixed = weight(fnv1a(tenant), 0);
+    u32::try_from(mixed % u64::from(partitions.max(1))).expect("below a u32")
+}
+
+/// FNV-1a of a node id or a tenant. Written out rather than taken from a hashing crate because every node
 /// of a cluster must compute the same weights, whatever version of matchwell or of its
 /// dependencies it runs: this function is part of the cluster's protocol.
 fn fnv1a(text: &str) -> u64 {
@@ -69,6 +79,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    const FIXED_TENANT_PARTITIONS: [u32; 4] = [14, 15, 7, 16];
 
     fn nodes(count: usize) -> Vec<String> {
         (1..=count).map(|n| format!("node-{n}")).collect()
@@ -136,6 +148,26 @@ mod tests {
                 assert_eq!(new.owner, old.owner);
             }
         }
+    }
+
+    #[test]
+    fn tenants_spread_over_partitions_the_same_way_on_every_node() {
+        // Fixed values: the map is part of the protocol between nodes of any version.
+        let fixed: Vec<u32> = ["default", "acme", "globex", "initech"]
+            .iter()
+            .map(|tenant| partition_of_tenant(tenant, 32))
+            .collect();
+        assert_eq!(fixed, FIXED_TENANT_PARTITIONS);
+        let mut counts = [0_u32; 16];
+        for n in 0..16_000 {
+            counts[partition_of_tenant(&format!("tenant-{n}"), 16) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&count| (800..=1200).contains(&count)),
+            "{counts:?}"
+        );
+        assert_eq!(partition_of_tenant("anything", 1), 0);
+        assert_eq!(partition_of_tenant("anything", 0), 0);
     }
 
     #[test]

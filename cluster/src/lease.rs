@@ -15,11 +15,16 @@
 //!
 //! Nodes announce themselves under `node.<id>` with a plain put, renewed the same way: a node
 //! that restarts announces itself at once, without waiting for its old announcement to expire.
+//!
+//! A [`LeaseWatch`] follows the bucket: every key's current value first, then every write as it
+//! happens. A key that expires is not told (JetStream drops it silently), but as every live key
+//! is written again each renewal, a key not written for a TTL is gone: watchers judge that by
+//! their own clock.
 
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::store::ClusterStore;
@@ -123,6 +128,72 @@ fn lease_key(partition: u32) -> String {
 
 fn node_key(id: &str) -> String {
     format!("node.{id}")
+}
+
+/// A key of the lease bucket, as a [`LeaseWatch`] names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseKey {
+    /// Partition `p`'s lease (`lease.<p>`).
+    Partition(u32),
+    /// Node `id`'s announcement (`node.<id>`).
+    Node(String),
+}
+
+impl LeaseKey {
+    /// The key named `key`, if it is a lease or an announcement.
+    fn parse(key: &str) -> Option<Self> {
+        if let Some(partition) = key.strip_prefix("lease.") {
+            return partition.parse().ok().map(Self::Partition);
+        }
+        key.strip_prefix("node.")
+            .map(|id| Self::Node(id.to_owned()))
+    }
+}
+
+/// One write to the lease bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseUpdate {
+    /// What was written.
+    pub key: LeaseKey,
+    /// The lease's holder, or the node announced; `None` when the key was deleted (a release,
+    /// a withdrawal).
+    pub value: Option<NodeInfo>,
+    /// The write's revision: a lease's revision changes with every renewal.
+    pub revision: u64,
+}
+
+/// Every write to the lease bucket, starting with the current value of every key; see the
+/// module documentation for keys that expire.
+pub struct LeaseWatch {
+    entries: kv::Watch,
+}
+
+impl LeaseWatch {
+    /// The next write, waiting for one; `None` if the watch ended (the connection closed for
+    /// good). Keys other than leases and announcements are skipped.
+    pub async fn next(&mut self) -> Option<Result<LeaseUpdate, LeaseError>> {
+        loop {
+            let entry = match self.entries.next().await? {
+                Ok(entry) => entry,
+                Err(error) => return Some(Err(request_error("lease bucket watch", error))),
+            };
+            let Some(key) = LeaseKey::parse(&entry.key) else {
+                continue;
+            };
+            let value = match entry.operation {
+                kv::Operation::Put => match NodeInfo::decode(&entry.key, &entry.value) {
+                    Ok(node) => Some(node),
+                    Err(error) => return Some(Err(error)),
+                },
+                kv::Operation::Delete | kv::Operation::Purge => None,
+            };
+            return Some(Ok(LeaseUpdate {
+                key,
+                value,
+                revision: entry.revision,
+            }));
+        }
+    }
 }
 
 /// A partition lease this node holds (or held: see [`may_be_held`](Self::may_be_held)).
@@ -258,6 +329,16 @@ impl ClusterStore {
             .map_err(|error| request_error(&key, error))
     }
 
+    /// Watches every lease and announcement: their current values, then every write.
+    pub async fn watch_leases(&self) -> Result<LeaseWatch, LeaseError> {
+        let entries = self
+            .leases
+            .watch_with_history(">")
+            .await
+            .map_err(|error| request_error("lease bucket watch", error))?;
+        Ok(LeaseWatch { entries })
+    }
+
     /// Every node whose announcement is live, by id.
     pub async fn live_nodes(&self) -> Result<Vec<NodeInfo>, LeaseError> {
         let keys: Vec<String> = self
@@ -298,6 +379,18 @@ mod tests {
                 NodeInfo::new(bad, "http://x"),
                 Err(LeaseError::InvalidNodeId(_))
             ));
+        }
+    }
+
+    #[test]
+    fn watched_keys_are_leases_and_announcements() {
+        assert_eq!(LeaseKey::parse("lease.7"), Some(LeaseKey::Partition(7)));
+        assert_eq!(
+            LeaseKey::parse("node.n-1"),
+            Some(LeaseKey::Node("n-1".to_owned()))
+        );
+        for other in ["lease.x", "partitions", "leases.1", ""] {
+            assert_eq!(LeaseKey::parse(other), None, "{other}");
         }
     }
 

@@ -12,11 +12,14 @@
 //!   (the journal stream, the cluster and lease buckets, the snapshot object store), and the
 //!   partition count fixed at the cluster's first start.
 //! - [`log`]: [`JetStreamLog`], one partition's journal with group commit and fencing by
-//!   expected subject sequence; `batch` is the encoding of one journal message.
+//!   expected subject sequence, and a [`BatchObserver`] told of every batch; `batch` is the
+//!   encoding of one journal message.
 //! - [`replay`]: reading a partition's journal back ([`ClusterStore::replay`]), and the
 //!   integrity chain every reader checks.
-//! - [`lease`]: [`Lease`] (one partition's owner), node announcements and the live nodes.
-//! - [`assignment`](mod@assignment): the desired owner and standby of every partition (rendezvous hashing).
+//! - [`lease`]: [`Lease`] (one partition's owner), node announcements and the live nodes,
+//!   and [`LeaseWatch`], every write to the lease bucket as it happens.
+//! - [`assignment`](mod@assignment): the desired owner and standby of every partition
+//!   (rendezvous hashing), and the partition of a tenant.
 //! - [`snapshot`]: partition snapshots in the object store, and trimming the journal behind
 //!   them.
 //! - [`follower`]: [`Follower`], the hot standby that applies a partition's journal as it is
@@ -46,11 +49,11 @@ pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use assignment::{Placement, assignment};
+pub use assignment::{Placement, assignment, partition_of_tenant};
 pub use batch::BatchError;
 pub use follower::{Follower, FollowerError};
-pub use lease::{Lease, LeaseError, NodeInfo};
-pub use log::JetStreamLog;
+pub use lease::{Lease, LeaseError, LeaseKey, LeaseUpdate, LeaseWatch, NodeInfo};
+pub use log::{BatchObserver, JetStreamLog};
 pub use replay::{ReplayError, Replayed};
 pub use snapshot::{SnapshotError, StoredSnapshot};
 pub use store::{ClusterConfig, ClusterStore, StoreError};

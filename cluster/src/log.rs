@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::PublishErrorKind};
 use futures::future::BoxFuture;
@@ -34,6 +34,14 @@ use crate::store::ClusterStore;
 
 /// The largest message a NATS server takes unless configured otherwise.
 const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
+
+/// Told of every batch JetStream stored, by the publisher task, for metrics: it must return at
+/// once.
+pub trait BatchObserver: Send + Sync + 'static {
+    /// A batch of `records` records and `bytes` bytes was acknowledged `elapsed` after it was
+    /// sent.
+    fn stored(&self, records: usize, bytes: usize, elapsed: Duration);
+}
 
 /// A partition's journal in JetStream. Dropping it lets the publisher send what is queued and
 /// stop.
@@ -101,6 +109,17 @@ impl JetStreamLog {
         last_stream_seq: u64,
         runtime: &Handle,
     ) -> Self {
+        Self::open_observed(store, partition, last_stream_seq, runtime, None)
+    }
+
+    /// [`open`](Self::open), with `observer` told of every batch stored.
+    pub fn open_observed(
+        store: &ClusterStore,
+        partition: u32,
+        last_stream_seq: u64,
+        runtime: &Handle,
+        observer: Option<Arc<dyn BatchObserver>>,
+    ) -> Self {
         let (progress, _) = watch::channel(Progress {
             last_stream_seq,
             ..Progress::default()
@@ -122,6 +141,7 @@ impl JetStreamLog {
             subject: ClusterStore::journal_subject(partition),
             last_stream_seq,
             max_batch_bytes: max_payload.saturating_sub(HEADER_ROOM),
+            observer,
         };
         runtime.spawn(publisher.run());
         Self { shared }
@@ -312,6 +332,7 @@ struct Publisher {
     subject: String,
     last_stream_seq: u64,
     max_batch_bytes: usize,
+    observer: Option<Arc<dyn BatchObserver>>,
 }
 
 impl Publisher {
@@ -342,14 +363,18 @@ impl Publisher {
             let started = Instant::now();
             match self.publish(records, payload).await {
                 Ok(stream_seq) => {
+                    let elapsed = started.elapsed();
                     tracing::debug!(
                         partition = self.shared.partition,
                         records,
                         bytes,
                         stream_seq,
-                        elapsed = ?started.elapsed(),
+                        ?elapsed,
                         "journal batch stored"
                     );
+                    if let Some(observer) = &self.observer {
+                        observer.stored(records, bytes, elapsed);
+                    }
                     self.last_stream_seq = stream_seq;
                     self.shared.progress.send_modify(|progress| {
                         progress.durable = progress.durable.max(last);

@@ -16,6 +16,13 @@ use crate::population::Player;
 use crate::report::{Recorder, Route};
 use crate::settings::{Credentials, Destination, Plan, Watch};
 
+/// Idle connections of event streams kept for the next player's stream.
+const STREAM_CONNECTIONS_KEPT: usize = 4_096;
+
+/// How long the rest of a settled entry's stream may take to end before its connection is
+/// given up.
+const STREAM_DRAIN: Duration = Duration::from_secs(5);
+
 /// Where an entry stands, as a player sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Seen {
@@ -160,7 +167,7 @@ impl Target {
                     .timeout(Duration::from_secs(30))
                     .build()?,
                 streams: reqwest::Client::builder()
-                    .pool_max_idle_per_host(0)
+                    .pool_max_idle_per_host(STREAM_CONNECTIONS_KEPT)
                     .build()?,
                 permits: Semaphore::new(plan.connections),
                 base: base.clone(),
@@ -497,6 +504,15 @@ impl HttpTarget {
                 let entry: EntryJson =
                     serde_json::from_slice(data).map_err(|_| "body".to_owned())?;
                 if entry.status != Status::Searching {
+                    // The server ends the stream once nothing more can happen to the entry
+                    // (its game is created); read it to that end, off the player's path, so
+                    // that its connection goes back to the pool instead of being closed: a
+                    // connection per player would cost both sides a TCP handshake and
+                    // teardown each.
+                    tokio::spawn(async move {
+                        let drained = async { while body.next().await.is_some() {} };
+                        let _ = tokio::time::timeout(STREAM_DRAIN, drained).await;
+                    });
                     return Ok(entry.into());
                 }
             }

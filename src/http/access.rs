@@ -87,7 +87,10 @@ pub(crate) async fn observe(
     let state = request.app_data::<web::Data<AppState>>().cloned();
     let _in_flight = state.as_ref().map(|state| state.in_flight.enter());
     let id_text = id.to_str().unwrap_or_default();
-    let span = tracing::info_span!("request", request_id = %id_text);
+    // At debug level: an INFO span would cost every request a formatted copy of its fields in
+    // the log layer, and the access line carries the id anyway; with debug logs on, every
+    // event of the request carries it too.
+    let span = tracing::debug_span!("request", request_id = %id_text);
     let mut response = next.call(request).instrument(span).await?;
     if let Some(state) = &state {
         let elapsed = started.elapsed();

@@ -75,7 +75,7 @@ impl Authenticator {
     }
 
     /// The caller behind an `Authorization` header.
-    fn authenticate(&self, request: &HttpRequest) -> Result<Caller, ApiError> {
+    pub(crate) fn authenticate(&self, request: &HttpRequest) -> Result<Caller, ApiError> {
         let value = request
             .headers()
             .get(header::AUTHORIZATION)

@@ -40,7 +40,10 @@ fn challenge_answer(
         (status = 503, description = "`UNAVAILABLE`: the engine is not ready (recovering, stopping, or its journal failed) or is overloaded (its journal past `--max-journal-backlog`); see `Retry-After`", body = ErrorBody),
     ),
 )]
-#[post("/v1/matchmaking/challenges")]
+#[post(
+    "/v1/matchmaking/challenges",
+    wrap = "actix_web::middleware::from_fn(crate::http::forward::to_owner)"
+)]
 pub(crate) async fn create_challenge(
     state: web::Data<AppState>,
     caller: Caller,
@@ -79,7 +82,10 @@ pub(crate) async fn create_challenge(
         (status = 503, description = "`UNAVAILABLE`: the engine is recovering; see `Retry-After`", body = ErrorBody),
     ),
 )]
-#[get("/v1/matchmaking/challenges/incoming")]
+#[get(
+    "/v1/matchmaking/challenges/incoming",
+    wrap = "actix_web::middleware::from_fn(crate::http::forward::to_owner)"
+)]
 pub(crate) async fn incoming_challenges(
     state: web::Data<AppState>,
     caller: Caller,
@@ -106,7 +112,10 @@ pub(crate) async fn incoming_challenges(
         (status = 503, description = "`UNAVAILABLE`: the engine is recovering; see `Retry-After`", body = ErrorBody),
     ),
 )]
-#[get("/v1/matchmaking/challenges/outgoing")]
+#[get(
+    "/v1/matchmaking/challenges/outgoing",
+    wrap = "actix_web::middleware::from_fn(crate::http::forward::to_owner)"
+)]
 pub(crate) async fn outgoing_challenges(
     state: web::Data<AppState>,
     caller: Caller,
@@ -134,7 +143,10 @@ pub(crate) async fn outgoing_challenges(
         (status = 503, description = "`UNAVAILABLE`: the engine is recovering; see `Retry-After`", body = ErrorBody),
     ),
 )]
-#[get("/v1/matchmaking/challenges/{id}")]
+#[get(
+    "/v1/matchmaking/challenges/{id}",
+    wrap = "actix_web::middleware::from_fn(crate::http::forward::to_owner)"
+)]
 pub(crate) async fn get_challenge(
     state: web::Data<AppState>,
     caller: Caller,
@@ -165,7 +177,10 @@ pub(crate) async fn get_challenge(
         (status = 503, description = "`UNAVAILABLE`: the live-game service did not create the game (the challenge stays pending), or the engine is not ready (recovering, stopping, or its journal failed) or is overloaded (its journal past `--max-journal-backlog`); see `Retry-After`", body = ErrorBody),
     ),
 )]
-#[post("/v1/matchmaking/challenges/{id}/accept")]
+#[post(
+    "/v1/matchmaking/challenges/{id}/accept",
+    wrap = "actix_web::middleware::from_fn(crate::http::forward::to_owner)"
+)]
 pub(crate) async fn accept_challenge(
     state: web::Data<AppState>,
     caller: Caller,
@@ -197,7 +212,10 @@ pub(crate) async fn accept_challenge(
         (status = 503, description = "`UNAVAILABLE`: the engine is not ready (recovering, stopping, or its journal failed) or is overloaded (its journal past `--max-journal-backlog`); see `Retry-After`", body = ErrorBody),
     ),
 )]
-#[post("/v1/matchmaking/challenges/{id}/decline")]
+#[post(
+    "/v1/matchmaking/challenges/{id}/decline",
+    wrap = "actix_web::middleware::from_fn(crate::http::forward::to_owner)"
+)]
 pub(crate) async fn decline_challenge(
     state: web::Data<AppState>,
     caller: Caller,
@@ -228,7 +246,10 @@ pub(crate) async fn decline_challenge(
         (status = 503, description = "`UNAVAILABLE`: the engine is not ready (recovering, stopping, or its journal failed) or is overloaded (its journal past `--max-journal-backlog`); see `Retry-After`", body = ErrorBody),
     ),
 )]
-#[delete("/v1/matchmaking/challenges/{id}")]
+#[delete(
+    "/v1/matchmaking/challenges/{id}",
+    wrap = "actix_web::middleware::from_fn(crate::http::forward::to_owner)"
+)]
 pub(crate) async fn cancel_challenge(
     state: web::Data<AppState>,
     caller: Caller,

@@ -21,7 +21,10 @@ use crate::http::views::{ErrorBody, NoQuery, SummaryView};
         (status = 503, description = "`UNAVAILABLE`: the engine is recovering or stopping; see `Retry-After`", body = ErrorBody),
     ),
 )]
-#[get("/internal/queues/summary")]
+#[get(
+    "/internal/queues/summary",
+    wrap = "actix_web::middleware::from_fn(crate::http::forward::to_owner)"
+)]
 pub(crate) async fn queues_summary(
     state: web::Data<AppState>,
     caller: Caller,
@@ -29,7 +32,7 @@ pub(crate) async fn queues_summary(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let summaries = state
-        .engine()?
+        .engine_for(&caller.tenant)?
         .summary(&caller.tenant)
         .await
         .map_err(|error| ApiError::from_engine(error, &caller.tenant))?;

@@ -7,7 +7,9 @@
 mod access;
 mod auth;
 mod challenges;
+mod cluster;
 mod error;
+mod forward;
 mod health;
 mod internal;
 mod metrics;
@@ -32,10 +34,11 @@ use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use crate::PoolCatalog;
 use crate::health::HealthRegistry;
 use crate::jwt::{JwtSecret, TokenScope};
-use crate::{Engine, PoolCatalog};
 pub use rate_limit::{RateLimit, StreamLimits};
+use slot::{EngineRef, Unserved};
 pub use slot::{EngineSlot, EngineState};
 
 use self::access::InFlight;
@@ -104,6 +107,8 @@ pub(crate) struct AppState {
     in_flight: InFlight,
     /// Token checking with the key decoded once.
     pub(crate) auth: Authenticator,
+    /// Largest body accepted, which forwarding holds a request to before sending it on.
+    body_limit_bytes: usize,
     /// Per-user write budgets; `None` when limiting is off.
     writes: Option<UserRateLimiter>,
     /// Per-user read budgets, apart from the write budgets so that polling a status never
@@ -121,18 +126,24 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    /// The engine, or a refusal while it recovers.
-    pub(crate) fn engine(&self) -> Result<&Engine, ApiError> {
-        self.slot.get().ok_or(ApiError::NotReady(
-            "the engine is recovering its data; retry later".into(),
-        ))
+    /// The engine serving `tenant`, or a refusal while it recovers (or, in cluster mode,
+    /// while this node does not serve the tenant's partition).
+    pub(crate) fn engine_for(&self, tenant: &str) -> Result<EngineRef<'_>, ApiError> {
+        self.slot
+            .engine_for(tenant)
+            .map_err(|unserved| match unserved {
+                Unserved::Recovering => {
+                    ApiError::NotReady("the engine is recovering its data; retry later".into())
+                }
+                Unserved::Elsewhere(reason) => ApiError::NotReady(reason.into()),
+            })
     }
 
     /// Admits a write of `acting`: refused while the engine is not ready (recovering,
     /// stopping, or its journal failed), then counted against the user's budget. The engine
     /// to write to.
-    pub(crate) fn admit_write(&self, acting: &Acting<'_>) -> Result<&Engine, ApiError> {
-        let engine = self.engine()?;
+    pub(crate) fn admit_write(&self, acting: &Acting<'_>) -> Result<EngineRef<'_>, ApiError> {
+        let engine = self.engine_for(acting.tenant)?;
         if self.slot.is_stopping() || !engine.is_ready() {
             return Err(ApiError::NotReady(
                 "the engine is not ready; retry later".into(),
@@ -146,8 +157,8 @@ impl AppState {
 
     /// Admits a read of `acting`: refused while the engine recovers, then counted against
     /// the user's read budget. The engine to read from.
-    pub(crate) fn admit_read(&self, acting: &Acting<'_>) -> Result<&Engine, ApiError> {
-        let engine = self.engine()?;
+    pub(crate) fn admit_read(&self, acting: &Acting<'_>) -> Result<EngineRef<'_>, ApiError> {
+        let engine = self.engine_for(acting.tenant)?;
         if let Some(limiter) = &self.reads {
             limiter.check(acting)?;
         }
@@ -184,9 +195,16 @@ fn routes(config: &mut ServiceConfig<'_>) {
         .service(openapi::openapi_json);
 }
 
-/// The OpenAPI document as utoipa generates it from the routes: their paths, methods and
-/// types, without what the server enforces beyond the types.
-fn generated_openapi() -> utoipa::openapi::OpenApi {
+/// Every route of a cluster node: [`routes`] and the partition map.
+fn cluster_routes(config: &mut ServiceConfig<'_>) {
+    routes(config);
+    config.service(cluster::cluster_map);
+}
+
+/// The OpenAPI document of the server whose routes `routes` lists, as utoipa generates it
+/// from them: their paths, methods and types, without what the server enforces beyond the
+/// types.
+fn document(routes: fn(&mut ServiceConfig<'_>)) -> utoipa::openapi::OpenApi {
     let (_, document) = App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
@@ -198,7 +216,7 @@ fn generated_openapi() -> utoipa::openapi::OpenApi {
 /// The OpenAPI document of the API serving `catalog`, stating what the server enforces on
 /// requests: a body or parameter its schemas allow is not refused as invalid.
 pub fn openapi(catalog: &PoolCatalog) -> serde_json::Value {
-    exact_openapi(&generated_openapi(), catalog)
+    exact_openapi(&document(routes), catalog)
 }
 
 fn exact_openapi(generated: &utoipa::openapi::OpenApi, catalog: &PoolCatalog) -> serde_json::Value {
@@ -258,7 +276,12 @@ pub fn start(
     secret: &JwtSecret,
     settings: &HttpSettings,
 ) -> Result<RunningServer, HttpError> {
-    let generated = generated_openapi();
+    let routes = if slot.is_clustered() {
+        cluster_routes
+    } else {
+        routes
+    };
+    let generated = document(routes);
     let state = web::Data::new(AppState {
         metrics: HttpMetrics::register(&registry)?,
         slot,
@@ -266,6 +289,7 @@ pub fn start(
         health,
         in_flight: InFlight::default(),
         auth: Authenticator::new(secret, &settings.tokens),
+        body_limit_bytes: settings.body_limit_bytes,
         writes: settings
             .rate_limit
             .map(|rate| UserRateLimiter::new(rate, Limit::Writes)),

@@ -86,7 +86,10 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<CompactString>, ApiEr
         (status = 503, description = "`UNAVAILABLE`: the engine is not ready (recovering, stopping, or its journal failed) or is overloaded (its shards' mailboxes or its journal past their bounds, `--max-shard-backlog`, `--max-journal-backlog`); see `Retry-After`", body = ErrorBody),
     ),
 )]
-#[post("/v1/matchmaking/queue")]
+#[post(
+    "/v1/matchmaking/queue",
+    wrap = "actix_web::middleware::from_fn(crate::http::forward::to_owner)"
+)]
 pub(crate) async fn enqueue(
     state: web::Data<AppState>,
     caller: Caller,
@@ -137,7 +140,10 @@ pub(crate) async fn enqueue(
         (status = 503, description = "`UNAVAILABLE`: the engine is recovering; see `Retry-After`", body = ErrorBody),
     ),
 )]
-#[get("/v1/matchmaking/queue/{id}")]
+#[get(
+    "/v1/matchmaking/queue/{id}",
+    wrap = "actix_web::middleware::from_fn(crate::http::forward::to_owner)"
+)]
 pub(crate) async fn get_entry(
     state: web::Data<AppState>,
     caller: Caller,
@@ -146,7 +152,7 @@ pub(crate) async fn get_entry(
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
     let engine = state.admit_read(&acting)?;
-    let entry = owned_entry(engine, &acting, &id)?;
+    let entry = owned_entry(&engine, &acting, &id)?;
     Ok(HttpResponse::Ok().json(EntryView::new(&entry, acting.tenant)))
 }
 
@@ -166,7 +172,10 @@ pub(crate) async fn get_entry(
         (status = 503, description = "`UNAVAILABLE`: the engine is not ready (recovering, stopping, or its journal failed) or is overloaded (its shards' mailboxes or its journal past their bounds, `--max-shard-backlog`, `--max-journal-backlog`); see `Retry-After`", body = ErrorBody),
     ),
 )]
-#[delete("/v1/matchmaking/queue/{id}")]
+#[delete(
+    "/v1/matchmaking/queue/{id}",
+    wrap = "actix_web::middleware::from_fn(crate::http::forward::to_owner)"
+)]
 pub(crate) async fn cancel_entry(
     state: web::Data<AppState>,
     caller: Caller,
@@ -175,7 +184,7 @@ pub(crate) async fn cancel_entry(
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
     let engine = state.admit_write(&acting)?;
-    let entry = owned_entry(engine, &acting, &id)?;
+    let entry = owned_entry(&engine, &acting, &id)?;
     let entry = engine
         .cancel(acting.tenant, entry.id)
         .await
@@ -197,7 +206,10 @@ pub(crate) async fn cancel_entry(
         (status = 503, description = "`UNAVAILABLE`: the engine is recovering; see `Retry-After`", body = ErrorBody),
     ),
 )]
-#[get("/v1/matchmaking/active")]
+#[get(
+    "/v1/matchmaking/active",
+    wrap = "actix_web::middleware::from_fn(crate::http::forward::to_owner)"
+)]
 pub(crate) async fn active(
     state: web::Data<AppState>,
     caller: Caller,

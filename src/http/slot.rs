@@ -1,11 +1,14 @@
 //! The engine a server serves: absent while it recovers, then there until the process ends;
-//! and the health components that describe it.
+//! or in cluster mode, the node whose partitions serve the tenants. And the health components
+//! that describe them.
 
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use serde_json::json;
 
+use crate::cluster::{Node, Route};
 use crate::health::{ComponentHealth, Criticality, HealthRegistry, HealthStatus};
 use crate::http::views::rfc3339;
 use crate::{CircuitState, Engine};
@@ -19,9 +22,40 @@ use crate::{CircuitState, Engine};
 #[derive(Default)]
 pub struct EngineSlot {
     engine: OnceLock<Arc<Engine>>,
+    /// In cluster mode, the node once it has joined: its partitions' engines serve the
+    /// tenants, each only while the node owns the partition, so requests hold them by `Arc`.
+    node: OnceLock<Arc<Node>>,
+    /// Whether the server runs in cluster mode, which its routes depend on (the cluster map).
+    clustered: bool,
     /// Set when the server begins to stop: writes are refused from then on, and answers close
     /// their connections.
     stopping: AtomicBool,
+}
+
+/// The engine serving a request: the server's one engine, borrowed for as long as the request
+/// runs, or a partition's, held while the request runs (the partition may move meanwhile).
+pub(crate) enum EngineRef<'a> {
+    Single(&'a Engine),
+    Partition(Arc<Engine>),
+}
+
+impl Deref for EngineRef<'_> {
+    type Target = Engine;
+
+    fn deref(&self) -> &Engine {
+        match self {
+            Self::Single(engine) => engine,
+            Self::Partition(engine) => engine,
+        }
+    }
+}
+
+/// Why a slot has no engine for a request, as the answer tells it.
+pub(crate) enum Unserved {
+    /// The engine is recovering, or the node has not joined yet.
+    Recovering,
+    /// Cluster mode: this node does not serve the tenant's partition now.
+    Elsewhere(String),
 }
 
 /// Where the served engine is in its life.
@@ -46,9 +80,53 @@ impl EngineState {
 }
 
 impl EngineSlot {
+    /// A slot for a node of a cluster, filled with [`EngineSlot::fill_node`].
+    pub fn clustered() -> Self {
+        Self {
+            clustered: true,
+            ..Self::default()
+        }
+    }
+
     /// The engine, once recovered.
     pub fn get(&self) -> Option<&Engine> {
         self.engine.get().map(|engine| &**engine)
+    }
+
+    /// Whether the server runs in cluster mode.
+    pub(crate) fn is_clustered(&self) -> bool {
+        self.clustered
+    }
+
+    /// The cluster node, once it has joined.
+    pub(crate) fn node(&self) -> Option<&Node> {
+        self.node.get().map(|node| &**node)
+    }
+
+    /// The engine serving `tenant`: the one engine, or the engine of the tenant's partition
+    /// when this node serves it.
+    pub(crate) fn engine_for(&self, tenant: &str) -> Result<EngineRef<'_>, Unserved> {
+        if let Some(engine) = self.get() {
+            return Ok(EngineRef::Single(engine));
+        }
+        match self.node().map(|node| node.route(tenant)) {
+            Some(Route::Local(owned)) => Ok(EngineRef::Partition(Arc::clone(&owned.engine))),
+            Some(Route::Unavailable(reason)) => Err(Unserved::Elsewhere(reason)),
+            Some(Route::Remote(holder)) => Err(Unserved::Elsewhere(format!(
+                "this node does not serve the tenant's partition; {} does",
+                holder.node.id()
+            ))),
+            None => Err(Unserved::Recovering),
+        }
+    }
+
+    /// Puts the joined cluster node in place.
+    ///
+    /// # Panics
+    /// If a node is there already, or the slot is not [clustered](Self::clustered).
+    pub fn fill_node(&self, node: Arc<Node>) {
+        assert!(self.clustered, "the slot is not a cluster node's");
+        assert!(self.node.set(node).is_ok(), "the slot holds a node already");
     }
 
     /// Puts the recovered engine in place.
@@ -112,6 +190,24 @@ impl EngineSlot {
             "live_game",
             Criticality::NonCritical,
             Arc::new(move || slot.with_engine(live_game_health)),
+        );
+    }
+
+    /// Registers the `cluster` component of a cluster node, critical: unhealthy until the
+    /// node has joined, then as the node reports (see [`Node`]).
+    pub fn register_cluster_health(self: &Arc<Self>, health: &mut HealthRegistry) {
+        let slot = Arc::clone(self);
+        health.register(
+            "cluster",
+            Criticality::Critical,
+            Arc::new(move || match slot.node() {
+                Some(node) if !slot.is_stopping() => node.health(),
+                Some(_) => ComponentHealth::new(
+                    HealthStatus::Unhealthy,
+                    json!({"state": EngineState::Stopping.name()}),
+                ),
+                None => ComponentHealth::new(HealthStatus::Unhealthy, json!({"state": "joining"})),
+            }),
         );
     }
 

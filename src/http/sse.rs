@@ -91,7 +91,10 @@ impl Progress {
         (status = 503, description = "`UNAVAILABLE`: the engine is recovering; see `Retry-After`", body = ErrorBody),
     ),
 )]
-#[get("/v1/matchmaking/queue/{id}/events")]
+#[get(
+    "/v1/matchmaking/queue/{id}/events",
+    wrap = "actix_web::middleware::from_fn(crate::http::forward::to_owner)"
+)]
 pub(crate) async fn entry_events(
     state: web::Data<AppState>,
     caller: Caller,
@@ -100,7 +103,7 @@ pub(crate) async fn entry_events(
 ) -> Result<HttpResponse, ApiError> {
     let acting = caller.act_as(query.user_id.as_deref())?;
     let engine = state.admit_read(&acting)?;
-    let entry = owned_entry(engine, &acting, &id)?;
+    let entry = owned_entry(&engine, &acting, &id)?;
     let watch = engine
         .watch_entry(acting.tenant, entry.id)
         .ok_or(ApiError::NotFound)?;

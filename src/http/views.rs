@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::health::{Criticality, HealthReport, HealthStatus};
 use crate::{
     Challenge, ChallengeStatus, Color, ColorChoice, Entry, EntryStatus, GameStatus, Match,
-    MatchPlayer, PoolSpec, QueueSummary,
+    MatchPlayer, Pacing, PoolSpec, QueueSummary,
 };
 
 /// Body of `POST /v1/matchmaking/queue`.
@@ -349,6 +349,17 @@ pub(crate) struct PoolSummaryView {
     /// Matches whose game is not created yet: the live-game service is being asked, or will
     /// be asked again.
     pending_games: usize,
+    /// 95th percentile of the waits of the players matched in the last minute, seconds;
+    /// null without matches.
+    matched_wait_p95_s: Option<f64>,
+    /// How the pool paces its waves: `eager` or `quality`.
+    #[schema(example = "quality")]
+    pacing: &'static str,
+    /// The wait 95% of matched players should not exceed, seconds (quality pacing only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_wait_s: Option<f64>,
+    /// The pool's current estimate of its arrivals per second; null before any.
+    arrivals_per_s: Option<f64>,
 }
 
 /// `/internal/queues/summary`: the pools of the caller's tenant that have players or recent
@@ -387,6 +398,13 @@ impl SummaryView {
                         matches_last_minute: summary.matches_last_minute,
                         mean_rating_gap: summary.mean_rating_gap,
                         pending_games: summary.pending_games,
+                        matched_wait_p95_s: summary.matched_wait_p95_ms.map(seconds),
+                        pacing: summary.pacing.name(),
+                        target_wait_s: match summary.pacing {
+                            Pacing::Eager => None,
+                            Pacing::Quality { target_wait_ms } => Some(seconds(target_wait_ms)),
+                        },
+                        arrivals_per_s: summary.arrivals_per_s,
                     }
                 })
                 .collect(),

@@ -66,8 +66,14 @@ pub fn matchwell() -> Command {
 /// follow each other without a pause; each is normally a round trip to the server, and the
 /// thread yields in between so the server gets the cores. Changes of an entry are awaited on
 /// its event stream instead ([`Api::watch`]).
-pub fn poll<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
+pub fn poll<T>(what: &str, probe: impl FnMut() -> Option<T>) -> T {
+    poll_within(what, PATIENCE, probe)
+}
+
+/// [`poll`] for at most `within`, for conditions that take longer than [`PATIENCE`] by
+/// design (a cluster's failover).
+pub fn poll_within<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
     loop {
         if let Some(value) = probe() {
             return value;
@@ -250,15 +256,26 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
-    /// Asserts that a line of the log so far holds every one of `needles`.
+    /// Asserts that a line of the log holds every one of `needles`, waiting for it (with a
+    /// deadline) if it has not been read yet.
     pub fn assert_logged(&self, needles: &[&str]) {
-        let log = self.log();
-        assert!(
-            log.iter()
-                .any(|line| needles.iter().all(|needle| line.contains(needle))),
-            "no line with {needles:?} in the log:\n{}",
-            log.join("\n")
-        );
+        // Lines reach the reader thread a moment after the server writes them.
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let log = self.log();
+            if log
+                .iter()
+                .any(|line| needles.iter().all(|needle| line.contains(needle)))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line with {needles:?} in the log:\n{}",
+                log.join("\n")
+            );
+            std::thread::yield_now();
+        }
     }
 
     /// An API client of this server.
@@ -273,11 +290,16 @@ impl Server {
 
     /// Sends the server SIGTERM.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends the server signal `name` (`TERM`, `STOP`, `CONT`, …).
+    pub fn signal(&self, name: &str) {
         let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .unwrap();
-        assert!(sent.success(), "kill -TERM failed");
+        assert!(sent.success(), "kill -{name} failed");
     }
 
     /// Waits up to `within` for the server to exit; how it ended, if it did.

@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use matchwell_cluster::store::LEASES_BUCKET;
 use matchwell_cluster::testkit::NatsCluster;
-use matchwell_cluster::{ClusterStore, Lease, LeaseError, NodeInfo, StoreError};
+use matchwell_cluster::{
+    ClusterStore, Lease, LeaseError, LeaseKey, LeaseUpdate, NodeInfo, StoreError,
+};
 
 use crate::support::{config, connect, eventually, raw_jetstream};
 
@@ -133,4 +135,45 @@ async fn a_bad_url_list_is_refused_before_connecting() {
         ClusterStore::connect(bad).await,
         Err(StoreError::Connect { .. })
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_sees_current_values_then_every_write() {
+    let nats = NatsCluster::start(1).unwrap();
+    let store = connect(&nats).await;
+    let (one, two) = (node("one"), node("two"));
+    store.announce(&one).await.unwrap();
+    let mut held = Lease::acquire(&store, 2, &one).await.unwrap();
+
+    let mut watch = store.watch_leases().await.unwrap();
+    let mut next = async || watch.next().await.unwrap().unwrap();
+    let first = [next().await, next().await];
+    assert!(first.contains(&LeaseUpdate {
+        key: LeaseKey::Node("one".to_owned()),
+        value: Some(one.clone()),
+        revision: 1,
+    }));
+    assert!(first.contains(&LeaseUpdate {
+        key: LeaseKey::Partition(2),
+        value: Some(one.clone()),
+        revision: held.revision(),
+    }));
+
+    let renewed = held.renew().await.unwrap();
+    assert_eq!(
+        next().await,
+        LeaseUpdate {
+            key: LeaseKey::Partition(2),
+            value: Some(one.clone()),
+            revision: renewed,
+        }
+    );
+    held.release().await.unwrap();
+    let released = next().await;
+    assert_eq!(
+        (released.key, released.value),
+        (LeaseKey::Partition(2), None)
+    );
+    store.announce(&two).await.unwrap();
+    assert_eq!(next().await.value, Some(two));
 }

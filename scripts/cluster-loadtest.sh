@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Cluster mode under load (not part of CI): three clustered NATS servers with JetStream,
+# three matchwell nodes (release build), and one loadtest per node, each on a tenant of its
+# own (so most requests are forwarded to another node). Prints each harness's report and the
+# first node's cluster metrics.
+#   cargo build --release --bin matchwell --example loadtest
+#   scripts/cluster-loadtest.sh [PLAYERS_PER_S_PER_NODE] [DURATION]   # default 250 20s
+set -u
+RATE=${1:-250}; DUR=${2:-20s}
+TARGET=${CARGO_TARGET_DIR:-target}
+B=$TARGET/release/matchwell
+LT=$TARGET/release/examples/loadtest
+D=$(mktemp -d); PIDS=""
+trap 'kill $PIDS 2>/dev/null; rm -rf "$D"' EXIT
+ROUTES=nats://127.0.0.1:16221,nats://127.0.0.1:16222,nats://127.0.0.1:16223
+for n in 1 2 3; do
+  nats-server -js -a 127.0.0.1 -n m$n -p 1522$n -sd $D/js$n --cluster_name mw \
+    --cluster nats://127.0.0.1:1622$n --routes $ROUTES > $D/nats$n.log 2>&1 &
+  PIDS="$PIDS $!"
+done
+for n in 1 2 3; do until grep -q "Server is ready" $D/nats$n.log; do sleep 0.2; done; done
+export MATCHWELL_JWT_SECRET=measure-secret-of-at-least-thirty-two-bytes
+export MATCHWELL_CLUSTER_NATS=nats://127.0.0.1:15221,nats://127.0.0.1:15222,nats://127.0.0.1:15223
+export MATCHWELL_RATE_LIMIT_PER_S=0 MATCHWELL_READ_RATE_LIMIT_PER_S=0 MATCHWELL_LOG=warn
+for n in 1 2 3; do
+  MATCHWELL_NODE_ID=m$n $B serve --listen 127.0.0.1:1808$n > $D/node$n.log 2>&1 &
+  PIDS="$PIDS $!"
+done
+for n in 1 2 3; do until curl -sf localhost:1808$n/health/ready >/dev/null; do sleep 0.3; done; done
+# Until the map has settled (nodes join one by one and hand partitions over).
+sleep 3
+LTS=""
+for n in 1 2 3; do
+  $LT --url http://127.0.0.1:1808$n --secret $MATCHWELL_JWT_SECRET --tenant t$n --rate $RATE \
+    --watch poll --duration $DUR --quiet > $D/lt$n.txt 2>&1 &
+  LTS="$LTS $!"
+done
+wait $LTS
+for n in 1 2 3; do echo "== through node $n"; cat $D/lt$n.txt; done
+curl -s localhost:18081/metrics | grep -E "^matchwell_cluster_"
