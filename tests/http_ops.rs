@@ -118,6 +118,11 @@ fn health_metrics_and_request_ids() {
         r#"route="unmatched",status="404""#,
         r#"route="/v1/matchmaking/queue/{id}",status="405""#,
         "matchwell_http_request_duration_seconds_bucket",
+        // Readiness, for alerts: what /health/ready answered above.
+        "matchwell_ready 1",
+        r#"matchwell_health{component="engine",status="healthy"} 1"#,
+        r#"matchwell_health{component="engine",status="unhealthy"} 0"#,
+        r#"matchwell_health{component="live_game",status="healthy"} 1"#,
     ] {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
