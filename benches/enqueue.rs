@@ -1,5 +1,5 @@
 //! Enqueues through the public engine API, the router and the shards, from many concurrent
-//! callers: into one pool, and spread over four pools (which the default two shards share).
+//! callers: into one pool, and spread over four pools (which the default shards share).
 //!
 //! `cargo bench --bench enqueue` (target: at least 1,000,000 enqueues/s on two cores)
 

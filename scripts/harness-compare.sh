@@ -7,10 +7,15 @@
 #   scripts/harness-compare.sh                       # 3 turns of 20 s each, 64 connections
 #   RUNS=5 DURATION=30s CONNECTIONS=32 scripts/harness-compare.sh
 #   MODES="batch" scripts/harness-compare.sh         # only some fsync modes
+#   SCENARIO=players RATE=5000 DURATION=60s scripts/harness-compare.sh
+#                                                    # arriving players instead (no floor)
 #
 # Prints, per server and turn, requests/s, p99 latency of each route, and the CPU time per
 # request of the server and of the harness (from /proc), then the median server CPU per
-# request of each server and its ratio to the floor's.
+# request of each server and its ratio to the floor's. In the players scenario, which the
+# floor cannot serve (it pairs nobody), it prints time to match, rating gap and players
+# instead of the ratio. REPORTS=DIR keeps every JSON report there, CHARTS=DIR every run's
+# charts in DIR/<server>-<turn>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -19,6 +24,8 @@ runs=${RUNS:-3}
 duration=${DURATION:-20s}
 connections=${CONNECTIONS:-64}
 modes=${MODES:-"none batch always"}
+scenario=${SCENARIO:-round}
+rate=${RATE:-5000}
 
 cargo build --release --quiet --bin matchwell --example loadtest --example http_floor
 bin=$PWD/target/release/matchwell
@@ -37,7 +44,12 @@ secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 
 servers=()
 for mode in $modes; do servers+=("matchwell-$mode"); done
-servers+=(floor)
+if [[ $scenario == round ]]; then
+    servers+=(floor)
+    load=(--scenario round)
+else
+    load=(--scenario players --rate "$rate")
+fi
 
 for run in $(seq "$runs"); do
     for server in "${servers[@]}"; do
@@ -51,9 +63,10 @@ for run in $(seq "$runs"); do
                     "$bin" serve
                 ;;
         esac
-        "$harness" --url "http://$address" --secret "$secret" --scenario round --connections "$connections" \
+        "$harness" --url "http://$address" --secret "$secret" "${load[@]}" --connections "$connections" \
             --duration "$duration" --seed "$run" --server-pid "$server_pid" --quiet \
-            --json "$work/$server-$run.json" > "$work/$server-$run.txt"
+            --json "$work/$server-$run.json" ${CHARTS:+--charts "$CHARTS/$server-$run"} \
+            > "$work/$server-$run.txt"
         stop_server
         python3 - "$work/$server-$run.json" "$server" "$run" <<'EOF'
 import json, sys
@@ -62,10 +75,19 @@ p99 = ", ".join(f"{route.split()[0]} {figures['p99']:.2f}" for route, figures in
 print(f"{sys.argv[2]:<16} run {sys.argv[3]}: {report['requests_per_s']:8.0f} req/s  p99 ms ({p99})  "
       f"server {report['server_cpu_us_per_request']:5.1f} µs/req  harness {report['harness_cpu_us_per_request']:5.1f} µs/req  "
       f"errors {report['errors'] or 'none'}")
+if report["players"]["arrived"]:
+    ttm, gap, players = report["time_to_match_ms"], report["rating_gap"], report["players"]
+    print(f"{'':<16}        time to match ms p50 {ttm['p50']:.0f} p95 {ttm['p95']:.0f} p99 {ttm['p99']:.0f}  "
+          f"rating gap mean {gap['mean']:.1f} p95 {gap['p95']:.0f}  players {players}")
 EOF
+        if [[ -n ${REPORTS:-} ]]; then
+            mkdir -p "$REPORTS"
+            cp "$work/$server-$run.json" "$REPORTS/"
+        fi
     done
 done
 
+[[ $scenario == round ]] || exit 0
 python3 - "$work" "$runs" "${servers[@]}" <<'EOF'
 import json, statistics, sys
 work, runs, servers = sys.argv[1], int(sys.argv[2]), sys.argv[3:]

@@ -128,7 +128,7 @@ impl Default for EngineBuilder {
             catalog: PoolCatalog::builtin(),
             clock: Arc::new(SystemClock::new()),
             tasks: BackgroundTasks::default(),
-            shards: std::thread::available_parallelism().map_or(1, usize::from),
+            shards: matchwell_actors::matchmaker::default_shards(),
             game_creator: Arc::new(LocalGameIds),
             seed: 0,
             retention: Duration::from_secs(3_600),
@@ -172,7 +172,7 @@ impl EngineBuilder {
         self
     }
 
-    /// Number of pool-shard actors (default: one per available core).
+    /// Number of pool-shard actors (default: one per two cores, [`matchwell_actors::matchmaker::default_shards`]).
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = shards.max(1);
         self

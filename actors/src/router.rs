@@ -145,8 +145,8 @@ impl Handler<RouteSummary> for Router {
 /// The shards' initial content: per shard, the searching entries of its queues.
 pub(crate) type ShardContents = Vec<Vec<(QueueKey, u16, Waiting)>>;
 
-/// A dedicated actix system: one thread per shard arbiter, one for the router, and the
-/// system's own thread. Dedicated so that the engine runs the same inside an actix-web server,
+/// A dedicated actix system: one thread per shard arbiter (the router shares the first),
+/// and the system's own thread. Dedicated so that the engine runs the same inside an actix-web server,
 /// inside a plain tokio program, or in a test.
 pub(crate) struct ActorSystem {
     router: Addr<Router>,
@@ -169,22 +169,25 @@ impl ActorSystem {
             .spawn(move || {
                 let runner = System::new();
                 let contents = shard_contents(&shared, shards);
-                let mut arbiters = Vec::with_capacity(shards + 1);
-                let mut addresses = Vec::with_capacity(shards);
-                for (n, restored) in contents.into_iter().enumerate() {
-                    let arbiter = Arbiter::new();
-                    let shared = Arc::clone(&shared);
-                    let shard_seed = seed.wrapping_add(n as u64);
-                    addresses.push(PoolShard::start_in_arbiter(&arbiter.handle(), move |_| {
-                        PoolShard::new(shared, shard_seed, timers, restored)
-                    }));
-                    arbiters.push(arbiter);
-                }
-                let router_arbiter = Arbiter::new();
-                let router = Router::start_in_arbiter(&router_arbiter.handle(), move |_| Router {
+                let arbiters: Vec<Arbiter> = (0..shards).map(|_| Arbiter::new()).collect();
+                let addresses: Vec<Addr<PoolShard>> = contents
+                    .into_iter()
+                    .zip(&arbiters)
+                    .enumerate()
+                    .map(|(n, (restored, arbiter))| {
+                        let shared = Arc::clone(&shared);
+                        let shard_seed = seed.wrapping_add(n as u64);
+                        PoolShard::start_in_arbiter(&arbiter.handle(), move |_| {
+                            PoolShard::new(shared, shard_seed, timers, restored)
+                        })
+                    })
+                    .collect();
+                // On the first shard's thread: what the router sends that shard is queued
+                // on the thread it runs on, without waking another, and a one-shard engine
+                // (a cluster partition, a small machine) handles a write with a single hop.
+                let router = Router::start_in_arbiter(&arbiters[0].handle(), move |_| Router {
                     shards: addresses,
                 });
-                arbiters.push(router_arbiter);
                 // The receiver only goes away if `start` itself failed; nothing is left to tell then.
                 let _ = started.send((router, System::current()));
                 if let Err(error) = runner.run() {
