@@ -18,6 +18,7 @@
 # charts in DIR/<server>-<turn>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 
 runs=${RUNS:-3}
 duration=${DURATION:-20s}
@@ -32,44 +33,14 @@ harness=$PWD/target/release/examples/loadtest
 floor=$PWD/target/release/examples/http_floor
 
 work=$(mktemp -d)
-server_pid=
 cleanup() {
-    if [[ -n $server_pid ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
+    stop_server
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-for name in $(env | grep -o '^MATCHWELL_[A-Z_]*' || true); do
-    unset "$name"
-done
+clear_matchwell_env
 secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
-
-# Starts "$@" with its log in $work/log and sets server_pid and base from the address it logs,
-# once the server is ready (matchwell listens before its recovery is over, and answers writes
-# 503 until then).
-start() {
-    : > "$work/log"
-    "$@" 2> "$work/log" > /dev/null &
-    server_pid=$!
-    for _ in $(seq 200); do
-        base=$(grep -o 'listening on http://[0-9.:]*' "$work/log" | head -1 | sed 's/listening on //') || true
-        [[ -n $base ]] && curl -sf "$base/health/ready" > /dev/null && return 0
-        kill -0 "$server_pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    echo "the server did not start:" >&2
-    cat "$work/log" >&2
-    exit 1
-}
-
-stop() {
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=
-}
 
 servers=()
 for mode in $modes; do servers+=("matchwell-$mode"); done
@@ -83,19 +54,20 @@ fi
 for run in $(seq "$runs"); do
     for server in "${servers[@]}"; do
         case $server in
-            floor) start "$floor" 127.0.0.1:0 ;;
+            floor) serve_until_ready "$work/log" "$floor" 127.0.0.1:0 ;;
             matchwell-*)
                 rm -rf "$work/data"
-                MATCHWELL_JWT_SECRET=$secret MATCHWELL_FSYNC=${server#matchwell-} \
-                    MATCHWELL_DATA_DIR=$work/data MATCHWELL_LISTEN=127.0.0.1:0 MATCHWELL_LOG=${SERVER_LOG:-warn,matchwell=info} \
-                    start "$bin" serve
+                serve_until_ready "$work/log" env MATCHWELL_JWT_SECRET="$secret" \
+                    MATCHWELL_FSYNC="${server#matchwell-}" MATCHWELL_DATA_DIR="$work/data" \
+                    MATCHWELL_LISTEN=127.0.0.1:0 MATCHWELL_LOG="${SERVER_LOG:-warn,matchwell=info}" \
+                    "$bin" serve
                 ;;
         esac
-        "$harness" --url "$base" --secret "$secret" "${load[@]}" --connections "$connections" \
+        "$harness" --url "http://$address" --secret "$secret" "${load[@]}" --connections "$connections" \
             --duration "$duration" --seed "$run" --server-pid "$server_pid" --quiet \
             --json "$work/$server-$run.json" ${CHARTS:+--charts "$CHARTS/$server-$run"} \
             > "$work/$server-$run.txt"
-        stop
+        stop_server
         python3 - "$work/$server-$run.json" "$server" "$run" <<'EOF'
 import json, sys
 report = json.load(open(sys.argv[1]))

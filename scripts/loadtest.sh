@@ -26,6 +26,7 @@
 # the figures).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 
 fsync=${MATCHWELL_FSYNC:-always}
 log_filter=${LOG:-warn,matchwell::cli=info}
@@ -59,48 +60,20 @@ case $server in
 esac
 
 work=$(mktemp -d)
-server_pid=
 cleanup() {
-    if [[ -n $server_pid ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
+    stop_server
     rm -rf "$work"
 }
 trap cleanup EXIT
 
 # Only these variables configure the server and the token command.
-for name in $(env | grep -o '^MATCHWELL_[A-Z_]*' || true); do
-    unset "$name"
-done
+clear_matchwell_env
 export MATCHWELL_JWT_SECRET
 MATCHWELL_JWT_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 
 echo "minting tokens for $users users"
 seq 0 $((users - 1)) | xargs -P "$(nproc)" -I{} sh -c \
     'echo "load-{} $("$1" token --user load-{} --ttl-s 86400 --log warn)"' _ "$bin" > "$work/tokens"
-
-# Starts a server and waits until it is ready: it listens before it has recovered, and
-# answers 503 until then.
-start_server() {
-    local data_dir=$1 log=$2
-    MATCHWELL_LISTEN=127.0.0.1:0 MATCHWELL_DATA_DIR=$data_dir MATCHWELL_FSYNC=$fsync \
-        MATCHWELL_LOG=$log_filter "${serve[@]}" 2> "$log" &
-    server_pid=$!
-    for _ in $(seq 1 500); do
-        address=$(grep -o 'listening on http://[0-9.:]*' "$log" | head -n1 | cut -d/ -f3 || true)
-        if [[ -n $address ]] && curl -sf "http://$address/health/ready" >/dev/null; then
-            return
-        fi
-        if ! kill -0 "$server_pid" 2>/dev/null; then
-            cat "$log" >&2
-            exit 1
-        fi
-        sleep 0.02
-    done
-    echo "the server did not start" >&2
-    exit 1
-}
 
 # "3.06ms" / "812.00us" / "1.20s" → milliseconds.
 to_ms() {
@@ -116,7 +89,9 @@ echo "server $server, fsync $fsync; ${command[*]} http://ADDRESS"
 : > "$work/rates"
 : > "$work/p99s"
 for run in $(seq 1 "$runs"); do
-    start_server "$work/data-$run" "$work/server-$run.log"
+    serve_until_ready "$work/server-$run.log" env MATCHWELL_LISTEN=127.0.0.1:0 \
+        MATCHWELL_DATA_DIR="$work/data-$run" MATCHWELL_FSYNC="$fsync" MATCHWELL_LOG="$log_filter" \
+        "${serve[@]}"
     if [[ $mix == status ]]; then
         # One entry per user, created over HTTP; wrk reads them (matched or still searching).
         xargs -P "$(nproc)" -L1 sh -c 'entry=$(curl -sf -X POST -H "Authorization: Bearer $2" \
@@ -130,9 +105,7 @@ for run in $(seq 1 "$runs"); do
     WRK_THREADS=$threads MATCHWELL_TOKENS=$work/tokens MATCHWELL_ENTRIES=$work/entries \
         "${command[@]}" "http://$address" \
         | tee "$work/wrk-$run.txt"
-    kill "$server_pid"
-    wait "$server_pid" || true
-    server_pid=
+    stop_server
     awk '/^Requests\/sec:/ { print $2 }' "$work/wrk-$run.txt" >> "$work/rates"
     awk '$1 == "99%" { print $2 }' "$work/wrk-$run.txt" | to_ms >> "$work/p99s"
 done

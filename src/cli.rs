@@ -199,6 +199,14 @@ pub struct ServeArgs {
     /// Pending challenges one user may have received.
     #[arg(long, env = "MATCHWELL_MAX_INCOMING_CHALLENGES", default_value_t = ChallengeLimits::default().max_incoming)]
     pub max_incoming_challenges: usize,
+    /// Enqueues and cancels one shard may have waiting; past it, those of its queues answer
+    /// 503 with `Retry-After` at once instead of queueing (0: no bound).
+    #[arg(long, env = "MATCHWELL_MAX_SHARD_BACKLOG", default_value_t = 50_000)]
+    pub max_shard_backlog: u64,
+    /// Journal records waiting to be durable; past it, every write answers 503 with
+    /// `Retry-After` at once instead of queueing (0: no bound).
+    #[arg(long, env = "MATCHWELL_MAX_JOURNAL_BACKLOG", default_value_t = 10_000)]
+    pub max_journal_backlog: u64,
     /// Background tasks.
     #[command(flatten)]
     pub tasks: TaskArgs,
@@ -465,6 +473,12 @@ async fn serve(config: ServeConfig) -> Result<Stopped, CliError> {
         }
         None => tracing::info!(pools = config.catalog.len(), "built-in pools"),
     }
+    let shown = |limit: Option<std::num::NonZeroU64>| limit.map_or(0, std::num::NonZeroU64::get);
+    tracing::info!(
+        max_shard_backlog = shown(config.overload.max_shard_backlog),
+        max_journal_backlog = shown(config.overload.max_journal_backlog),
+        "writes past these backlogs answer 503 (0: no bound)"
+    );
     let mut persistence = PersistenceConfig::new(&config.data_dir);
     persistence.fsync = config.fsync;
     let registry = Registry::new();
@@ -472,7 +486,8 @@ async fn serve(config: ServeConfig) -> Result<Stopped, CliError> {
         .pools(config.catalog)
         .tasks(config.tasks)
         .challenge_limits(config.challenge_limits)
-        .retry(config.retry);
+        .retry(config.retry)
+        .overload(config.overload);
     match &config.live_game {
         Some(live_game) => {
             let retry = &config.retry;

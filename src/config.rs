@@ -1,8 +1,9 @@
 //! The validated configuration of `matchwell serve`, built from its flags and environment.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
@@ -15,8 +16,8 @@ use crate::http::{HttpSettings, RateLimit, StreamLimits};
 use crate::jwt::MIN_SECRET_LEN;
 use crate::live_game::LiveGameSettings;
 use crate::tasks::{BackgroundTasks, TaskSettingsError};
-use matchwell_actors::ChallengeLimits;
 use matchwell_actors::pools::PoolsFileError;
+use matchwell_actors::{ChallengeLimits, OverloadLimits};
 use matchwell_snapshots::FsyncMode;
 
 /// Most worker threads accepted.
@@ -38,6 +39,9 @@ const MAX_LIVE_GAME_BACKOFF_MS: u64 = 3_600_000;
 const MAX_LIVE_GAME_IN_FLIGHT: u64 = 10_000;
 /// Most pending challenges per user and direction accepted as a limit.
 const MAX_CHALLENGE_LIMIT: u64 = 10_000;
+/// Largest backlog bound accepted, of a shard's messages or the journal's records: far beyond
+/// what a bound that keeps latency in check can be.
+const MAX_BACKLOG: u64 = 100_000_000;
 
 /// A flag or variable with a value that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +123,8 @@ pub struct ServeConfig {
     pub challenge_limits: ChallengeLimits,
     /// How long a graceful stop may take, from the signal to the exit.
     pub shutdown_timeout: Duration,
+    /// How far behind the shards and the journal may fall before writes are refused.
+    pub overload: OverloadLimits,
     /// Cluster mode, when `--cluster` is given.
     pub cluster: Option<ClusterSettings>,
 }
@@ -140,6 +146,11 @@ pub(crate) fn in_range(
             max,
         })
     }
+}
+
+/// A backlog bound of `value`, or none when it is 0.
+fn backlog_bound(name: &'static str, value: u64) -> Result<Option<NonZeroU64>, ConfigError> {
+    Ok(NonZeroU64::new(in_range(name, value, 0, MAX_BACKLOG)?))
 }
 
 /// A rate of `per_s` with `burst`, or none when `per_s` is 0; `burst_name` names the burst's
@@ -259,6 +270,7 @@ impl ServeConfig {
                 read_rate_limit,
                 streams,
                 limiter_cleanup: tasks.limiters.when_enabled(),
+                catalog: Arc::new(catalog.clone()),
             },
             shutdown_timeout: Duration::from_secs(in_range(
                 "--shutdown-timeout-s / MATCHWELL_SHUTDOWN_TIMEOUT_S",
@@ -266,6 +278,16 @@ impl ServeConfig {
                 1,
                 MAX_SHUTDOWN_TIMEOUT_S,
             )?),
+            overload: OverloadLimits {
+                max_shard_backlog: backlog_bound(
+                    "--max-shard-backlog / MATCHWELL_MAX_SHARD_BACKLOG",
+                    args.max_shard_backlog,
+                )?,
+                max_journal_backlog: backlog_bound(
+                    "--max-journal-backlog / MATCHWELL_MAX_JOURNAL_BACKLOG",
+                    args.max_journal_backlog,
+                )?,
+            },
             data_dir: args.secret.data_dir.clone(),
             jwt_secret: args.secret.jwt_secret.clone(),
             fsync: args.fsync,

@@ -29,7 +29,7 @@ use matchwell_actors::matchmaker::{Matchmaker, MatchmakerConfig};
 use matchwell_actors::metrics::Metrics;
 use matchwell_actors::persist::{Change, Restored};
 use matchwell_actors::pools::PoolCatalog;
-use matchwell_actors::{ChallengeLimits, ShardTimers};
+use matchwell_actors::{ChallengeLimits, OverloadLimits, ShardTimers};
 use matchwell_snapshots::FsyncMode;
 use prometheus::Registry;
 use tokio::task::JoinHandle;
@@ -108,6 +108,7 @@ pub struct EngineBuilder {
     registry: Registry,
     event_capacity: usize,
     challenge_limits: ChallengeLimits,
+    overload: OverloadLimits,
     id_base: u64,
     persistence: Option<Persisting>,
 }
@@ -135,6 +136,7 @@ impl Default for EngineBuilder {
             registry: Registry::new(),
             event_capacity: 4_096,
             challenge_limits: ChallengeLimits::default(),
+            overload: OverloadLimits::default(),
             id_base: 0,
             persistence: None,
         }
@@ -220,6 +222,14 @@ impl EngineBuilder {
         self
     }
 
+    /// How far behind the shards' mailboxes and the journal may fall before changes are
+    /// refused with [`MatchmakerError::Overloaded`] instead of queueing (default: no bound;
+    /// `matchwell serve` sets both).
+    pub fn overload(mut self, limits: OverloadLimits) -> Self {
+        self.overload = limits;
+        self
+    }
+
     /// Hands out ids after `id_base` (default 0): a cluster gives each partition's engine a
     /// range of its own (`partition_id_base`), so that ids name their partition.
     pub fn id_base(mut self, id_base: u64) -> Self {
@@ -265,6 +275,7 @@ impl EngineBuilder {
         config.game_creator = self.game_creator;
         config.event_capacity = self.event_capacity;
         config.challenge_limits = self.challenge_limits;
+        config.overload = self.overload;
         config.id_base = self.id_base;
         let metrics = match &self.persistence {
             Some(Persisting::Local(_)) => Some(PersistenceMetrics::register(&self.registry)?),

@@ -31,6 +31,25 @@ pub enum HealthStatus {
     Unhealthy,
 }
 
+impl HealthStatus {
+    /// Every status, best first.
+    pub const ALL: [HealthStatus; 3] = [Self::Healthy, Self::Degraded, Self::Unhealthy];
+
+    /// Its name, as readiness and `/metrics` show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Degraded => "degraded",
+            Self::Unhealthy => "unhealthy",
+        }
+    }
+
+    /// Whether readiness answers 200: the service takes traffic, degraded or not.
+    pub fn is_ready(self) -> bool {
+        self != Self::Unhealthy
+    }
+}
+
 /// What a component's failure does to the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Criticality {

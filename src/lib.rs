@@ -40,7 +40,6 @@ pub mod replay;
 pub mod tasks;
 
 pub use engine::{Engine, EngineBuilder, EngineError, ExternalStore, StoreFailure};
-pub use matchwell_actors::ChallengeLimits;
 pub use matchwell_actors::clock::{Clock, ManualClock, SystemClock};
 pub use matchwell_actors::error::MatchmakerError;
 pub use matchwell_actors::games::{
@@ -56,6 +55,7 @@ pub use matchwell_actors::model::{
     Match, MatchEvent, MatchPlayer, QueueSummary,
 };
 pub use matchwell_actors::pools::{MatchingParams, Pacing, PoolCatalog, PoolSpec, TimeControl};
+pub use matchwell_actors::{ChallengeLimits, Overload, OverloadLimits};
 pub use matchwell_snapshots::FsyncMode;
 pub use persistence::{
     JournalVitals, PersistenceConfig, PersistenceError, RecoveryReport, SnapshotVitals,

@@ -92,7 +92,7 @@ fn fields_out_of_range_are_400_naming_the_field() {
         assert_eq!(reply.body["error"]["field"], field, "{body}: {reply:?}");
         assert!(reply.message().contains(message), "{body}: {reply:?}");
     }
-    // A service names users of at most 64 bytes, without control characters.
+    // A service names users of at most 64 characters, without control characters.
     for user in [
         "u".repeat(65),
         String::new(),
@@ -147,7 +147,7 @@ fn malformed_json_is_400_with_a_clear_message() {
         ),
         (
             r#"{"time_control": "5+3", "variant": "standard", "rated": true, "rating": 1500.5}"#,
-            "invalid type",
+            "expected a whole number",
         ),
         (
             r#"{"time_control": "5+3", "variant": "standard", "rated": true, "rating": "1500"}"#,

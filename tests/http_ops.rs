@@ -118,6 +118,11 @@ fn health_metrics_and_request_ids() {
         r#"route="unmatched",status="404""#,
         r#"route="/v1/matchmaking/queue/{id}",status="405""#,
         "matchwell_http_request_duration_seconds_bucket",
+        // Readiness, for alerts: what /health/ready answered above.
+        "matchwell_ready 1",
+        r#"matchwell_health{component="engine",status="healthy"} 1"#,
+        r#"matchwell_health{component="engine",status="unhealthy"} 0"#,
+        r#"matchwell_health{component="live_game",status="healthy"} 1"#,
     ] {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
@@ -401,6 +406,18 @@ fn start_up_lists_the_tasks_and_refuses_bad_settings() {
             "0",
             "MATCHWELL_LIVE_GAME_TIMEOUT_MS must be from 1",
         ),
+        (
+            "MATCHWELL_MAX_SHARD_BACKLOG",
+            "100000001",
+            "MATCHWELL_MAX_SHARD_BACKLOG must be from 0 to 100000000, not 100000001",
+        ),
+        ("MATCHWELL_MAX_SHARD_BACKLOG", "-1", "'-1'"),
+        (
+            "MATCHWELL_MAX_JOURNAL_BACKLOG",
+            "100000001",
+            "MATCHWELL_MAX_JOURNAL_BACKLOG must be from 0 to 100000000",
+        ),
+        ("MATCHWELL_MAX_JOURNAL_BACKLOG", "many", "'many'"),
         ("MATCHWELL_POOLS", "/nonexistent/pools.toml", "pools.toml"),
         ("MATCHWELL_LISTEN", "127.0.0.1:99999", "127.0.0.1:99999"),
     ] {

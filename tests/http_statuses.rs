@@ -288,6 +288,7 @@ fn in_process_server() -> InProcess {
                     total: 100,
                 },
                 limiter_cleanup: None,
+                catalog: Arc::new(matchwell::PoolCatalog::builtin()),
             };
             let registry = prometheus::Registry::new();
             let server = matchwell::http::start(
@@ -363,7 +364,19 @@ fn every_route_of_the_engine_answers_503_until_it_is_ready_and_writes_once_it_st
         "recovering"
     );
     api.send(api.request("GET", "/health/live", None)).ok(200);
-    api.send(api.request("GET", "/metrics", None)).ok(200);
+    let metrics = api
+        .client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let metrics = metrics.text().unwrap();
+    for needle in [
+        "matchwell_ready 0",
+        r#"matchwell_health{component="engine",status="unhealthy"} 1"#,
+    ] {
+        assert!(metrics.contains(needle), "{needle} not in\n{metrics}");
+    }
     let mut routes = 0;
     for (path, item) in document["paths"].as_object().unwrap() {
         if ENGINELESS.contains(&path.as_str()) {

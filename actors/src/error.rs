@@ -1,5 +1,6 @@
 //! The typed errors of the matchmaker's public API.
 
+use crate::admission::Overload;
 use crate::challenges::ChallengeRefusal;
 use crate::games::GameCreationError;
 use crate::model::{Entry, EntryStatus};
@@ -44,6 +45,10 @@ pub enum MatchmakerError {
     /// The journal failed; the engine accepts no more changes until it is restarted.
     #[error("persistence failed, changes are refused: {0}")]
     Persistence(String),
+    /// The engine is behind and refused the change rather than queue it; it may be sent
+    /// again a moment later.
+    #[error("overloaded, retry later: {0}")]
+    Overloaded(#[from] Overload),
 }
 
 impl MatchmakerError {
@@ -70,20 +75,17 @@ pub const MAX_TENANT_LEN: usize = 64;
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 
-/// Checks an identifier-like string: not empty, at most `max_len` bytes, no control characters
-/// and no surrounding white space.
-pub(crate) fn check_name(
-    field: &'static str,
-    text: &str,
-    max_len: usize,
-) -> Result<(), MatchmakerError> {
+/// Checks an identifier-like string: not empty, at most `max_len` characters, no control
+/// characters and no surrounding white space. Characters rather than bytes, as JSON Schema's
+/// `maxLength` counts them, so that the OpenAPI document states the same limit.
+pub fn check_name(field: &'static str, text: &str, max_len: usize) -> Result<(), MatchmakerError> {
     if text.is_empty() {
         return Err(MatchmakerError::invalid(field, "must not be empty"));
     }
-    if text.len() > max_len {
+    if text.chars().count() > max_len {
         return Err(MatchmakerError::invalid(
             field,
-            format!("must be at most {max_len} bytes"),
+            format!("must be at most {max_len} characters"),
         ));
     }
     if text.chars().any(char::is_control) || text.trim() != text {

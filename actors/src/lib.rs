@@ -16,6 +16,8 @@
 //! - `shard` / `router`: the pool-shard actors that own the waiting players and run the waves,
 //!   and the router actor that dispatches to them, on a dedicated actix system.
 //! - `challenges`: the challenge state machine and book.
+//! - `admission`: the refusal of changes while the shards' mailboxes or the journal are
+//!   behind ([`OverloadLimits`], [`Overload`]).
 //! - [`games`]: the [`games::GameCreator`] trait, its errors, the retry policy and the
 //!   live-game health the engine reports.
 //! - `game_jobs`: the durable game-creation jobs and what paces them (in-flight limit,
@@ -39,6 +41,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod admission;
 mod breaker;
 mod challenges;
 pub mod change_log;
@@ -61,6 +64,7 @@ mod sequence_table;
 mod shard;
 mod shared;
 
+pub use admission::{Overload, OverloadLimits};
 pub use challenges::{ChallengeLimits, ChallengeRefusal};
 pub use index::{EntryRecord, EntryState, MatchRecord, QueueKey, TenantId, UserKey};
 pub use router::ActorsStopped;

@@ -16,6 +16,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::{broadcast, oneshot, watch};
 
+use crate::admission::{Admission, OverloadLimits};
 use crate::challenges::{ChallengeBook, ChallengeLimits, ChallengeRecord, ChallengeState, Party};
 use crate::change_log::ChangeLog;
 use crate::clock::{SharedClock, SystemClock, UnixMillis};
@@ -83,6 +84,8 @@ pub struct MatchmakerConfig {
     pub acknowledge_durable: bool,
     /// State read back from disk, installed before the actors start.
     pub restored: Option<Restored>,
+    /// How far behind the shards and the journal may fall before changes are refused.
+    pub overload: OverloadLimits,
 }
 
 impl MatchmakerConfig {
@@ -101,16 +104,21 @@ impl MatchmakerConfig {
             game_creator: Arc::new(LocalGameIds),
             metrics,
             default_challenge_ttl: Duration::from_secs(120),
-            max_challenge_ttl: Duration::from_secs(86_400),
+            max_challenge_ttl: DEFAULT_MAX_CHALLENGE_TTL,
             challenge_limits: ChallengeLimits::default(),
             id_base: 0,
             event_capacity: 4_096,
             journal: None,
             acknowledge_durable: false,
             restored: None,
+            overload: OverloadLimits::default(),
         }
     }
 }
+
+/// Longest challenge lifetime a request may ask for unless configured otherwise
+/// ([`MatchmakerConfig::max_challenge_ttl`]); the OpenAPI document states it.
+pub const DEFAULT_MAX_CHALLENGE_TTL: Duration = Duration::from_secs(86_400);
 
 /// Bits of an id below its partition: each partition has 2^40 ids of each kind.
 const PARTITION_ID_BITS: u32 = 40;
@@ -226,6 +234,7 @@ impl Matchmaker {
     /// Starts the shard and router actors on their own threads.
     pub fn start(config: MatchmakerConfig) -> std::io::Result<Self> {
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        let admission = Admission::new(config.overload, config.shards, &config.metrics);
         let shared = Arc::new(Shared {
             catalog: config.catalog,
             clock: config.clock,
@@ -243,6 +252,7 @@ impl Matchmaker {
             game_creator: config.game_creator,
             journal: config.journal,
             acknowledge_durable: config.acknowledge_durable,
+            admission,
         });
         if let Some(restored) = config.restored {
             let Installed { report, finished } = restored.install(&shared);
@@ -371,6 +381,7 @@ impl Matchmaker {
         };
         let (id, record) = created;
         self.shared.metrics.enqueues.inc();
+        self.shared.admission.sent(record.queue());
         self.actors.router().do_send(Enqueue {
             queue: record.queue(),
             rating: record.rating,
@@ -380,14 +391,15 @@ impl Matchmaker {
         Ok(self.shared.entry_view_of(id, &record, now_ms))
     }
 
-    /// Creates the entry if the user has none searching, and journals it together with the
-    /// idempotency key that names it.
+    /// Creates the entry if the user has none searching and the engine is not behind, and
+    /// journals it together with the idempotency key that names it.
     fn create_entry(
         &self,
         user: &UserKey,
         record: EntryRecord,
         idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<(EntryId, EntryRecord), MatchmakerError> {
+        self.shared.admit(Some(record.queue()))?;
         let id =
             EntryId::new(self.shared.ids.entries.next().get()).expect("sequences never yield zero");
         let index = &self.shared.index;
@@ -439,8 +451,9 @@ impl Matchmaker {
         let tenant = self.tenant(tenant)?;
         let record = self.record(tenant, id)?;
         if self.cancel_reaches_shard(&record) {
-            self.shared.writable()?;
+            self.shared.admit(Some(record.queue()))?;
             let (done, handled) = oneshot::channel();
+            self.shared.admission.sent(record.queue());
             self.actors.router().do_send(Cancel {
                 queue: record.queue(),
                 rating: record.rating,
@@ -572,7 +585,7 @@ impl Matchmaker {
                 request.time_control, request.variant
             )));
         }
-        self.shared.writable()?;
+        self.shared.admit(None)?;
         let tenant = self.shared.index.tenants.intern(&request.tenant);
         let now_ms = self.now_ms();
         let id = ChallengeId::new(self.shared.ids.challenges.next().get())
@@ -643,7 +656,7 @@ impl Matchmaker {
         id: ChallengeId,
     ) -> Result<Challenge, MatchmakerError> {
         let tenant = self.tenant(tenant)?;
-        self.shared.writable()?;
+        self.shared.admit(None)?;
         let record = self.shared.challenges.begin_accept(
             id,
             tenant,
@@ -737,7 +750,7 @@ impl Matchmaker {
         party: Party,
     ) -> Result<Challenge, MatchmakerError> {
         let tenant = self.tenant(tenant)?;
-        self.shared.writable()?;
+        self.shared.admit(None)?;
         let now_ms = self.now_ms();
         let record = self.shared.challenges.close(
             id,
@@ -1005,6 +1018,7 @@ fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::Overload;
     use crate::clock::ManualClock;
     use crate::shard::{GameFailed, ShardTimers};
 
@@ -1155,6 +1169,63 @@ mod tests {
             assert_eq!((entry.wait_ms, entry.window), (20_000, 150), "{id}");
         }
         assert_eq!(engine.prune(), 3, "every cancelled entry is forgotten");
+        engine.shutdown();
+    }
+
+    #[tokio::test]
+    async fn changes_refused_while_a_shard_is_behind_change_nothing() {
+        let mut config = MatchmakerConfig::new(PoolCatalog::builtin());
+        config.clock = Arc::new(ManualClock::new(1_000_000));
+        config.overload.max_shard_backlog = std::num::NonZeroU64::new(1);
+        let engine = Matchmaker::start(config).unwrap();
+        let alice = engine.enqueue(request("alice", 1500)).await.unwrap();
+        // A tick reaches the shard after the enqueue, so the shard has handled it by then.
+        engine.run_waves(true).await.unwrap();
+        let queue = engine.shared.index.entries.get(alice.id).unwrap().queue();
+        // One message on its way to the shard, as a burst would leave it.
+        engine.shared.admission.sent(queue);
+        let overloaded = |result: Result<Entry, MatchmakerError>| {
+            matches!(
+                result,
+                Err(MatchmakerError::Overloaded(Overload::Shard {
+                    backlog: 1,
+                    limit: 1
+                }))
+            )
+        };
+        let entries = engine.shared.index.entries.len();
+        let mut keyed = request("bob", 1500);
+        keyed.idempotency_key = Some("k1".into());
+        assert!(overloaded(engine.enqueue(keyed.clone()).await));
+        assert!(overloaded(engine.cancel("acme", alice.id).await));
+        assert_eq!(engine.shared.index.entries.len(), entries, "no entry made");
+        assert_eq!(engine.active("acme", "bob").searching, None);
+        assert_eq!(
+            engine.entry("acme", alice.id).unwrap().status,
+            EntryStatus::Searching,
+            "the cancel was not applied"
+        );
+        // Challenges send nothing to a shard.
+        let challenge = ChallengeRequest {
+            tenant: "acme".into(),
+            challenger_id: "carol".into(),
+            opponent_id: "dave".into(),
+            time_control: "5+3".parse().unwrap(),
+            variant: "standard".into(),
+            rated: true,
+            color: ColorChoice::Random,
+            expires_in: None,
+        };
+        engine.create_challenge(challenge).await.unwrap();
+
+        engine.shared.admission.handled(queue);
+        // The refused request left no idempotency key behind: another rating is no reuse.
+        keyed.rating = 1600;
+        let bob = engine.enqueue(keyed).await.unwrap();
+        assert_eq!(bob.rating, 1600);
+        engine.run_waves(false).await.unwrap();
+        let cancelled = engine.cancel("acme", alice.id).await.unwrap();
+        assert_eq!(cancelled.status, EntryStatus::Cancelled);
         engine.shutdown();
     }
 

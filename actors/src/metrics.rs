@@ -8,6 +8,7 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+use crate::admission::Overload;
 use crate::games::CircuitState;
 use crate::pools::{PoolCatalog, PoolId};
 
@@ -31,6 +32,9 @@ pub struct Metrics {
     pub(crate) live_game_seconds: Histogram,
     /// One gauge per state, in the order of [`CircuitState::ALL`]: 1 for the current one.
     pub(crate) live_game_circuit: [IntGauge; 3],
+    /// Changes refused because the engine was behind, by reason, in the order of
+    /// [`Overload::REASONS`].
+    pub(crate) shed: [IntCounter; 2],
 }
 
 /// How one attempt to create a game ended, as `/metrics` counts it.
@@ -95,6 +99,13 @@ impl Metrics {
             &["state"],
         )?;
         registry.register(Box::new(circuit.clone()))?;
+        let shed = counter_vec(
+            "matchwell_shed_total",
+            "Changes refused with 503 because the engine was behind: `shard` (the queue's \
+             shard had too many messages waiting), `journal` (too many records waiting to be \
+             durable)",
+            "reason",
+        )?;
         Ok(Self {
             enqueues: counter("matchwell_enqueues_total", "Entries created")?,
             cancels: counter("matchwell_cancels_total", "Entries cancelled")?,
@@ -150,6 +161,7 @@ impl Metrics {
             )?,
             live_game_circuit: CircuitState::ALL
                 .map(|state| circuit.with_label_values(&[state.as_str()])),
+            shed: Overload::REASONS.map(|reason| shed.with_label_values(&[reason])),
         })
     }
 

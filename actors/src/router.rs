@@ -39,7 +39,7 @@ pub(crate) struct Router {
 
 /// The shard (of `shards`) that owns `queue`: a multiplicative hash, so the queues of one
 /// tenant spread over the shards as well as the tenants do.
-fn shard_index(queue: QueueKey, shards: usize) -> usize {
+pub(crate) fn shard_index(queue: QueueKey, shards: usize) -> usize {
     let mixed = ((u64::from(queue.tenant.0) << 16) | u64::from(queue.pool.0))
         .wrapping_mul(0x9E37_79B9_7F4A_7C15);
     ((mixed >> 32) % shards as u64) as usize

@@ -488,6 +488,7 @@ impl Handler<Enqueue> for PoolShard {
     type Result = ();
 
     fn handle(&mut self, msg: Enqueue, _: &mut Self::Context) {
+        self.shared.admission.handled(msg.queue);
         if !self.cancelled_in_flight.remove(&msg.waiting.id) {
             self.queue(msg.queue)
                 .waiting
@@ -513,6 +514,7 @@ impl Handler<Cancel> for PoolShard {
     type Result = ();
 
     fn handle(&mut self, msg: Cancel, _: &mut Self::Context) {
+        self.shared.admission.handled(msg.queue);
         self.cancel(msg.queue, msg.rating, msg.id);
         // The caller may have gone away (its request was dropped); the cancel stands.
         let _ = msg.done.send(());

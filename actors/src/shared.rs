@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, broadcast};
 
+use crate::admission::Admission;
 use crate::challenges::ChallengeBook;
 use crate::change_log::ChangeLog;
 use crate::clock::{SharedClock, UnixMillis};
@@ -11,7 +12,7 @@ use crate::error::MatchmakerError;
 use crate::game_jobs::GameJobs;
 use crate::games::GameCreator;
 use crate::ids::{EntryId, IdSequence, MatchId};
-use crate::index::{EntryRecord, EntryState, Index};
+use crate::index::{EntryRecord, EntryState, Index, QueueKey};
 use crate::metrics::Metrics;
 use crate::model::{Entry, Match, MatchEvent};
 use crate::persist::{Change, Image};
@@ -49,6 +50,9 @@ pub(crate) struct Shared {
     pub(crate) journal: Option<Arc<dyn ChangeLog>>,
     /// Whether a change is answered only once durable (fsync `always`).
     pub(crate) acknowledge_durable: bool,
+    /// Refuses changes while the shards or the journal are behind; the shards report here
+    /// what they have handled.
+    pub(crate) admission: Admission,
 }
 
 impl Shared {
@@ -63,6 +67,14 @@ impl Shared {
             Some(failure) => Err(MatchmakerError::Persistence(failure)),
             None => Ok(()),
         }
+    }
+
+    /// Admits a change from a caller: refused once the journal has failed, or while the
+    /// engine is behind (the shard of `queue`, when the change sends it a message, or the
+    /// journal). Waves and other work of the engine's own are never refused this way.
+    pub(crate) fn admit(&self, queue: Option<QueueKey>) -> Result<(), MatchmakerError> {
+        self.writable()?;
+        Ok(self.admission.admit(queue, self.journal.as_deref())?)
     }
 
     /// Journals one change made of the images `images` builds. They are built only when there

@@ -16,7 +16,7 @@ use crate::http::access::access_logged;
 use crate::http::error::ApiError;
 use crate::http::views::RatingsClaim;
 use crate::jwt::{Claims, DEFAULT_TENANT, JwtSecret, TokenScope};
-use matchwell_actors::error::{MAX_TENANT_LEN, MAX_USER_ID_LEN};
+use matchwell_actors::error::{MAX_TENANT_LEN, MAX_USER_ID_LEN, check_name};
 
 /// Seconds of clock skew tolerated on `exp`.
 const EXPIRY_LEEWAY_S: u64 = 5;
@@ -129,15 +129,16 @@ impl Authenticator {
                 })
             })?
             .claims;
-        if claims.sub.is_empty() || claims.sub.len() > MAX_USER_ID_LEN {
+        let length = |text: &str| text.chars().count();
+        if claims.sub.is_empty() || length(&claims.sub) > MAX_USER_ID_LEN {
             return Err(ApiError::Unauthorized(
-                "token `sub` must be 1 to 64 bytes long",
+                "token `sub` must be 1 to 64 characters long",
             ));
         }
         let tenant = claims.tenant.as_deref().unwrap_or(DEFAULT_TENANT);
-        if tenant.is_empty() || tenant.len() > MAX_TENANT_LEN {
+        if tenant.is_empty() || length(tenant) > MAX_TENANT_LEN {
             return Err(ApiError::Unauthorized(
-                "token `tenant` must be 1 to 64 bytes long",
+                "token `tenant` must be 1 to 64 characters long",
             ));
         }
         let caller = Caller {
@@ -185,16 +186,22 @@ pub(crate) struct Caller {
 
 impl Caller {
     /// The user this request acts for: `user_id` when given (a service token may name any
-    /// user of its tenant, others only themselves), else the token's own `sub`.
+    /// user of its tenant, others only themselves), else the token's own `sub`. A user named
+    /// by a service must be a valid user id, whether the request reads or writes, as the
+    /// OpenAPI document says of every `user_id`.
     pub(crate) fn act_as<'a>(&'a self, user_id: Option<&'a str>) -> Result<Acting<'a>, ApiError> {
         match user_id {
             None => Ok(self.acting_as_self()),
             Some(user) if user == self.user => Ok(self.acting_as_self()),
-            Some(user) if self.role == Role::Service => Ok(Acting {
-                tenant: &self.tenant,
-                user,
-                ratings: None,
-            }),
+            Some(user) if self.role == Role::Service => {
+                check_name("user_id", user, MAX_USER_ID_LEN)
+                    .map_err(|error| ApiError::from_engine(error, &self.tenant))?;
+                Ok(Acting {
+                    tenant: &self.tenant,
+                    user,
+                    ratings: None,
+                })
+            }
             Some(_) => Err(ApiError::Forbidden(
                 "only service tokens may act for another user",
             )),

@@ -37,7 +37,7 @@ fn challenge_answer(
         (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`; see `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (recovering, stopping, or its journal failed); see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (recovering, stopping, or its journal failed) or is overloaded (its journal past `--max-journal-backlog`); see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[post(
@@ -174,7 +174,7 @@ pub(crate) async fn get_challenge(
         (status = 404, description = "`NOT_FOUND`", body = ErrorBody),
         (status = 409, description = "`CHALLENGE_NOT_PENDING`: accepted, declined, cancelled, expired, or being accepted", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`; see `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the live-game service did not create the game (the challenge stays pending), or the engine is not ready (recovering, stopping, or its journal failed; see `Retry-After`)", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the live-game service did not create the game (the challenge stays pending), or the engine is not ready (recovering, stopping, or its journal failed) or is overloaded (its journal past `--max-journal-backlog`); see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[post(
@@ -209,7 +209,7 @@ pub(crate) async fn accept_challenge(
         (status = 404, description = "`NOT_FOUND`", body = ErrorBody),
         (status = 409, description = "`CHALLENGE_NOT_PENDING`", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`; see `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (recovering, stopping, or its journal failed); see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (recovering, stopping, or its journal failed) or is overloaded (its journal past `--max-journal-backlog`); see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[post(
@@ -243,7 +243,7 @@ pub(crate) async fn decline_challenge(
         (status = 404, description = "`NOT_FOUND`", body = ErrorBody),
         (status = 409, description = "`CHALLENGE_NOT_PENDING`", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`; see `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (recovering, stopping, or its journal failed); see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (recovering, stopping, or its journal failed) or is overloaded (its journal past `--max-journal-backlog`); see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[delete(

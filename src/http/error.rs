@@ -9,7 +9,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 
 use crate::http::views::{EntryView, ErrorBody, ErrorDetail};
-use crate::{EntryStatus, GameCreationError, MatchmakerError};
+use crate::{EntryStatus, GameCreationError, MatchmakerError, Overload};
 use matchwell_actors::ChallengeRefusal;
 
 /// Why a request was refused. A refused request changes nothing.
@@ -70,12 +70,17 @@ pub(crate) enum ApiError {
     /// failed (see `/health/ready`).
     #[error("{0}")]
     NotReady(Cow<'static, str>),
+    /// The engine is behind (its shards' mailboxes or its journal past their bounds) and
+    /// refused the change at once rather than queue it.
+    #[error("the engine is overloaded; retry later ({0})")]
+    Overloaded(Overload),
 }
 
-/// `Retry-After` of a [`ApiError::NotReady`] answer. Readiness can come at any moment (a
-/// recovery that ends, a restart behind a load balancer) and a refusal costs the server next
-/// to nothing, so clients may come back soon.
-const NOT_READY_RETRY_AFTER: HeaderValue = HeaderValue::from_static("1");
+/// `Retry-After` of a [`ApiError::NotReady`] or [`ApiError::Overloaded`] answer. Readiness
+/// can come at any moment (a recovery that ends, a restart behind a load balancer), a backlog
+/// drains in milliseconds once a burst is over, and a refusal costs the server next to
+/// nothing, so clients may come back soon.
+const UNAVAILABLE_RETRY_AFTER: HeaderValue = HeaderValue::from_static("1");
 
 /// Which limit refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +134,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::RateLimited { .. } => "RATE_LIMITED",
-            Self::Unavailable(_) | Self::NotReady(_) => "UNAVAILABLE",
+            Self::Unavailable(_) | Self::NotReady(_) | Self::Overloaded(_) => "UNAVAILABLE",
         }
     }
 
@@ -178,6 +183,7 @@ impl ApiError {
             )),
             MatchmakerError::Stopped(_) => Self::NotReady("the engine is stopping".into()),
             MatchmakerError::Persistence(reason) => Self::NotReady(reason.into()),
+            MatchmakerError::Overloaded(overload) => Self::Overloaded(overload),
         }
     }
 
@@ -223,7 +229,9 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::NotReady(_) | Self::Overloaded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -233,8 +241,8 @@ impl ResponseError for ApiError {
             Self::RateLimited { retry_after_s, .. } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
             }
-            Self::NotReady(_) => {
-                response.insert_header((header::RETRY_AFTER, NOT_READY_RETRY_AFTER));
+            Self::NotReady(_) | Self::Overloaded(_) => {
+                response.insert_header((header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER));
             }
             Self::Unauthorized(_) => {
                 response

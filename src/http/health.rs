@@ -2,7 +2,6 @@
 
 use actix_web::{HttpResponse, get, web};
 
-use crate::health::HealthStatus;
 use crate::http::AppState;
 use crate::http::views::{LiveView, ReadinessView};
 
@@ -28,9 +27,10 @@ pub(crate) async fn live() -> HttpResponse {
 #[get("/health/ready")]
 pub(crate) async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let report = state.health.report();
-    let mut answer = match report.status {
-        HealthStatus::Healthy | HealthStatus::Degraded => HttpResponse::Ok(),
-        HealthStatus::Unhealthy => HttpResponse::ServiceUnavailable(),
+    let mut answer = if report.status.is_ready() {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::ServiceUnavailable()
     };
     answer.json(ReadinessView::new(report))
 }

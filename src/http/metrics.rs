@@ -6,9 +6,11 @@ use std::time::Duration;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpResponse, get, web};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
+use crate::health::{HealthReport, HealthStatus};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 
@@ -37,6 +39,12 @@ static KNOWN_METHODS: [Method; 9] = [
 pub(crate) struct HttpMetrics {
     requests: IntCounterVec,
     latency: HistogramVec,
+    /// Readiness as `/health/ready` would answer at the last scrape, so that an alert can
+    /// follow it without a prober: 1 for 200, 0 for 503.
+    ready: IntGauge,
+    /// Each readiness component's status at the last scrape: 1 for its current status, 0 for
+    /// the others. Components are the server's own, a fixed few.
+    health: IntGaugeVec,
 }
 
 impl HttpMetrics {
@@ -60,9 +68,39 @@ impl HttpMetrics {
             ]),
             &["route"],
         )?;
+        let ready = IntGauge::new(
+            "matchwell_ready",
+            "1 while /health/ready answers 200 (healthy or degraded), 0 while it answers 503",
+        )?;
+        let health = IntGaugeVec::new(
+            Opts::new(
+                "matchwell_health",
+                "Readiness components: 1 for each one's current status (healthy, degraded, unhealthy)",
+            ),
+            &["component", "status"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
-        Ok(Self { requests, latency })
+        registry.register(Box::new(ready.clone()))?;
+        registry.register(Box::new(health.clone()))?;
+        Ok(Self {
+            requests,
+            latency,
+            ready,
+            health,
+        })
+    }
+
+    /// Sets the readiness gauges from `report`.
+    fn record_health(&self, report: &HealthReport) {
+        self.ready.set(i64::from(report.status.is_ready()));
+        for component in &report.components {
+            for status in HealthStatus::ALL {
+                self.health
+                    .with_label_values(&[component.name, status.as_str()])
+                    .set(i64::from(component.health.status == status));
+            }
+        }
     }
 
     /// Counts and times one request of `route` (a template, see `RouteTable::route_of`).
@@ -97,6 +135,7 @@ fn method_label(method: &Method) -> &'static str {
 )]
 #[get("/metrics")]
 pub(crate) async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.metrics.record_health(&state.health.report());
     let encoder = TextEncoder::new();
     let mut text = Vec::with_capacity(16 * 1024);
     encoder

@@ -34,6 +34,7 @@ use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use crate::PoolCatalog;
 use crate::health::HealthRegistry;
 use crate::jwt::{JwtSecret, TokenScope};
 pub use rate_limit::{RateLimit, StreamLimits};
@@ -68,6 +69,9 @@ pub struct HttpSettings {
     /// How often the rate limiters forget users whose budgets are full again (the
     /// `limiters` task); `None` never.
     pub limiter_cleanup: Option<Duration>,
+    /// The pools served, whose time controls, variants and regions the OpenAPI document
+    /// lists.
+    pub catalog: Arc<PoolCatalog>,
 }
 
 /// Why the server did not start.
@@ -197,18 +201,28 @@ fn cluster_routes(config: &mut ServiceConfig<'_>) {
     config.service(cluster::cluster_map);
 }
 
-/// The OpenAPI document of the API.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    document(routes)
-}
-
-/// The OpenAPI document of the server whose routes `routes` lists.
+/// The OpenAPI document of the server whose routes `routes` lists, as utoipa generates it
+/// from them: their paths, methods and types, without what the server enforces beyond the
+/// types.
 fn document(routes: fn(&mut ServiceConfig<'_>)) -> utoipa::openapi::OpenApi {
     let (_, document) = App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
         .configure(routes)
         .split_for_parts();
+    document
+}
+
+/// The OpenAPI document of the API serving `catalog`, stating what the server enforces on
+/// requests: a body or parameter its schemas allow is not refused as invalid.
+pub fn openapi(catalog: &PoolCatalog) -> serde_json::Value {
+    exact_openapi(&document(routes), catalog)
+}
+
+fn exact_openapi(generated: &utoipa::openapi::OpenApi, catalog: &PoolCatalog) -> serde_json::Value {
+    let mut document =
+        serde_json::to_value(generated).expect("the generated document is plain JSON");
+    openapi::state_the_rules(&mut document, catalog);
     document
 }
 
@@ -267,7 +281,7 @@ pub fn start(
     } else {
         routes
     };
-    let document = document(routes);
+    let generated = document(routes);
     let state = web::Data::new(AppState {
         metrics: HttpMetrics::register(&registry)?,
         slot,
@@ -283,8 +297,8 @@ pub fn start(
             .read_rate_limit
             .map(|rate| UserRateLimiter::new(rate, Limit::Reads)),
         streams: StreamSlots::new(settings.streams),
-        openapi_json: document.to_json().unwrap_or_default(),
-        routes: RouteTable::new(&document),
+        openapi_json: exact_openapi(&generated, &settings.catalog).to_string(),
+        routes: RouteTable::new(&generated),
     });
     let limited = state.writes.is_some() || state.reads.is_some();
     if let (true, Some(period)) = (limited, settings.limiter_cleanup) {

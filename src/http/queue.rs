@@ -72,7 +72,7 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<CompactString>, ApiEr
     tag = "queue",
     security(("bearer" = [])),
     request_body = EnqueueBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 128 bytes; the same key from the same user yields the same entry")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 128 characters of visible ASCII, no space at either end; the same key from the same user yields the same entry")),
     responses(
         (status = 201, description = "Queued, or the entry of an earlier request with the same Idempotency-Key", body = EntryView),
         (status = 400, description = "`INVALID_REQUEST` (malformed body, field out of range; `field` names it) or `UNKNOWN_POOL`", body = ErrorBody),
@@ -83,7 +83,7 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<CompactString>, ApiEr
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body is not `application/json`", body = ErrorBody),
         (status = 422, description = "`IDEMPOTENCY_KEY_REUSED`: the Idempotency-Key was used with a different request (another pool or rating)", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`; see `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (recovering, stopping, or its journal failed); see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (recovering, stopping, or its journal failed) or is overloaded (its shards' mailboxes or its journal past their bounds, `--max-shard-backlog`, `--max-journal-backlog`); see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[post(
@@ -169,7 +169,7 @@ pub(crate) async fn get_entry(
         (status = 404, description = "`NOT_FOUND`", body = ErrorBody),
         (status = 409, description = "`NOT_CANCELLABLE`: the entry was matched or has expired", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`; see `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (recovering, stopping, or its journal failed); see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`UNAVAILABLE`: the engine is not ready (recovering, stopping, or its journal failed) or is overloaded (its shards' mailboxes or its journal past their bounds, `--max-shard-backlog`, `--max-journal-backlog`); see `Retry-After`", body = ErrorBody),
     ),
 )]
 #[delete(

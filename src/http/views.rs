@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use compact_str::CompactString;
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::health::{Criticality, HealthReport, HealthStatus};
@@ -32,7 +33,7 @@ pub(crate) struct EnqueueBody {
     pub(crate) region: Option<String>,
     /// Rating 0–4000. The token's `ratings` claim wins when it has this time control; 1500
     /// when neither gives one.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 0, maximum = 4000)]
     pub(crate) rating: Option<i64>,
     /// The player to queue; only tokens with role `service` may name another user.
@@ -59,12 +60,42 @@ pub(crate) struct ChallengeBody {
     #[schema(value_type = Option<String>, example = "random")]
     pub(crate) color: Option<ColorChoice>,
     /// Lifetime in seconds (default 120).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 1)]
     pub(crate) expires_in_s: Option<u64>,
     /// The challenger; only tokens with role `service` may name another user.
     #[serde(default)]
     pub(crate) user_id: Option<String>,
+}
+
+/// An integer field, however the JSON writes it: JSON has one type of number, and JSON
+/// Schema's `integer` (what the document says of these fields) includes `1500.0`, which
+/// clients whose numbers are floats write for 1500. A number with a fraction, or one that
+/// `T` cannot hold, is refused.
+fn whole_number<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    // Below 2^63 in magnitude, a whole f64 converts to i128 exactly.
+    const EXACT: f64 = 9_223_372_036_854_775_808.0;
+    let whole = number
+        .as_i64()
+        .map(i128::from)
+        .or_else(|| number.as_u64().map(i128::from))
+        .or_else(|| {
+            number
+                .as_f64()
+                .filter(|value| value.fract() == 0.0 && value.abs() < EXACT)
+                .map(|value| value as i128)
+        });
+    whole
+        .and_then(|whole| T::try_from(whole).ok())
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("expected a whole number in range, not {number}")))
 }
 
 /// Query of the read and delete routes.
@@ -489,6 +520,35 @@ pub(crate) fn rfc3339(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_numbers_are_read_however_json_writes_them() {
+        let rating = |json: &str| {
+            serde_json::from_str::<EnqueueBody>(&format!(
+                r#"{{"time_control": "5+3", "variant": "standard", "rated": true, "rating": {json}}}"#
+            ))
+            .map(|body| body.rating)
+            .map_err(|error| error.to_string())
+        };
+        assert_eq!(rating("1500"), Ok(Some(1500)));
+        assert_eq!(rating("1500.0"), Ok(Some(1500)));
+        assert_eq!(rating("15e2"), Ok(Some(1500)));
+        assert_eq!(rating("-0.0"), Ok(Some(0)));
+        assert_eq!(rating("null"), Ok(None));
+        assert_eq!(rating("9223372036854775807"), Ok(Some(i64::MAX)));
+        for refused in ["1500.5", "1e300", "18446744073709551615", "\"1500\""] {
+            assert!(rating(refused).is_err(), "{refused}");
+        }
+        let lifetime = |json: &str| {
+            serde_json::from_str::<ChallengeBody>(&format!(
+                r#"{{"opponent_id": "bo", "time_control": "5+3", "variant": "standard", "rated": true, "expires_in_s": {json}}}"#
+            ))
+            .map(|body| body.expires_in_s)
+            .map_err(|error| error.to_string())
+        };
+        assert_eq!(lifetime("60.0"), Ok(Some(60)));
+        assert!(lifetime("-1").is_err());
+    }
 
     #[test]
     fn times_are_rfc3339_in_utc() {
