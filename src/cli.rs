@@ -20,6 +20,7 @@ use crate::health::HealthRegistry;
 use crate::http::{self, EngineSlot, HttpError};
 use crate::jwt::{self, Claims, JwtSecret, SecretError, SecretOrigin, TokenScope};
 use crate::live_game::{HttpGameCreator, LiveGameError};
+use crate::log_output::LogOutput;
 use crate::persistence::{PersistenceConfig, PersistenceError, describe_snapshot};
 use crate::{
     ChallengeLimits, Engine, EngineBuilder, EngineError, Pacing, PoolCatalog, RetryPolicy,
@@ -28,6 +29,8 @@ use matchwell_actors::matchmaker::partition_id_base;
 use matchwell_actors::pools::PoolsFileError;
 use matchwell_snapshots::FsyncMode;
 use matchwell_snapshots::journal::ParseFsyncModeError;
+
+pub use crate::log_output::FlushOnDrop;
 
 /// The matchwell matchmaking server and its tools.
 #[derive(Debug, Parser)]
@@ -673,16 +676,23 @@ fn stop_signal() -> std::io::Result<impl Future<Output = &'static str>> {
 
 /// Sets up logging to stderr. JSON lines carry each event's fields at the top level, beside
 /// `timestamp`, `level` and `target`, so that log tools read them without unwrapping.
-pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
+/// Access-log lines are written in batches (see `log_output`): the returned guard writes the
+/// last of them when it is dropped, so `main` holds it until the end.
+pub fn init_logging(format: LogFormat, filter: &str) -> Result<FlushOnDrop, String> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|error| format!("invalid --log / MATCHWELL_LOG `{filter}`: {error}"))?;
+    let (output, guard) = LogOutput::new(std::io::stderr());
+    output
+        .start_flusher()
+        .map_err(|error| format!("cannot start the log's thread: {error}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(output);
     let result = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
-    result.map_err(|error| error.to_string())
+    result.map_err(|error| error.to_string())?;
+    Ok(guard)
 }

@@ -24,6 +24,7 @@
 //!   claims and minting.
 //! - [`cli`] and [`config`]: the `matchwell` command line (`serve`, `token`, `pools
 //!   validate`) and the validated server configuration.
+//! - `log_output`: where log lines go (standard error, access-log lines in batches).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
@@ -35,6 +36,7 @@ pub mod health;
 pub mod http;
 pub mod jwt;
 pub mod live_game;
+mod log_output;
 pub mod persistence;
 pub mod replay;
 pub mod tasks;

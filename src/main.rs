@@ -12,7 +12,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    cli::init_logging(cli.log_format, &cli.log)
+    let _log = cli::init_logging(cli.log_format, &cli.log)
         .map_err(anyhow::Error::msg)
         .context("logging")?;
     cli::run(cli)?;

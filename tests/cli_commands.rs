@@ -1,5 +1,6 @@
 //! The operator commands run as commands: `matchwell pools validate` and `matchwell snapshot
-//! inspect`, on good and on bad input, with their exit codes and what they print.
+//! inspect`, on good and on bad input, with their exit codes and what they print; and the
+//! deploy files against what `matchwell serve` reads.
 
 mod support;
 
@@ -97,4 +98,52 @@ fn snapshot_inspect_describes_a_snapshot_the_server_wrote_and_refuses_a_damaged_
     let output = run(&["snapshot", "inspect", damaged.to_str().unwrap()]);
     assert!(!output.status.success(), "a damaged snapshot is refused");
     assert!(!text(&output.stderr).is_empty());
+}
+
+/// Every `MATCHWELL_*` name in `text`.
+fn variables_in(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("MATCHWELL_") {
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn the_deploy_files_set_only_variables_the_server_reads_and_probe_its_health_routes() {
+    let help = run(&["serve", "--help"]);
+    assert!(help.status.success(), "{}", text(&help.stderr));
+    let known = variables_in(&text(&help.stdout));
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let files = [
+        deploy.join("docker-compose.yml"),
+        deploy.join("k8s/matchwell.yaml"),
+        deploy.join("Dockerfile"),
+    ];
+    for file in &files {
+        let content = std::fs::read_to_string(file).unwrap();
+        let used = variables_in(&content);
+        assert!(!used.is_empty(), "{} configures nothing", file.display());
+        let unknown: Vec<_> = used.difference(&known).collect();
+        assert!(
+            unknown.is_empty(),
+            "{} sets variables `matchwell serve` does not read: {unknown:?}",
+            file.display()
+        );
+    }
+    let compose = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(
+        compose.contains("/health/ready"),
+        "compose checks readiness"
+    );
+    let manifest = std::fs::read_to_string(&files[1]).unwrap();
+    for probe in ["path: /health/live", "path: /health/ready"] {
+        assert!(manifest.contains(probe), "the StatefulSet probes {probe}");
+    }
 }

@@ -4,7 +4,7 @@
 //! operations that need an actor are awaited as futures, so a worker thread is never parked
 //! and the actors' threads are never borrowed.
 
-mod access;
+pub(crate) mod access;
 mod auth;
 mod challenges;
 mod cluster;
