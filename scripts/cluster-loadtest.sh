@@ -2,7 +2,8 @@
 # Cluster mode under load (not part of CI): three clustered NATS servers with JetStream,
 # three matchwell nodes (release build), and one loadtest per node, each on a tenant of its
 # own (so most requests are forwarded to another node). Prints each harness's report and the
-# first node's cluster metrics.
+# first node's cluster metrics. Players still waiting 2 s after arrivals end cancel (a match
+# takes well under a second here), so each report's requests/s is over the time the load ran.
 #   cargo build --release --bin matchwell --example loadtest
 #   scripts/cluster-loadtest.sh [PLAYERS_PER_S_PER_NODE] [DURATION]   # default 250 20s
 set -u
@@ -32,7 +33,7 @@ sleep 3
 LTS=""
 for n in 1 2 3; do
   $LT --url http://127.0.0.1:1808$n --secret $MATCHWELL_JWT_SECRET --tenant t$n --rate $RATE \
-    --watch poll --duration $DUR --quiet > $D/lt$n.txt 2>&1 &
+    --watch poll --duration $DUR --drain 2s --quiet > $D/lt$n.txt 2>&1 &
   LTS="$LTS $!"
 done
 wait $LTS

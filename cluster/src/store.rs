@@ -10,7 +10,7 @@
 //! A node creates whatever is missing when it connects, so the first node of a cluster sets it
 //! up, with the replica count it was given.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv, object_store, stream};
 
@@ -24,6 +24,13 @@ pub const LEASES_BUCKET: &str = "matchwell-leases";
 pub const SNAPSHOT_BUCKET: &str = "matchwell-snapshots";
 /// The key of the partition count in [`CLUSTER_BUCKET`].
 const PARTITIONS_KEY: &str = "partitions";
+
+/// How long a starting node waits for JetStream to answer: a fresh cluster's election takes
+/// seconds (2–9 s measured on nats-server 2.9).
+const SETUP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Pause between two attempts to open the assets while JetStream does not answer.
+const SETUP_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// How a node reaches and sets up the cluster's JetStream assets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,28 +153,18 @@ impl ClusterStore {
         let mut jetstream = jetstream::new(client);
         jetstream.set_timeout(config.request_timeout);
 
-        let journal = jetstream
-            .get_or_create_stream(stream::Config {
-                name: JOURNAL_STREAM.to_owned(),
-                subjects: vec!["matchwell.journal.*".to_owned()],
-                num_replicas: config.replicas,
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|error| setup(JOURNAL_STREAM, error))?;
-        let settings = open_bucket(&jetstream, CLUSTER_BUCKET, &config, Duration::ZERO).await?;
-        let leases = open_bucket(&jetstream, LEASES_BUCKET, &config, config.lease_ttl).await?;
-        let snapshots = match jetstream.get_object_store(SNAPSHOT_BUCKET).await {
-            Ok(store) => store,
-            Err(_) => jetstream
-                .create_object_store(object_store::Config {
-                    bucket: SNAPSHOT_BUCKET.to_owned(),
-                    num_replicas: config.replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|error| setup(SNAPSHOT_BUCKET, error))?,
+        // A NATS cluster that has just formed answers JetStream requests only once it has
+        // elected its meta leader (seconds): a node started beside it waits that out.
+        let patience = Instant::now() + SETUP_PATIENCE;
+        let (journal, settings, leases, snapshots) = loop {
+            match open_assets(&jetstream, &config).await {
+                Ok(assets) => break assets,
+                Err(StoreError::Setup { what, reason }) if Instant::now() < patience => {
+                    tracing::warn!(%what, %reason, "JetStream is not answering yet; trying again");
+                    tokio::time::sleep(SETUP_RETRY_PAUSE).await;
+                }
+                Err(error) => return Err(error),
+            }
         };
         check_partitions(&settings, config.partitions).await?;
         Ok(Self {
@@ -193,6 +190,46 @@ impl ClusterStore {
     pub fn journal_subject(partition: u32) -> String {
         format!("matchwell.journal.{partition}")
     }
+}
+
+/// The journal stream, the cluster settings and lease buckets and the snapshot store, each
+/// opened or created.
+async fn open_assets(
+    jetstream: &jetstream::Context,
+    config: &ClusterConfig,
+) -> Result<
+    (
+        stream::Stream,
+        kv::Store,
+        kv::Store,
+        object_store::ObjectStore,
+    ),
+    StoreError,
+> {
+    let journal = jetstream
+        .get_or_create_stream(stream::Config {
+            name: JOURNAL_STREAM.to_owned(),
+            subjects: vec!["matchwell.journal.*".to_owned()],
+            num_replicas: config.replicas,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| setup(JOURNAL_STREAM, error))?;
+    let settings = open_bucket(jetstream, CLUSTER_BUCKET, config, Duration::ZERO).await?;
+    let leases = open_bucket(jetstream, LEASES_BUCKET, config, config.lease_ttl).await?;
+    let snapshots = match jetstream.get_object_store(SNAPSHOT_BUCKET).await {
+        Ok(store) => store,
+        Err(_) => jetstream
+            .create_object_store(object_store::Config {
+                bucket: SNAPSHOT_BUCKET.to_owned(),
+                num_replicas: config.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| setup(SNAPSHOT_BUCKET, error))?,
+    };
+    Ok((journal, settings, leases, snapshots))
 }
 
 impl std::fmt::Debug for ClusterStore {
