@@ -19,6 +19,11 @@ use crate::settings::{Credentials, Destination, Plan, Watch};
 /// Idle connections of event streams kept for the next player's stream.
 const STREAM_CONNECTIONS_KEPT: usize = 4_096;
 
+/// How long an idle connection is kept: below actix-web's keep-alive (5 s), so that no
+/// request goes out on a connection the server is closing (which the report would count as
+/// a failed request, though a real client would only retry it).
+const POOL_IDLE: Duration = Duration::from_secs(4);
+
 /// How long the rest of a settled entry's stream may take to end before its connection is
 /// given up.
 const STREAM_DRAIN: Duration = Duration::from_secs(5);
@@ -164,10 +169,12 @@ impl Target {
             Destination::Http { base, credentials } => Self::Http(HttpTarget {
                 client: reqwest::Client::builder()
                     .pool_max_idle_per_host(plan.connections)
+                    .pool_idle_timeout(POOL_IDLE)
                     .timeout(Duration::from_secs(30))
                     .build()?,
                 streams: reqwest::Client::builder()
                     .pool_max_idle_per_host(STREAM_CONNECTIONS_KEPT)
+                    .pool_idle_timeout(POOL_IDLE)
                     .build()?,
                 permits: Semaphore::new(plan.connections),
                 base: base.clone(),
