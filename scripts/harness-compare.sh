@@ -8,7 +8,8 @@
 #   RUNS=5 DURATION=30s CONNECTIONS=32 scripts/harness-compare.sh
 #   MODES="batch" scripts/harness-compare.sh         # only some fsync modes
 #   SCENARIO=players RATE=5000 DURATION=60s scripts/harness-compare.sh
-#                                                    # arriving players instead (no floor)
+#                                                    # arriving players instead (no floor),
+#                                                    # WATCH=poll: polling instead of events
 #
 # Prints, per server and turn, requests/s, p99 latency of each route, and the CPU time per
 # request of the server and of the harness (from /proc), then the median server CPU per
@@ -48,7 +49,7 @@ if [[ $scenario == round ]]; then
     servers+=(floor)
     load=(--scenario round)
 else
-    load=(--scenario players --rate "$rate")
+    load=(--scenario players --rate "$rate" --watch "${WATCH:-sse}")
 fi
 
 for run in $(seq "$runs"); do
