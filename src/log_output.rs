@@ -26,7 +26,7 @@ const BATCH_BYTES: usize = 32 * 1024;
 const BATCH_AGE: Duration = Duration::from_millis(100);
 
 /// The log's writer, for `tracing_subscriber::fmt`.
-pub(crate) struct LogOutput<W: Write + Send + 'static = io::Stderr> {
+pub(crate) struct LogOutput<W: Write + Send + 'static> {
     batch: Arc<Batch<W>>,
 }
 

@@ -44,8 +44,7 @@ fn node(nats: &NatsCluster, id: &str) -> Server {
         .env("MATCHWELL_NODE_ID", id)
         .env("MATCHWELL_CLUSTER_PARTITIONS", PARTITIONS.to_string())
         .env("MATCHWELL_CLUSTER_REPLICAS", nats.len().to_string())
-        .env("MATCHWELL_RATE_LIMIT_PER_S", "0")
-        .env("MATCHWELL_READ_RATE_LIMIT_PER_S", "0")
+        .without_rate_limits()
         // Snapshots, and the journal trimmed behind them, while the faults happen.
         .env("MATCHWELL_TASK_SNAPSHOTS_MS", "2000")
         .start()

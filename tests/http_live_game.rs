@@ -333,8 +333,7 @@ fn an_outage_while_2000_pairs_form_never_sees_more_calls_at_once_than_the_limit(
     let server = options(&games)
         .env("MATCHWELL_LIVE_GAME_MAX_IN_FLIGHT", LIMIT.to_string())
         .env("MATCHWELL_LIVE_GAME_MAX_ATTEMPTS", "1000")
-        .env("MATCHWELL_RATE_LIMIT_PER_S", "0")
-        .env("MATCHWELL_READ_RATE_LIMIT_PER_S", "0")
+        .without_rate_limits()
         .start();
     let api = server.api();
     let service = token_with("matchmaker", &["--role", "service"]);

@@ -71,8 +71,7 @@ fn writes_past_the_journal_bound_are_shed_at_once_and_change_nothing() {
     let server = Server::options()
         .env("MATCHWELL_FSYNC", "always")
         .env("MATCHWELL_MAX_JOURNAL_BACKLOG", JOURNAL_BOUND)
-        .env("MATCHWELL_RATE_LIMIT_PER_S", "0")
-        .env("MATCHWELL_READ_RATE_LIMIT_PER_S", "0")
+        .without_rate_limits()
         // Entries stay searching, so that every cancel has something to cancel.
         .env("MATCHWELL_TASK_MATCHING", "off")
         .start();

@@ -35,8 +35,7 @@ fn options(data_dir: &std::path::Path) -> support::ServerOptions {
     Server::options()
         .data_dir(data_dir)
         .env("MATCHWELL_FSYNC", "always")
-        .env("MATCHWELL_RATE_LIMIT_PER_S", "0")
-        .env("MATCHWELL_READ_RATE_LIMIT_PER_S", "0")
+        .without_rate_limits()
 }
 
 /// Entry id → (user, the entry as last acknowledged).

@@ -94,8 +94,7 @@ impl Probe {
         // no rate limit, as one token sends every request.
         let mut options = Server::options()
             .env("MATCHWELL_TASK_MATCHING", "off")
-            .env("MATCHWELL_RATE_LIMIT_PER_S", "0")
-            .env("MATCHWELL_READ_RATE_LIMIT_PER_S", "0");
+            .without_rate_limits();
         if let Some(pools) = pools {
             options = options.pools(pools);
         }

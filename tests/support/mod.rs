@@ -120,6 +120,13 @@ impl ServerOptions {
         self
     }
 
+    /// Turns off the per-user rate limits of writes and of reads: for tests that send many
+    /// requests as one user, whose subject is not the limits.
+    pub fn without_rate_limits(self) -> Self {
+        self.env("MATCHWELL_RATE_LIMIT_PER_S", "0")
+            .env("MATCHWELL_READ_RATE_LIMIT_PER_S", "0")
+    }
+
     /// Uses `dir` as the data directory (default: a fresh temporary one).
     pub fn data_dir(mut self, dir: &Path) -> Self {
         self.data_dir = Some(dir.to_owned());
