@@ -146,8 +146,8 @@ impl Handler<RouteSummary> for Router {
 pub(crate) type ShardContents = Vec<Vec<(QueueKey, u16, Waiting)>>;
 
 /// A dedicated actix system: one thread per shard arbiter (the router shares the first),
-/// and the system's own thread. Dedicated so that the engine runs the same inside an actix-web server,
-/// inside a plain tokio program, or in a test.
+/// and the system's own thread. Dedicated so that the engine runs the same inside an
+/// actix-web server, inside a plain tokio program, or in a test.
 pub(crate) struct ActorSystem {
     router: Addr<Router>,
     system: System,
