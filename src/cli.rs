@@ -161,6 +161,11 @@ pub struct ServeArgs {
     /// files, since each stream holds a connection.
     #[arg(long, env = "MATCHWELL_SSE_MAX_TOTAL", default_value_t = 10_000)]
     pub sse_max_total: usize,
+    /// Change events each worker thread sends per millisecond, and at once, when many entries
+    /// change together (a wave): the rest wait a little, so that requests are not stuck behind
+    /// them.
+    #[arg(long, env = "MATCHWELL_SSE_EVENTS_PER_MS", default_value_t = 10)]
+    pub sse_events_per_ms: u32,
     /// Largest JSON body accepted, in bytes.
     #[arg(long, env = "MATCHWELL_BODY_LIMIT_BYTES", default_value_t = 16 * 1024)]
     pub body_limit_bytes: usize,

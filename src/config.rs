@@ -12,7 +12,7 @@ use crate::PoolCatalog;
 use crate::RetryPolicy;
 use crate::cli::{ServeArgs, Switch, TaskArgs};
 use crate::cluster::{ClusterConfigError, ClusterSettings};
-use crate::http::{HttpSettings, RateLimit, StreamLimits};
+use crate::http::{EventPace, HttpSettings, RateLimit, StreamLimits};
 use crate::jwt::MIN_SECRET_LEN;
 use crate::live_game::LiveGameSettings;
 use crate::tasks::{BackgroundTasks, TaskSettingsError};
@@ -27,6 +27,8 @@ const MAX_BODY_LIMIT_BYTES: usize = 16 * 1024 * 1024;
 /// Most event streams accepted as a cap, per user or in total: far beyond what one process
 /// can hold open.
 const MAX_STREAMS: u64 = 1_000_000;
+/// Fastest event pace accepted, per worker and millisecond: a worker cannot write faster.
+const MAX_EVENTS_PER_MS: u64 = 10_000;
 /// Longest graceful stop accepted, in seconds: an hour, far beyond what orchestrators grant.
 const MAX_SHUTDOWN_TIMEOUT_S: u64 = 3_600;
 /// Longest live-game timeout accepted.
@@ -241,6 +243,13 @@ impl ServeConfig {
                 MAX_STREAMS,
             )? as usize,
         };
+        let events_per_ms = in_range(
+            "--sse-events-per-ms / MATCHWELL_SSE_EVENTS_PER_MS",
+            u64::from(args.sse_events_per_ms),
+            1,
+            MAX_EVENTS_PER_MS,
+        )? as u32;
+        let event_pace = EventPace::per_ms(NonZeroU32::new(events_per_ms).expect("checked above"));
         let catalog = match &args.pools {
             Some(path) => PoolCatalog::load(path)?,
             None => PoolCatalog::builtin(),
@@ -269,6 +278,7 @@ impl ServeConfig {
                 rate_limit,
                 read_rate_limit,
                 streams,
+                event_pace,
                 limiter_cleanup: tasks.limiters.when_enabled(),
                 catalog: Arc::new(catalog.clone()),
             },

@@ -1,10 +1,12 @@
 //! Limits against the real binary: body size, field lengths, rating range, malformed and
-//! unknown JSON, content type, the per-user write and read rates, and the event streams open
-//! per user and in total. Every refusal names its cause and changes nothing.
+//! unknown JSON, content type, the per-user write and read rates, the event streams open per
+//! user and in total, and the pace of their events. Every refusal names its cause and changes
+//! nothing.
 
 mod support;
 
 use std::io::Cursor;
+use std::time::{Duration, SystemTime};
 
 use reqwest::blocking::Body;
 use serde_json::{Value, json};
@@ -401,4 +403,54 @@ fn event_streams_in_total_are_capped() {
     support::poll("the closed stream's slot to come back", || {
         open(&users[2]).ok()
     });
+}
+
+/// A wave that pairs many players at once reaches every stream, at the pace set: one worker
+/// sending one event per millisecond cannot have sent the last of 300 matches' events sooner
+/// than 299 ms after the match was made (unpaced, they all go within a few milliseconds).
+#[test]
+fn a_wave_reaches_every_stream_at_the_event_pace() {
+    const PLAYERS: usize = 300;
+    // The first wave runs when the matching task first ticks, 4 s after the start: every
+    // player is in the queue and watching by then.
+    let server = Server::options()
+        .without_rate_limits()
+        .env("MATCHWELL_WORKERS", "1")
+        .env("MATCHWELL_SSE_EVENTS_PER_MS", "1")
+        .env("MATCHWELL_TASK_MATCHING_MS", "4000")
+        .start();
+    let api = server.api();
+    let mut streams: Vec<EventStream> = (0..PLAYERS)
+        .map(|player| {
+            let token = token(&format!("player-{player}"));
+            let id = id_of(&api.enqueue(&token, &blitz(1500)).ok(201));
+            EventStream::open(&api, &token, &id)
+        })
+        .collect();
+    for stream in &mut streams {
+        let first = stream.next_entry().expect("the entry as it is");
+        assert_eq!(
+            first["status"], "searching",
+            "the wave came before every player watched: setting up took over 4 s"
+        );
+    }
+    let mut last_arrival = SystemTime::UNIX_EPOCH;
+    let mut made_at = None;
+    for stream in streams {
+        let events = stream.until_end();
+        let matched = events.last().expect("an event of the match");
+        assert_eq!(matched["status"], "matched", "{events:?}");
+        assert_eq!(matched["match"]["game_status"], "created", "{events:?}");
+        last_arrival = last_arrival.max(SystemTime::now());
+        let at =
+            humantime::parse_rfc3339(matched["match"]["created_at"].as_str().unwrap()).unwrap();
+        assert_eq!(*made_at.get_or_insert(at), at, "one wave made every match");
+    }
+    let spread = last_arrival
+        .duration_since(made_at.unwrap())
+        .expect("events come after their match");
+    assert!(
+        spread >= Duration::from_millis(PLAYERS as u64 - 1),
+        "{PLAYERS} events went out within {spread:?} at one a millisecond"
+    );
 }

@@ -375,6 +375,11 @@ fn start_up_lists_the_tasks_and_refuses_bad_settings() {
         ),
         ("MATCHWELL_SSE_MAX_TOTAL", "0", "MATCHWELL_SSE_MAX_TOTAL"),
         (
+            "MATCHWELL_SSE_EVENTS_PER_MS",
+            "0",
+            "MATCHWELL_SSE_EVENTS_PER_MS",
+        ),
+        (
             "MATCHWELL_SHUTDOWN_TIMEOUT_S",
             "0",
             "MATCHWELL_SHUTDOWN_TIMEOUT_S",

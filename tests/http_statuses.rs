@@ -6,13 +6,14 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use matchwell::Engine;
 use matchwell::health::HealthRegistry;
-use matchwell::http::{EngineSlot, HttpSettings, StreamLimits};
+use matchwell::http::{EngineSlot, EventPace, HttpSettings, StreamLimits};
 use matchwell::jwt::{JwtSecret, TokenScope};
 use serde_json::{Value, json};
 use support::{Api, Reply, SECRET, Server, blitz, challenge_of, id_of, token, token_with};
@@ -287,6 +288,7 @@ fn in_process_server() -> InProcess {
                     per_user: 8,
                     total: 100,
                 },
+                event_pace: EventPace::per_ms(NonZeroU32::new(10).unwrap()),
                 limiter_cleanup: None,
                 catalog: Arc::new(matchwell::PoolCatalog::builtin()),
             };

@@ -40,6 +40,7 @@ use crate::jwt::{JwtSecret, TokenScope};
 pub use rate_limit::{RateLimit, StreamLimits};
 use slot::{EngineRef, Unserved};
 pub use slot::{EngineSlot, EngineState};
+pub use sse::EventPace;
 
 use self::access::InFlight;
 use self::auth::{Acting, Authenticator};
@@ -66,6 +67,8 @@ pub struct HttpSettings {
     pub read_rate_limit: Option<RateLimit>,
     /// Event streams open at once, per user and in total.
     pub streams: StreamLimits,
+    /// How fast each worker sends the events of entries that changed together.
+    pub event_pace: EventPace,
     /// How often the rate limiters forget users whose budgets are full again (the
     /// `limiters` task); `None` never.
     pub limiter_cleanup: Option<Duration>,
@@ -117,6 +120,8 @@ pub(crate) struct AppState {
     /// The event streams open now. An `Arc` because each stream holds its slot, and gives
     /// it back when dropped, apart from any request.
     streams: Arc<StreamSlots>,
+    /// How fast each worker sends change events (see [`EventPace`]).
+    pub(crate) event_pace: EventPace,
     /// HTTP metrics, registered in the engine's registry.
     pub(crate) metrics: HttpMetrics,
     /// `/openapi.json`, serialized once.
@@ -297,6 +302,7 @@ pub fn start(
             .read_rate_limit
             .map(|rate| UserRateLimiter::new(rate, Limit::Reads)),
         streams: StreamSlots::new(settings.streams),
+        event_pace: settings.event_pace,
         openapi_json: exact_openapi(&generated, &settings.catalog).to_string(),
         routes: RouteTable::new(&generated),
     });
