@@ -4,15 +4,20 @@
 # own (so most requests are forwarded to another node). Prints each harness's report and the
 # first node's cluster metrics. Players still waiting 2 s after arrivals end cancel (a match
 # takes well under a second here), so each report's requests/s is over the time the load ran.
-#   cargo build --release --bin matchwell --example loadtest
+# Beside the load, the JetStream probe (cluster/examples/jetstream_probe.rs) times appends to a
+# stream of three replicas of its own, 100 a second: the floor of a write's latency on this
+# machine under this load, to compare the enqueue percentiles with.
+#   cargo build --release --bin matchwell --example loadtest -p matchwell-cluster --example jetstream_probe
 #   scripts/cluster-loadtest.sh [PLAYERS_PER_S_PER_NODE] [DURATION]   # default 250 20s
 set -u
 RATE=${1:-250}; DUR=${2:-20s}
 TARGET=${CARGO_TARGET_DIR:-target}
 B=$TARGET/release/matchwell
 LT=$TARGET/release/examples/loadtest
+PROBE=$TARGET/release/examples/jetstream_probe
 D=$(mktemp -d); PIDS=""
-trap 'kill $PIDS 2>/dev/null; rm -rf "$D"' EXIT
+# Waits for every process to exit, so that the next run finds its ports free.
+trap 'kill $PIDS 2>/dev/null; wait 2>/dev/null; rm -rf "$D"' EXIT
 ROUTES=nats://127.0.0.1:16221,nats://127.0.0.1:16222,nats://127.0.0.1:16223
 for n in 1 2 3; do
   nats-server -js -a 127.0.0.1 -n m$n -p 1522$n -sd $D/js$n --cluster_name mw \
@@ -23,11 +28,18 @@ for n in 1 2 3; do until grep -q "Server is ready" $D/nats$n.log; do sleep 0.2; 
 export MATCHWELL_JWT_SECRET=measure-secret-of-at-least-thirty-two-bytes
 export MATCHWELL_CLUSTER_NATS=nats://127.0.0.1:15221,nats://127.0.0.1:15222,nats://127.0.0.1:15223
 export MATCHWELL_RATE_LIMIT_PER_S=0 MATCHWELL_READ_RATE_LIMIT_PER_S=0 MATCHWELL_LOG=warn
+NODES=()
 for n in 1 2 3; do
   MATCHWELL_NODE_ID=m$n $B serve --listen 127.0.0.1:1808$n > $D/node$n.log 2>&1 &
+  NODES[$n]=$!
   PIDS="$PIDS $!"
 done
-for n in 1 2 3; do until curl -sf localhost:1808$n/health/ready >/dev/null; do sleep 0.3; done; done
+for n in 1 2 3; do
+  until curl -sf localhost:1808$n/health/ready >/dev/null; do
+    kill -0 ${NODES[$n]} 2>/dev/null || { echo "node $n stopped:"; cat $D/node$n.log; exit 1; }
+    sleep 0.3
+  done
+done
 # Until the map has settled (nodes join one by one and hand partitions over).
 sleep 3
 LTS=""
@@ -36,6 +48,11 @@ for n in 1 2 3; do
     --watch poll --duration $DUR --drain 2s --quiet > $D/lt$n.txt 2>&1 &
   LTS="$LTS $!"
 done
+$PROBE --nats nats://127.0.0.1:15221,nats://127.0.0.1:15222,nats://127.0.0.1:15223 \
+  --rate 100 --seconds "${DUR%s}" > $D/probe.txt 2>&1 &
+PROBE_PID=$!
 wait $LTS
+wait $PROBE_PID
 for n in 1 2 3; do echo "== through node $n"; cat $D/lt$n.txt; done
+echo "== control"; cat $D/probe.txt
 curl -s localhost:18081/metrics | grep -E "^matchwell_cluster_"

@@ -156,8 +156,16 @@ impl ClusterStore {
         // A NATS cluster that has just formed answers JetStream requests only once it has
         // elected its meta leader (seconds): a node started beside it waits that out.
         let patience = Instant::now() + SETUP_PATIENCE;
-        let (journal, settings, leases, snapshots) = loop {
-            match open_assets(&jetstream, &config).await {
+        // The partition count is read (or recorded) in the same attempt: right after the meta
+        // leader, each new bucket elects a leader of its own, and a request to it can time out.
+        let (journal, leases, snapshots) = loop {
+            let attempt = async {
+                let (journal, settings, leases, snapshots) =
+                    open_assets(&jetstream, &config).await?;
+                check_partitions(&settings, config.partitions).await?;
+                Ok((journal, leases, snapshots))
+            };
+            match attempt.await {
                 Ok(assets) => break assets,
                 Err(StoreError::Setup { what, reason }) if Instant::now() < patience => {
                     tracing::warn!(%what, %reason, "JetStream is not answering yet; trying again");
@@ -166,7 +174,6 @@ impl ClusterStore {
                 Err(error) => return Err(error),
             }
         };
-        check_partitions(&settings, config.partitions).await?;
         Ok(Self {
             jetstream,
             journal,
