@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Cluster mode under load (not part of CI): three clustered NATS servers with JetStream,
 # three matchwell nodes (release build), and one loadtest per node, each on a tenant of its
-# own (so most requests are forwarded to another node). Prints each harness's report and the
-# first node's cluster metrics. Players still waiting 2 s after arrivals end cancel (a match
-# takes well under a second here), so each report's requests/s is over the time the load ran.
+# own (so most requests are forwarded to another node). Prints each harness's report, the
+# first node's cluster metrics and the CPU time of each server. Players still waiting 2 s
+# after arrivals end cancel (a match takes well under a second here).
 # Beside the load, the JetStream probe (cluster/examples/jetstream_probe.rs) times appends to a
 # stream of three replicas of its own, 100 a second: the floor of a write's latency on this
 # machine under this load, to compare the enqueue percentiles with.
@@ -55,4 +55,6 @@ wait $LTS
 wait $PROBE_PID
 for n in 1 2 3; do echo "== through node $n"; cat $D/lt$n.txt; done
 echo "== control"; cat $D/probe.txt
+echo "== CPU seconds of each process since it started"
+for p in $PIDS; do ps -o comm=,args=,times= -p $p | awk '{print $1, $NF}'; done
 curl -s localhost:18081/metrics | grep -E "^matchwell_cluster_"
