@@ -690,9 +690,13 @@ pub fn init_logging(format: LogFormat, filter: &str) -> Result<FlushOnDrop, Stri
     output
         .start_flusher()
         .map_err(|error| format!("cannot start the log's thread: {error}"))?;
+    let colored = std::io::stderr().is_terminal();
+    if !colored {
+        output.install_access_output(format);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(colored)
         .with_writer(output);
     let result = match format {
         LogFormat::Human => builder.try_init(),

@@ -8,15 +8,24 @@
 //! normally. Only access-log lines ever wait: a warning or an error is written at once, with
 //! the access lines before it. What a `kill -9` loses is at most the last [`BATCH_AGE`] of
 //! access lines.
+//!
+//! Formatting the line cost as much again through `tracing`'s formatter (its visitor, its
+//! clock, a `write` per fragment): so the access line is formatted here, straight into the
+//! gathered lines, exactly as that formatter writes it (a test holds the two to the same
+//! text), once [`init_logging`](crate::cli::init_logging) has installed this way out. A log
+//! set up otherwise, or one that writes in colour to a terminal, gets the line through
+//! `tracing`.
 
 use std::io::{self, Write};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
+use serde::Serialize;
 use tracing::Metadata;
 use tracing_subscriber::fmt::MakeWriter;
 
+use crate::cli::LogFormat;
 use crate::http::access::ACCESS_LOG;
 
 /// Gathered access-log lines are written once they reach this size.
@@ -83,6 +92,142 @@ impl<W: Write + Send + 'static> LogOutput<W> {
                 }
             })?;
         Ok(())
+    }
+}
+
+/// The way out of access lines formatted here, when installed.
+struct AccessOutput {
+    batch: Arc<Batch<io::Stderr>>,
+    format: LogFormat,
+}
+
+/// Installed once, by the process's log set-up: the access middleware runs on every worker
+/// and has no other path to the log's writer.
+static ACCESS_OUTPUT: OnceLock<AccessOutput> = OnceLock::new();
+
+impl LogOutput<io::Stderr> {
+    /// Makes access lines go straight to this output in `format` from now on.
+    pub(crate) fn install_access_output(&self, format: LogFormat) {
+        // Set once per process; a second set-up keeps the first, as `tracing`'s does.
+        let _ = ACCESS_OUTPUT.set(AccessOutput {
+            batch: Arc::clone(&self.batch),
+            format,
+        });
+    }
+}
+
+/// What the access log says of one answered request.
+#[derive(Debug, Serialize)]
+pub(crate) struct AccessLine<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) route: &'a str,
+    pub(crate) status: u16,
+    pub(crate) latency_us: u64,
+    pub(crate) request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tenant: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) user: Option<&'a str>,
+}
+
+/// An access line as a JSON object, its fields between the ones every JSON line has, in the
+/// order `tracing`'s JSON formatter writes them.
+#[derive(Serialize)]
+struct JsonAccessLine<'a> {
+    #[serde(serialize_with = "as_text")]
+    timestamp: humantime::Rfc3339Timestamp,
+    level: &'static str,
+    message: &'static str,
+    #[serde(flatten)]
+    line: &'a AccessLine<'a>,
+    target: &'static str,
+}
+
+/// Serializes `value` as the text it displays, without an intermediate `String`.
+fn as_text<S: serde::Serializer>(
+    value: &impl std::fmt::Display,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+impl AccessLine<'_> {
+    /// Logs the line: gathered here if the way out is installed, through `tracing` if not.
+    pub(crate) fn log(&self) {
+        match ACCESS_OUTPUT.get() {
+            Some(output) => output
+                .batch
+                .gather_access(self, output.format, SystemTime::now()),
+            None => self.trace(),
+        }
+    }
+
+    /// The line as a `tracing` event (the fields displayed, not debugged: no quotes around
+    /// them in human-readable lines).
+    fn trace(&self) {
+        tracing::info!(
+            target: ACCESS_LOG,
+            method = %self.method,
+            route = %self.route,
+            status = self.status,
+            latency_us = self.latency_us,
+            request_id = %self.request_id,
+            tenant = self.tenant.map(tracing::field::display),
+            user = self.user.map(tracing::field::display),
+            "request"
+        );
+    }
+
+    /// Appends the line to `out` as `tracing`'s formatter would write it at `at`.
+    fn write_to(&self, out: &mut Vec<u8>, format: LogFormat, at: SystemTime) {
+        let timestamp = humantime::format_rfc3339_micros(at);
+        // Writing to a `Vec` cannot fail, nor can serializing strings and numbers.
+        let _ = match format {
+            LogFormat::Human => self.write_human(out, timestamp),
+            LogFormat::Json => serde_json::to_writer(
+                &mut *out,
+                &JsonAccessLine {
+                    timestamp,
+                    level: "INFO",
+                    message: "request",
+                    line: self,
+                    target: ACCESS_LOG,
+                },
+            )
+            .map_err(io::Error::from),
+        };
+        out.push(b'\n');
+    }
+
+    fn write_human(
+        &self,
+        out: &mut Vec<u8>,
+        timestamp: humantime::Rfc3339Timestamp,
+    ) -> io::Result<()> {
+        write!(
+            out,
+            "{timestamp}  INFO {ACCESS_LOG}: request method={} route={} status={} latency_us={} \
+             request_id={}",
+            self.method, self.route, self.status, self.latency_us, self.request_id
+        )?;
+        if let Some(tenant) = self.tenant {
+            write!(out, " tenant={tenant}")?;
+        }
+        if let Some(user) = self.user {
+            write!(out, " user={user}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> Batch<W> {
+    /// Formats `line` at the end of the gathered lines.
+    fn gather_access(&self, line: &AccessLine<'_>, format: LogFormat, at: SystemTime) {
+        let mut state = self.state.lock();
+        line.write_to(&mut state.pending, format, at);
+        if state.pending.len() >= BATCH_BYTES {
+            state.write_pending();
+        }
     }
 }
 
@@ -194,6 +339,63 @@ mod tests {
         assert!(lines[0].ends_with("request one"), "{log}");
         assert!(lines[1].ends_with("request two"), "{log}");
         assert!(lines[2].ends_with("trouble"), "{log}");
+    }
+
+    /// The text `tracing`'s formatter writes for `line` in `format`.
+    fn traced(line: &AccessLine<'_>, format: LogFormat) -> String {
+        let sink = Shared::default();
+        let (output, guard) = LogOutput::new(sink.clone());
+        let builder = fmt().with_ansi(false).with_writer(output);
+        match format {
+            LogFormat::Human => {
+                tracing::subscriber::with_default(builder.finish(), || line.trace());
+            }
+            LogFormat::Json => {
+                let subscriber = builder.json().flatten_event(true).finish();
+                tracing::subscriber::with_default(subscriber, || line.trace());
+            }
+        }
+        drop(guard);
+        sink.text()
+    }
+
+    #[test]
+    fn an_access_line_formatted_here_reads_as_tracing_writes_it() {
+        let full = AccessLine {
+            method: "POST",
+            route: "/v1/matchmaking/queue",
+            status: 201,
+            latency_us: 1762,
+            request_id: "a3e0656f-2",
+            tenant: Some("default"),
+            user: Some("zoë"),
+        };
+        let anonymous = AccessLine {
+            method: "FOO",
+            route: "unmatched",
+            status: 404,
+            latency_us: 31,
+            request_id: "a3e0656f-3",
+            tenant: None,
+            user: None,
+        };
+        let timestamp_len = "2026-11-30T14:02:38.231679Z".len();
+        for (format, timestamp_at) in [(LogFormat::Human, 0), (LogFormat::Json, 14)] {
+            for line in [&full, &anonymous] {
+                let mut here = Vec::new();
+                line.write_to(&mut here, format, SystemTime::now());
+                let here = String::from_utf8(here).unwrap();
+                let traced = traced(line, format);
+                let without_timestamp = |text: &str| {
+                    text[..timestamp_at].to_owned() + &text[timestamp_at + timestamp_len..]
+                };
+                assert_eq!(
+                    without_timestamp(&here),
+                    without_timestamp(&traced),
+                    "{format:?}:\n{here}{traced}"
+                );
+            }
+        }
     }
 
     #[test]

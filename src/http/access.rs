@@ -18,6 +18,7 @@ use tracing::{Instrument, Level};
 use crate::http::AppState;
 use crate::http::auth::Caller;
 use crate::http::request_id::{self, X_REQUEST_ID};
+use crate::log_output::AccessLine;
 
 /// The tracing target of access-log lines, one per request at INFO: operators keep or drop
 /// them with `MATCHWELL_LOG` (`info,matchwell::access=off`).
@@ -100,21 +101,20 @@ pub(crate) async fn observe(
         state
             .metrics
             .observe(route, request.method(), status, elapsed);
-        let extensions = request.extensions();
-        let caller = extensions.get::<Caller>();
-        // Displayed rather than debugged: no quotes around them in human-readable lines.
-        tracing::info!(
-            target: ACCESS_LOG,
-            method = %request.method(),
-            route = %route,
-            status = status.as_u16(),
-            latency_us = elapsed.as_micros() as u64,
-            request_id = %id_text,
-            tenant = caller.map(|caller| tracing::field::display(caller.tenant())),
-            user = caller.map(|caller| tracing::field::display(caller.user())),
-            "request"
-        );
-        drop(extensions);
+        if access_logged() {
+            let extensions = request.extensions();
+            let caller = extensions.get::<Caller>();
+            AccessLine {
+                method: request.method().as_str(),
+                route,
+                status: status.as_u16(),
+                latency_us: elapsed.as_micros() as u64,
+                request_id: id_text,
+                tenant: caller.map(Caller::tenant),
+                user: caller.map(Caller::user),
+            }
+            .log();
+        }
         if state.slot.is_stopping() {
             response
                 .response_mut()
