@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, kv, object_store, stream};
+use async_nats::jetstream::{self, ErrorCode, context, kv, object_store, stream};
 
 /// The stream holding every partition's journal.
 pub const JOURNAL_STREAM: &str = "MATCHWELL_JOURNAL";
@@ -83,9 +83,20 @@ pub enum StoreError {
         /// Why.
         source: async_nats::ConnectError,
     },
-    /// A JetStream asset could not be opened or created.
+    /// A JetStream asset could not be opened or created (yet: a node retries this for a
+    /// while at start).
     #[error("cannot open or create {what}: {reason}")]
     Setup {
+        /// Which asset.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// JetStream refused to set up an asset for a reason that waiting does not change (more
+    /// replicas than a lone server holds, an asset of the same name set up otherwise, a
+    /// setting that is not what this version writes).
+    #[error("JetStream refuses {what}: {reason}")]
+    Refused {
         /// Which asset.
         what: String,
         /// Why.
@@ -304,7 +315,7 @@ async fn check_partitions(settings: &kv::Store, configured: u32) -> Result<(), S
         .as_deref()
         .and_then(|value| std::str::from_utf8(value).ok())
         .and_then(|value| value.parse::<u32>().ok())
-        .ok_or_else(|| StoreError::Setup {
+        .ok_or_else(|| StoreError::Refused {
             what: "the partition count".to_owned(),
             reason: format!(
                 "key {PARTITIONS_KEY:?} of bucket {CLUSTER_BUCKET} holds {recorded:?}, not a number"
@@ -320,9 +331,56 @@ async fn check_partitions(settings: &kv::Store, configured: u32) -> Result<(), S
     }
 }
 
-fn setup(what: &str, error: impl std::fmt::Display) -> StoreError {
-    StoreError::Setup {
-        what: what.to_owned(),
-        reason: error.to_string(),
+/// `error` in setting up `what`: [`StoreError::Refused`] when JetStream answered it with a
+/// refusal that stands, [`StoreError::Setup`] otherwise (a timeout, no meta leader yet, too few
+/// peers known yet while a cluster forms: waiting may mend them).
+fn setup(what: &str, error: impl std::error::Error + 'static) -> StoreError {
+    let (what, reason) = (what.to_owned(), error.to_string());
+    if refused_for_good(&error) {
+        StoreError::Refused { what, reason }
+    } else {
+        StoreError::Setup { what, reason }
+    }
+}
+
+/// Whether `error`, or an error that caused it, is JetStream's refusal to create a stream for
+/// a reason that stands: a stream of several replicas on a server that is not clustered, or a
+/// name already taken by a stream set up otherwise (key-value buckets and object stores are
+/// streams too).
+fn refused_for_good(error: &(dyn std::error::Error + 'static)) -> bool {
+    const STANDING: [ErrorCode; 2] = [
+        ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED,
+        ErrorCode::STREAM_NAME_EXIST,
+    ];
+    std::iter::successors(Some(error), |error| error.source()).any(|cause| {
+        cause
+            .downcast_ref::<context::CreateStreamError>()
+            .is_some_and(|created| match created.kind() {
+                context::CreateStreamErrorKind::JetStream(refusal) => {
+                    STANDING.contains(&refusal.error_code())
+                }
+                _ => false,
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::NatsCluster;
+
+    /// Waiting cannot mend this one, so the node says so at once instead of after its
+    /// start-up patience.
+    #[tokio::test]
+    async fn a_lone_server_refuses_three_replicas_at_once() {
+        let nats = NatsCluster::start(1).unwrap();
+        let error = ClusterStore::connect(ClusterConfig::new(nats.urls()))
+            .await
+            .expect_err("one server cannot hold three replicas");
+        assert!(matches!(error, StoreError::Refused { .. }), "{error}");
+        assert!(
+            error.to_string().contains("replicas > 1 not supported"),
+            "{error}"
+        );
     }
 }
