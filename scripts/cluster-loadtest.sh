@@ -10,6 +10,8 @@
 #   cargo build --release --bin matchwell --example loadtest -p matchwell-cluster --example jetstream_probe
 #   scripts/cluster-loadtest.sh [PLAYERS_PER_S_PER_NODE] [DURATION]   # default 250 20s
 set -u
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
 RATE=${1:-250}; DUR=${2:-20s}
 TARGET=${CARGO_TARGET_DIR:-target}
 B=$TARGET/release/matchwell
@@ -27,18 +29,12 @@ done
 for n in 1 2 3; do until grep -q "Server is ready" $D/nats$n.log; do sleep 0.2; done; done
 export MATCHWELL_JWT_SECRET=measure-secret-of-at-least-thirty-two-bytes
 export MATCHWELL_CLUSTER_NATS=nats://127.0.0.1:15221,nats://127.0.0.1:15222,nats://127.0.0.1:15223
-export MATCHWELL_RATE_LIMIT_PER_S=0 MATCHWELL_READ_RATE_LIMIT_PER_S=0 MATCHWELL_LOG=warn
-NODES=()
+export MATCHWELL_RATE_LIMIT_PER_S=0 MATCHWELL_READ_RATE_LIMIT_PER_S=0
+# The start-up lines, which name the address a node listens on; no access log.
+export MATCHWELL_LOG=warn,matchwell::cli=info
 for n in 1 2 3; do
-  MATCHWELL_NODE_ID=m$n $B serve --listen 127.0.0.1:1808$n > $D/node$n.log 2>&1 &
-  NODES[$n]=$!
-  PIDS="$PIDS $!"
-done
-for n in 1 2 3; do
-  until curl -sf localhost:1808$n/health/ready >/dev/null; do
-    kill -0 ${NODES[$n]} 2>/dev/null || { echo "node $n stopped:"; cat $D/node$n.log; exit 1; }
-    sleep 0.3
-  done
+  serve_until_ready $D/node$n.log env MATCHWELL_NODE_ID=m$n $B serve --listen 127.0.0.1:1808$n
+  PIDS="$PIDS $server_pid"
 done
 # Until the map has settled (nodes join one by one and hand partitions over).
 sleep 3
