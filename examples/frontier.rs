@@ -14,7 +14,7 @@
 //! windows. Each row is the mean over the traces of: mean rating gap, 95th percentile of the
 //! matched players' waits, share of players matched.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use clap::Parser;
 use matchwell::replay::{SyntheticTrace, TraceOp, replay_ops};
@@ -162,27 +162,22 @@ fn run_simple(ops: &[TraceOp], policy: Simple) -> Figures {
     let params = MatchingParams::default();
     let mut pools: HashMap<String, WaitingPool> = HashMap::new();
     let mut users: HashMap<&str, (String, u16, EntryId)> = HashMap::new();
-    let mut gone: HashSet<EntryId> = HashSet::new();
     let (mut players, mut gap_sum, mut waits) = (0usize, 0u64, Vec::new());
     let mut next_wave = 0;
-    let mut wave =
-        |now: u64, pools: &mut HashMap<String, WaitingPool>, gone: &mut HashSet<EntryId>| {
-            let mut keys: Vec<String> = pools.keys().cloned().collect();
-            keys.sort();
-            for key in keys {
-                let pool = pools.get_mut(&key).expect("listed");
-                let before: Vec<EntryId> = pool.iter().map(|(_, waiting)| waiting.id).collect();
-                for (gap, a, b) in simple_wave(pool, now, &params, policy) {
-                    gap_sum += u64::from(gap);
-                    waits.extend([a, b]);
-                }
-                let left: HashSet<EntryId> = pool.iter().map(|(_, waiting)| waiting.id).collect();
-                gone.extend(before.into_iter().filter(|id| !left.contains(id)));
+    let mut wave = |now: u64, pools: &mut HashMap<String, WaitingPool>| {
+        let mut keys: Vec<String> = pools.keys().cloned().collect();
+        keys.sort();
+        for key in keys {
+            let pool = pools.get_mut(&key).expect("listed");
+            for (gap, a, b) in simple_wave(pool, now, &params, policy) {
+                gap_sum += u64::from(gap);
+                waits.extend([a, b]);
             }
-        };
+        }
+    };
     for (n, op) in ops.iter().enumerate() {
         while next_wave <= op.t_ms() {
-            wave(next_wave, &mut pools, &mut gone);
+            wave(next_wave, &mut pools);
             next_wave += WAVE_MS;
         }
         match op {
@@ -207,21 +202,17 @@ fn run_simple(ops: &[TraceOp], policy: Simple) -> Figures {
                 users.insert(user.as_str(), (time_control.clone(), *rating, id));
             }
             TraceOp::Cancel { user, .. } => {
+                // A player already paired is no longer in the pool: nothing to remove.
                 if let Some((pool, rating, id)) = users.get(user.as_str()) {
-                    if !gone.contains(id)
-                        && pools
-                            .get_mut(pool)
-                            .and_then(|pool| pool.remove(*rating, *id))
-                            .is_some()
-                    {
-                        gone.insert(*id);
+                    if let Some(pool) = pools.get_mut(pool) {
+                        pool.remove(*rating, *id);
                     }
                 }
             }
         }
     }
     while pools.values().any(|pool| !pool.is_empty()) {
-        wave(next_wave, &mut pools, &mut gone);
+        wave(next_wave, &mut pools);
         next_wave += WAVE_MS;
     }
     waits.sort_unstable();

@@ -86,6 +86,11 @@ impl Load {
         let nodes = self.nodes.read().unwrap();
         nodes[rng.random_range(0..nodes.len())].clone()
     }
+
+    /// Sends no more requests to the node at `base`.
+    fn spare(&self, base: &str) {
+        self.nodes.write().unwrap().retain(|node| node != base);
+    }
 }
 
 /// One tenant's client: its users enqueue, cancel and read their entries through random nodes
@@ -428,11 +433,7 @@ fn acknowledged_writes_survive_every_fault_one_after_the_other() {
     // 1. kill -9 of the owner of the first tenant's partition; the time from the kill to the
     //    first write acknowledged for that partition through another node.
     let victim = owner_of(&load.any_node(&mut rng), &admin, TENANTS[0], &ids).unwrap();
-    let victim_base = nodes[victim].as_ref().unwrap().base.clone();
-    load.nodes
-        .write()
-        .unwrap()
-        .retain(|base| *base != victim_base);
+    load.spare(&nodes[victim].as_ref().unwrap().base);
     let survivor = load.any_node(&mut rng);
     let service = token_with("svc", &["--role", "service", "--tenant", TENANTS[0]]);
     let probe = Api::new(&survivor);
@@ -478,10 +479,7 @@ fn acknowledged_writes_survive_every_fault_one_after_the_other() {
     //    nothing it acknowledged may be lost.
     let frozen = owner_of(&load.any_node(&mut rng), &admin, TENANTS[1], &ids).unwrap();
     let frozen_base = nodes[frozen].as_ref().unwrap().base.clone();
-    load.nodes
-        .write()
-        .unwrap()
-        .retain(|base| *base != frozen_base);
+    load.spare(&frozen_base);
     let others: Vec<String> = load.nodes.read().unwrap().clone();
     let writes = load.writes.load(Ordering::Relaxed);
     nodes[frozen].as_ref().unwrap().signal("STOP");
@@ -546,11 +544,7 @@ fn acknowledged_writes_survive_every_fault_one_after_the_other() {
 
     // 4. SIGTERM of a node: it hands its partitions over and exits cleanly.
     let leaving = rng.random_range(0..3);
-    let leaving_base = nodes[leaving].as_ref().unwrap().base.clone();
-    load.nodes
-        .write()
-        .unwrap()
-        .retain(|base| *base != leaving_base);
+    load.spare(&nodes[leaving].as_ref().unwrap().base);
     let mut server = nodes[leaving].take().unwrap();
     let terminated = Instant::now();
     server.terminate();

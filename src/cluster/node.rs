@@ -394,19 +394,14 @@ impl Controller {
     async fn reap(&mut self) {
         for local in &mut self.local {
             let finished = match local {
-                Local::Starting(task) => task.is_finished(),
-                Local::Owning { task, .. } => task.is_finished(),
+                Local::Starting(task) | Local::Owning { task, .. } => task.is_finished(),
                 _ => false,
             };
             if !finished {
                 continue;
             }
             *local = match std::mem::replace(local, Local::Idle) {
-                Local::Starting(task) => match task.await {
-                    Ok(Some(follower)) => Local::Following(Box::new(follower)),
-                    _ => Local::Idle,
-                },
-                Local::Owning { task, .. } => match task.await {
+                Local::Starting(task) | Local::Owning { task, .. } => match task.await {
                     Ok(Some(follower)) => Local::Following(Box::new(follower)),
                     _ => Local::Idle,
                 },

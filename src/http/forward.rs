@@ -78,26 +78,13 @@ pub(crate) async fn to_owner(
     let Ok(caller) = state.auth.authenticate(request.request()) else {
         return Ok(next.call(request).await?.map_into_boxed_body());
     };
-    match node.route(caller.tenant()) {
-        Route::Local(_) => Ok(next.call(request).await?.map_into_boxed_body()),
-        Route::Unavailable(reason) => {
-            node.metrics()
-                .forwarded
-                .with_label_values(&["no_owner"])
-                .inc();
-            Ok(refuse(request, reason))
-        }
+    let reason = match node.route(caller.tenant()) {
+        Route::Local(_) => return Ok(next.call(request).await?.map_into_boxed_body()),
+        Route::Unavailable(reason) => reason,
         Route::Remote(_) if request.headers().contains_key(&FORWARDED_BY) => {
-            node.metrics()
-                .forwarded
-                .with_label_values(&["no_owner"])
-                .inc();
-            Ok(refuse(
-                request,
-                "the node this request was forwarded to does not serve its partition either (a \
-                 partition is moving); retry shortly"
-                    .to_owned(),
-            ))
+            "the node this request was forwarded to does not serve its partition either (a \
+             partition is moving); retry shortly"
+                .to_owned()
         }
         Route::Remote(holder) => {
             let owner = format!("node {} at {}", holder.node.id(), holder.node.http());
@@ -119,14 +106,14 @@ pub(crate) async fn to_owner(
                     ),
                 };
             node.metrics().forwarded.with_label_values(&[outcome]).inc();
-            Ok(ServiceResponse::new(http, response))
+            return Ok(ServiceResponse::new(http, response));
         }
-    }
-}
-
-/// 503 `UNAVAILABLE` with `Retry-After`, for `reason`.
-fn refuse(request: ServiceRequest, reason: String) -> ServiceResponse<BoxBody> {
-    request.error_response(ApiError::NotReady(reason.into()))
+    };
+    node.metrics()
+        .forwarded
+        .with_label_values(&["no_owner"])
+        .inc();
+    Ok(request.error_response(ApiError::NotReady(reason.into())))
 }
 
 /// Why a request could not be relayed.

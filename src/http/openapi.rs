@@ -65,7 +65,7 @@ pub(crate) async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
 /// handler by name.
 pub(crate) struct RouteTable {
     /// Each path template, parsed, with its methods.
-    routes: Vec<(String, ResourceDef, Vec<&'static str>)>,
+    routes: Vec<(ResourceDef, Vec<&'static str>)>,
     /// Path template by resource name. The route macros name each resource after its handler,
     /// and utoipa gives its operation the same name as id; so the name actix reports for a
     /// request (`HttpRequest::match_name`, a borrow) finds the template without building it
@@ -82,7 +82,7 @@ impl RouteTable {
             .iter()
             .map(|(path, item)| {
                 let methods = operations(item).map(|(method, _)| method).collect();
-                (path.clone(), ResourceDef::new(path.as_str()), methods)
+                (ResourceDef::new(path.as_str()), methods)
             })
             .collect();
         let templates = document
@@ -103,13 +103,16 @@ impl RouteTable {
     /// of the templates it matches (`/v1/matchmaking/challenges/{id}`): OpenAPI matches
     /// concrete paths before templated ones, and the document lists them so.
     fn allowed(&self, path: &str) -> Option<Vec<&'static str>> {
-        let concrete = self.routes.iter().any(|(template, ..)| template == path);
+        let concrete = self
+            .routes
+            .iter()
+            .any(|(resource, _)| resource.pattern() == Some(path));
         let mut allowed: Vec<&'static str> = self
             .routes
             .iter()
-            .filter(|(template, resource, _)| {
+            .filter(|(resource, _)| {
                 if concrete {
-                    template == path
+                    resource.pattern() == Some(path)
                 } else {
                     resource.is_match(path)
                 }

@@ -35,22 +35,15 @@ use crate::{Entry, EntryWatch};
 /// connection open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// How fast one worker thread sends change events while more are due than it sends at once.
+/// How fast one worker thread sends change events while more are due than it sends at once:
+/// the time between two events at the steady pace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EventPace {
-    /// Time between two events at the steady pace.
-    spacing: Duration,
-    /// How far ahead of the steady pace a burst may run: a millisecond's events.
-    burst: Duration,
-}
+pub struct EventPace(Duration);
 
 impl EventPace {
     /// `events` per millisecond per worker thread, and as many at once.
     pub fn per_ms(events: NonZeroU32) -> Self {
-        Self {
-            spacing: Duration::from_nanos(1_000_000 / u64::from(events.get())),
-            burst: Duration::from_millis(1),
-        }
+        Self(Duration::from_nanos(1_000_000 / u64::from(events.get())))
     }
 }
 
@@ -64,14 +57,17 @@ struct EventPacer {
 }
 
 impl EventPacer {
+    /// How far ahead of the steady pace a burst may run: a millisecond's events.
+    const BURST: Duration = Duration::from_millis(1);
+
     /// Takes the next slot for an event due at `now`: `None` when it may go at once, or when
     /// it may go.
     fn reserve(&mut self, now: Instant, pace: EventPace) -> Option<Instant> {
-        let idle_since = now.checked_sub(pace.burst).unwrap_or(now);
+        let idle_since = now.checked_sub(Self::BURST).unwrap_or(now);
         let horizon = self
             .horizon
             .map_or(idle_since, |horizon| horizon.max(idle_since))
-            + pace.spacing;
+            + pace.0;
         self.horizon = Some(horizon);
         (horizon > now).then_some(horizon)
     }
