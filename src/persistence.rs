@@ -391,7 +391,6 @@ impl Persistence {
             let needed_from = self.snapshots.read_header(oldest)?.replay_from;
             self.journal.remove_segments_before(needed_from)?;
         }
-        // The size first: a scrape that sees the snapshot counted sees its size too.
         self.metrics
             .snapshot_body_bytes
             .set(i64::try_from(written.header.body_len).unwrap_or(i64::MAX));

@@ -281,7 +281,10 @@ fn journal_commits_and_snapshots_are_measured() {
             .ok()?;
         let snapshots = sample(&text, "matchwell_snapshot_seconds_count")?;
         let syncs = sample(&text, "matchwell_journal_sync_seconds_count")?;
-        (snapshots >= 1.0 && syncs >= 1.0).then_some(text)
+        // A scrape reads the size (`…_body_bytes`) before the count, so it can catch a
+        // snapshot counted but not yet sized: the first snapshot's size is awaited too.
+        let sized = sample(&text, "matchwell_snapshot_body_bytes")?;
+        (snapshots >= 1.0 && syncs >= 1.0 && sized > 0.0).then_some(text)
     });
     let positive = |metric: &str| sample(&text, metric).is_some_and(|value| value > 0.0);
     for metric in [
