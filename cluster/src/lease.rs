@@ -24,7 +24,7 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::store::ClusterStore;
@@ -337,25 +337,6 @@ impl ClusterStore {
             .await
             .map_err(|error| request_error("lease bucket watch", error))?;
         Ok(LeaseWatch { entries })
-    }
-
-    /// Every node whose announcement is live, by id.
-    pub async fn live_nodes(&self) -> Result<Vec<NodeInfo>, LeaseError> {
-        let keys: Vec<String> = self
-            .leases
-            .keys()
-            .await
-            .map_err(|error| request_error("node.*", error))?
-            .try_collect()
-            .await
-            .map_err(|error| request_error("node.*", error))?;
-        let mut nodes = Vec::new();
-        for key in keys.iter().filter(|key| key.starts_with("node.")) {
-            // An announcement may expire between the listing and the read.
-            nodes.extend(self.read_node(key).await?);
-        }
-        nodes.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(nodes)
     }
 
     async fn read_node(&self, key: &str) -> Result<Option<NodeInfo>, LeaseError> {

@@ -8,7 +8,7 @@ use matchwell_cluster::{
     ClusterStore, Lease, LeaseError, LeaseKey, LeaseUpdate, NodeInfo, StoreError,
 };
 
-use crate::support::{config, connect, eventually, raw_jetstream};
+use crate::support::{config, connect, eventually, next_update, raw_jetstream};
 
 fn node(id: &str) -> NodeInfo {
     NodeInfo::new(id, format!("http://{id}.test:8080")).unwrap()
@@ -70,29 +70,50 @@ async fn a_lease_is_exclusive_until_its_holder_stops_renewing() {
     Lease::acquire(&store, 4, &one).await.unwrap();
 }
 
+/// Watchers learn of an announcement and of its withdrawal; an announcement nobody renews
+/// leaves the bucket once the TTL has passed. (Watchers are not told of that expiry: a
+/// node's view ages announcements by its own clock, see `src/cluster/view.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_are_live_while_they_announce_themselves() {
+async fn an_announcement_lasts_until_withdrawn_or_its_ttl_passes() {
     let nats = NatsCluster::start(1).unwrap();
     let store = connect(&nats).await;
     let (one, two) = (node("one"), node("two"));
-    store.announce(&two).await.unwrap();
+    let mut watch = store.watch_leases().await.unwrap();
     store.announce(&one).await.unwrap();
-    Lease::acquire(&store, 0, &one).await.unwrap();
+    store.announce(&two).await.unwrap();
+    let announced = [next_update(&mut watch).await, next_update(&mut watch).await];
     assert_eq!(
-        store.live_nodes().await.unwrap(),
-        [one.clone(), two.clone()]
+        announced.map(|update| (update.key, update.value)),
+        [
+            (LeaseKey::Node("one".to_owned()), Some(one.clone())),
+            (LeaseKey::Node("two".to_owned()), Some(two.clone())),
+        ]
     );
 
     store.withdraw(&two).await.unwrap();
+    let withdrawn = next_update(&mut watch).await;
     assert_eq!(
-        store.live_nodes().await.unwrap(),
-        std::slice::from_ref(&one)
+        (withdrawn.key, withdrawn.value),
+        (LeaseKey::Node("two".to_owned()), None)
     );
 
+    let leases = raw_jetstream(&nats)
+        .await
+        .get_key_value(LEASES_BUCKET)
+        .await
+        .unwrap();
+    assert!(leases.get("node.one").await.unwrap().is_some());
     let ttl = store.config().lease_ttl;
     eventually("the announcement to expire", ttl * 5, || {
-        let store = store.clone();
-        async move { store.live_nodes().await.unwrap().is_empty().then_some(()) }
+        let leases = leases.clone();
+        async move {
+            leases
+                .get("node.one")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        }
     })
     .await;
 }
@@ -146,7 +167,7 @@ async fn a_watch_sees_current_values_then_every_write() {
     let mut held = Lease::acquire(&store, 2, &one).await.unwrap();
 
     let mut watch = store.watch_leases().await.unwrap();
-    let mut next = async || watch.next().await.unwrap().unwrap();
+    let mut next = async || next_update(&mut watch).await;
     let first = [next().await, next().await];
     assert!(first.contains(&LeaseUpdate {
         key: LeaseKey::Node("one".to_owned()),

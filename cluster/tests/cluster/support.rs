@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use matchwell_actors::persist::{Change, Image};
 use matchwell_cluster::testkit::NatsCluster;
-use matchwell_cluster::{ClusterConfig, ClusterStore};
+use matchwell_cluster::{ClusterConfig, ClusterStore, LeaseUpdate, LeaseWatch};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -68,6 +68,15 @@ pub async fn eventually<T, F: Future<Output = Option<T>>>(
         assert!(Instant::now() < deadline, "{what}: not within {within:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The watch's next update, failing the test if none comes within ten seconds.
+pub async fn next_update(watch: &mut LeaseWatch) -> LeaseUpdate {
+    tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("no lease update within 10 s")
+        .expect("the lease watch ended")
+        .unwrap()
 }
 
 /// A configuration for `urls` with one replica.
