@@ -487,8 +487,13 @@ async fn serve(config: ServeConfig) -> Result<Stopped, CliError> {
         max_journal_backlog = shown(config.overload.max_journal_backlog),
         "writes past these backlogs answer 503 (0: no bound)"
     );
-    let mut persistence = PersistenceConfig::new(&config.data_dir);
-    persistence.fsync = config.fsync;
+    let mode = match config.cluster {
+        None => Mode::Single(PersistenceConfig {
+            fsync: config.fsync,
+            ..PersistenceConfig::new(&config.data_dir)
+        }),
+        Some(settings) => Mode::Cluster(settings),
+    };
     let registry = Registry::new();
     let mut builder = Engine::builder()
         .pools(config.catalog)
@@ -513,14 +518,11 @@ async fn serve(config: ServeConfig) -> Result<Stopped, CliError> {
         None => tracing::info!("no live-game service configured; game ids are made locally"),
     }
     let mut health = HealthRegistry::default();
-    let slot = Arc::new(match &config.cluster {
-        None => EngineSlot::default(),
-        Some(_) => EngineSlot::clustered(),
+    let slot = Arc::new(match &mode {
+        Mode::Single(_) => EngineSlot::default(),
+        Mode::Cluster(_) => EngineSlot::clustered(),
     });
-    match &config.cluster {
-        None => slot.register_health(&mut health),
-        Some(_) => slot.register_cluster_health(&mut health),
-    }
+    slot.register_health(&mut health);
     let server = http::start(
         Arc::clone(&slot),
         registry.clone(),
@@ -535,14 +537,8 @@ async fn serve(config: ServeConfig) -> Result<Stopped, CliError> {
         );
     }
     let recovering = Instant::now();
-    let serving = match config.cluster {
-        None => builder
-            .metrics_registry(registry.clone())
-            .persistence(persistence),
-        Some(_) => builder,
-    };
     let serving = tokio::select! {
-        serving = start_serving(serving, config.cluster, &slot, &registry, server.addrs[0]) => serving,
+        serving = start_serving(builder, mode, &slot, &registry, server.addrs[0]) => serving,
         received = &mut stop => {
             tracing::info!(signal = %received, "stopping during recovery; nothing was acknowledged yet");
             server.drain(Duration::ZERO).await?;
@@ -620,21 +616,35 @@ impl Serving {
     }
 }
 
-/// Starts what the server serves and puts it in `slot`: the engine `builder` makes,
-/// recovered from its data directory; or with `cluster`, a node whose partitions each get an
-/// engine from `builder` (their metrics in `registry`, labelled by partition), advertising the
-/// address `bound` unless told another.
+/// How a server keeps its state.
+enum Mode {
+    /// One engine, persisted in a local data directory.
+    Single(PersistenceConfig),
+    /// A node of a cluster, its partitions persisted in NATS JetStream.
+    Cluster(ClusterSettings),
+}
+
+/// Starts what the server serves and puts it in `slot`: the engine `builder` makes (its
+/// metrics in `registry`), recovered from its data directory; or a cluster node whose
+/// partitions each get an engine from `builder` (their metrics in `registry`, labelled by
+/// partition), advertising the address `bound` unless told another.
 async fn start_serving(
     builder: EngineBuilder,
-    cluster: Option<ClusterSettings>,
+    mode: Mode,
     slot: &EngineSlot,
     registry: &Registry,
     bound: SocketAddr,
 ) -> Result<Serving, CliError> {
-    let Some(settings) = cluster else {
-        let engine = Arc::new(builder.start().await?);
-        slot.fill(Arc::clone(&engine));
-        return Ok(Serving::Engine(engine));
+    let settings = match mode {
+        Mode::Single(persistence) => {
+            let builder = builder
+                .metrics_registry(registry.clone())
+                .persistence(persistence);
+            let engine = Arc::new(builder.start().await?);
+            slot.fill(Arc::clone(&engine));
+            return Ok(Serving::Engine(engine));
+        }
+        Mode::Cluster(settings) => settings,
     };
     let advertise = settings
         .advertise_url(bound)

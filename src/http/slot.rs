@@ -161,10 +161,20 @@ impl EngineSlot {
         }
     }
 
+    /// Registers the health components of what the slot serves: a cluster node's `cluster`
+    /// component, or the one engine's.
+    pub fn register_health(self: &Arc<Self>, health: &mut HealthRegistry) {
+        if self.clustered {
+            self.register_cluster_health(health);
+        } else {
+            self.register_engine_health(health);
+        }
+    }
+
     /// Registers the engine's components, all critical: `engine` (its state, and whether it
     /// takes changes), `journal` and `snapshots`. Until the engine is there, the latter two
     /// report `unhealthy` with the engine's state, as they do not exist yet.
-    pub fn register_health(self: &Arc<Self>, health: &mut HealthRegistry) {
+    fn register_engine_health(self: &Arc<Self>, health: &mut HealthRegistry) {
         let slot = Arc::clone(self);
         health.register(
             "engine",
@@ -195,7 +205,7 @@ impl EngineSlot {
 
     /// Registers the `cluster` component of a cluster node, critical: unhealthy until the
     /// node has joined, then as the node reports (see [`Node`]).
-    pub fn register_cluster_health(self: &Arc<Self>, health: &mut HealthRegistry) {
+    fn register_cluster_health(self: &Arc<Self>, health: &mut HealthRegistry) {
         let slot = Arc::clone(self);
         health.register(
             "cluster",
