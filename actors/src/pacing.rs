@@ -378,8 +378,8 @@ impl Pacer {
         }));
         let target_s = target_wait_ms as f64 / 1_000.0;
         for (index, candidate) in candidates.iter().enumerate() {
-            let pace = scratch.paces[index];
-            if !pace.crossing || !pace.critical || self.overtime.balance < 1.0 {
+            // A player crossing the target is critical: the next wave would be too late.
+            if !scratch.paces[index].crossing || self.overtime.balance < 1.0 {
                 continue;
             }
             let Some(best_gap) = nearest_acceptable_gap(candidates, index) else {
