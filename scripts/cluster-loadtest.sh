@@ -20,18 +20,7 @@ PROBE=$TARGET/release/examples/jetstream_probe
 D=$(mktemp -d); PIDS=""
 # Waits for every process to exit, so that the next run finds its ports free.
 trap 'kill $PIDS 2>/dev/null; wait 2>/dev/null; rm -rf "$D"' EXIT
-ROUTES=nats://127.0.0.1:16221,nats://127.0.0.1:16222,nats://127.0.0.1:16223
-for n in 1 2 3; do
-  nats-server -js -a 127.0.0.1 -n m$n -p 1522$n -sd $D/js$n --cluster_name mw \
-    --cluster nats://127.0.0.1:1622$n --routes $ROUTES > $D/nats$n.log 2>&1 &
-  PIDS="$PIDS $!"
-done
-for n in 1 2 3; do until grep -q "Server is ready" $D/nats$n.log; do sleep 0.2; done; done
-export MATCHWELL_JWT_SECRET=measure-secret-of-at-least-thirty-two-bytes
-export MATCHWELL_CLUSTER_NATS=nats://127.0.0.1:15221,nats://127.0.0.1:15222,nats://127.0.0.1:15223
-export MATCHWELL_RATE_LIMIT_PER_S=0 MATCHWELL_READ_RATE_LIMIT_PER_S=0
-# The start-up lines, which name the address a node listens on; no access log.
-export MATCHWELL_LOG=warn,matchwell::cli=info
+start_nats_cluster "$D" 22
 for n in 1 2 3; do
   serve_until_ready $D/node$n.log env MATCHWELL_NODE_ID=m$n $B serve --listen 127.0.0.1:1808$n
   PIDS="$PIDS $server_pid"
@@ -44,7 +33,7 @@ for n in 1 2 3; do
     --watch poll --duration $DUR --drain 2s --quiet > $D/lt$n.txt 2>&1 &
   LTS="$LTS $!"
 done
-$PROBE --nats nats://127.0.0.1:15221,nats://127.0.0.1:15222,nats://127.0.0.1:15223 \
+$PROBE --nats "$MATCHWELL_CLUSTER_NATS" \
   --rate 100 --seconds "${DUR%s}" > $D/probe.txt 2>&1 &
 PROBE_PID=$!
 wait $LTS

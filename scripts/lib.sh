@@ -46,3 +46,26 @@ stop_server() {
         server_pid=
     fi
 }
+
+# Starts three clustered NATS servers with JetStream, data in $1, client ports 15${2}1–15${2}3
+# and route ports 16${2}1–16${2}3 ($2 two digits, one pair per script so that two scripts can
+# run at once), and waits until each is ready. Adds their pids to PIDS, and exports what a
+# matchwell node of a measured cluster reads: the servers' URLs, a JWT secret, no rate limits,
+# and a log of warnings and the start-up lines (which name the address a node listens on).
+start_nats_cluster() {
+  local dir=$1 ports=$2 n routes=""
+  for n in 1 2 3; do routes="$routes${routes:+,}nats://127.0.0.1:16$ports$n"; done
+  for n in 1 2 3; do
+    nats-server -js -a 127.0.0.1 -n "n$ports$n" -p "15$ports$n" -sd "$dir/js$n" \
+      --cluster_name "mw$ports" --cluster "nats://127.0.0.1:16$ports$n" --routes "$routes" \
+      > "$dir/nats$n.log" 2>&1 &
+    PIDS="$PIDS $!"
+  done
+  for n in 1 2 3; do
+    until grep -q "Server is ready" "$dir/nats$n.log"; do sleep 0.2; done
+  done
+  export MATCHWELL_CLUSTER_NATS=nats://127.0.0.1:15${ports}1,nats://127.0.0.1:15${ports}2,nats://127.0.0.1:15${ports}3
+  export MATCHWELL_JWT_SECRET=measure-secret-of-at-least-thirty-two-bytes
+  export MATCHWELL_RATE_LIMIT_PER_S=0 MATCHWELL_READ_RATE_LIMIT_PER_S=0
+  export MATCHWELL_LOG=warn,matchwell::cli=info
+}

@@ -1,10 +1,16 @@
 //! Which node should own each partition, and which should stand by for it.
 //!
-//! Rendezvous (highest random weight) hashing: each partition goes to the live node with the
-//! highest `weight(node, partition)`, its standby to the second highest. Every node computes
-//! the same map from the same set of live nodes, without talking to anyone; the partitions
-//! spread evenly; and when a node joins, only the partitions it now wins move (to it), while
-//! when a node leaves, only its own partitions move (each to its standby).
+//! Rendezvous (highest random weight) hashing with bounded loads: every partition ranks the
+//! live nodes by `weight(node, partition)`, and the partitions, in order, each go to the first
+//! node of their ranking that owns fewer than `⌈partitions / nodes⌉` so far. Every node
+//! computes the same map from the same set of live nodes, without talking to anyone. The bound
+//! keeps the spread even (no node owns more than its rounded-up share; plain rendezvous
+//! hashing gave one of three nodes 14 of 32 partitions and another 7), at the cost of a few
+//! more moves than plain hashing when a node comes or goes: a joining node takes about its
+//! share and a partition or two shift between the others to stay under the bound.
+//!
+//! A partition's standby is the node that would own it if its owner left, so when an owner
+//! leaves or dies, each of its partitions goes to the node that was following its journal.
 //!
 //! Which partition a tenant's state lives in is fixed here too ([`partition_of_tenant`]), for
 //! the same reason: every node must route a tenant to the same partition.
@@ -14,8 +20,8 @@
 pub struct Placement {
     /// The node that should own the partition.
     pub owner: String,
-    /// The node that should follow the partition's journal and take over; `None` when only
-    /// one node is live.
+    /// The node that should follow the partition's journal and take over: the owner the
+    /// partition would get if its owner left. `None` when only one node is live.
     pub standby: Option<String>,
 }
 
@@ -28,20 +34,59 @@ pub fn assignment(partitions: u32, live_nodes: &[impl AsRef<str>]) -> Vec<Placem
     if nodes.is_empty() {
         return Vec::new();
     }
-    let node_hashes: Vec<(u64, &str)> = nodes.iter().map(|node| (fnv1a(node), *node)).collect();
-    (0..partitions)
+    let node_hashes: Vec<u64> = nodes.iter().map(|node| fnv1a(node)).collect();
+    let rankings: Vec<Vec<usize>> = (0..partitions)
         .map(|partition| {
-            let mut ranked: Vec<(u64, &str)> = node_hashes
-                .iter()
-                .map(|&(hash, node)| (weight(hash, partition), node))
-                .collect();
+            let mut ranked: Vec<usize> = (0..nodes.len()).collect();
             // Highest weight first; equal weights (practically never) by node id, so the
             // order of `live_nodes` never matters.
-            ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-            Placement {
-                owner: ranked[0].1.to_owned(),
-                standby: ranked.get(1).map(|(_, node)| (*node).to_owned()),
-            }
+            ranked.sort_unstable_by_key(|&node| {
+                (
+                    std::cmp::Reverse(weight(node_hashes[node], partition)),
+                    node,
+                )
+            });
+            ranked
+        })
+        .collect();
+    let owners = bounded_owners(&rankings, nodes.len(), None);
+    // Each node's partitions as they would be placed without it.
+    let without: Vec<Vec<usize>> = match nodes.len() {
+        1 => Vec::new(),
+        count => (0..count)
+            .map(|gone| bounded_owners(&rankings, count, Some(gone)))
+            .collect(),
+    };
+    owners
+        .iter()
+        .enumerate()
+        .map(|(partition, &owner)| Placement {
+            owner: nodes[owner].to_owned(),
+            standby: without
+                .get(owner)
+                .map(|placed| nodes[placed[partition]].to_owned()),
+        })
+        .collect()
+}
+
+/// The owner of each partition (a node index) given each partition's ranking of the `nodes`,
+/// leaving out node `gone`: partition by partition, the first node of its ranking that owns
+/// fewer than its rounded-up share so far. The shares add up to at least the partitions, so
+/// every partition finds one.
+fn bounded_owners(rankings: &[Vec<usize>], nodes: usize, gone: Option<usize>) -> Vec<usize> {
+    let live = nodes - usize::from(gone.is_some());
+    let share = rankings.len().div_ceil(live);
+    let mut owned = vec![0; nodes];
+    rankings
+        .iter()
+        .map(|ranked| {
+            let owner = ranked
+                .iter()
+                .copied()
+                .find(|&node| Some(node) != gone && owned[node] < share)
+                .expect("the live nodes' shares cover every partition");
+            owned[owner] += 1;
+            owner
         })
         .collect()
 }
@@ -90,6 +135,27 @@ mod tests {
         placements.iter().map(|p| p.owner.as_str()).collect()
     }
 
+    /// How many partitions each node owns.
+    fn loads(placements: &[Placement]) -> BTreeMap<&str, usize> {
+        let mut counts = BTreeMap::new();
+        for placement in placements {
+            *counts.entry(placement.owner.as_str()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// How many partitions change owner from `before` to `after`, other than those `except`
+    /// owned before or owns after.
+    fn others_moved(before: &[Placement], after: &[Placement], except: &str) -> usize {
+        before
+            .iter()
+            .zip(after)
+            .filter(|(old, new)| {
+                old.owner != new.owner && old.owner != except && new.owner != except
+            })
+            .count()
+    }
+
     #[test]
     fn the_same_live_nodes_in_any_order_give_the_same_map() {
         let forward = nodes(5);
@@ -100,52 +166,80 @@ mod tests {
         // Fixed values: the map is part of the protocol between nodes of any version.
         assert_eq!(
             owners(&assignment(6, &forward)),
-            ["node-5", "node-1", "node-1", "node-1", "node-2", "node-3"]
+            ["node-5", "node-1", "node-1", "node-4", "node-2", "node-3"]
         );
     }
 
     #[test]
-    fn partitions_spread_evenly_and_a_standby_is_never_the_owner() {
-        let live = nodes(4);
-        let placements = assignment(1024, &live);
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for placement in &placements {
-            *counts.entry(&placement.owner).or_default() += 1;
-            assert_ne!(placement.standby.as_deref(), Some(placement.owner.as_str()));
-            assert!(placement.standby.is_some());
-        }
-        assert_eq!(counts.len(), 4);
-        for (node, count) in counts {
-            assert!((200..=312).contains(&count), "{node} owns {count} of 1024");
-        }
-    }
-
-    #[test]
-    fn a_joining_node_takes_only_partitions_it_now_owns() {
-        let before = assignment(256, &nodes(4));
-        let after = assignment(256, &nodes(5));
-        let mut moved = 0;
-        for (old, new) in before.iter().zip(&after) {
-            if old.owner != new.owner {
-                assert_eq!(new.owner, "node-5");
-                moved += 1;
+    fn no_node_owns_more_than_its_rounded_up_share_and_a_standby_is_never_the_owner() {
+        for (partitions, count) in [(32, 3), (32, 4), (32, 6), (1024, 4), (7, 3), (3, 5)] {
+            let live = nodes(count);
+            let placements = assignment(partitions, &live);
+            assert_eq!(placements.len(), partitions as usize);
+            let share = (partitions as usize).div_ceil(count);
+            let counts = loads(&placements);
+            assert!(
+                counts.values().all(|&owned| owned <= share),
+                "{partitions} partitions over {count} nodes: {counts:?}"
+            );
+            if partitions as usize % count == 0 {
+                assert!(counts.values().all(|&owned| owned == share), "{counts:?}");
+            }
+            for placement in &placements {
+                let standby = placement
+                    .standby
+                    .as_deref()
+                    .expect("several nodes are live");
+                assert_ne!(standby, placement.owner);
+                assert!(live.iter().any(|node| node == standby));
             }
         }
-        // About a fifth of the partitions, no more.
-        assert!((30..=80).contains(&moved), "{moved} of 256 moved");
+        // The default: 32 partitions over three nodes, 11, 11 and 10.
+        let mut default = loads(&assignment(32, &nodes(3)))
+            .into_values()
+            .collect::<Vec<_>>();
+        default.sort_unstable();
+        assert_eq!(default, [10, 11, 11]);
     }
 
     #[test]
-    fn a_leaving_node_hands_each_partition_to_its_standby_and_nothing_else_moves() {
-        let live = nodes(5);
-        let before = assignment(256, &live);
-        let remaining: Vec<&String> = live.iter().filter(|node| *node != "node-2").collect();
-        let after = assignment(256, &remaining);
-        for (old, new) in before.iter().zip(&after) {
-            if old.owner == "node-2" {
-                assert_eq!(Some(&new.owner), old.standby.as_ref());
-            } else {
-                assert_eq!(new.owner, old.owner);
+    fn a_joining_node_takes_its_share_and_few_others_move() {
+        for (partitions, count) in [(32, 3), (256, 4)] {
+            let before = assignment(partitions, &nodes(count));
+            let after = assignment(partitions, &nodes(count + 1));
+            let newcomer = format!("node-{}", count + 1);
+            let taken = after.iter().filter(|new| new.owner == newcomer).count();
+            let share = (partitions as usize).div_ceil(count + 1);
+            assert!(
+                (share - 1..=share).contains(&taken),
+                "{newcomer} took {taken}"
+            );
+            let others = others_moved(&before, &after, &newcomer);
+            assert!(
+                others <= partitions as usize / 10,
+                "{others} of {partitions} moved between the other nodes"
+            );
+        }
+    }
+
+    #[test]
+    fn a_leaving_node_hands_each_partition_to_its_standby_and_few_others_move() {
+        for (partitions, count) in [(32, 3), (32, 4), (256, 5)] {
+            let live = nodes(count);
+            let before = assignment(partitions, &live);
+            for leaving in &live {
+                let remaining: Vec<&String> = live.iter().filter(|node| *node != leaving).collect();
+                let after = assignment(partitions, &remaining);
+                for (old, new) in before.iter().zip(&after) {
+                    if &old.owner == leaving {
+                        assert_eq!(Some(&new.owner), old.standby.as_ref());
+                    }
+                }
+                let others = others_moved(&before, &after, leaving);
+                assert!(
+                    others <= partitions as usize / 10,
+                    "{leaving} left {count} nodes: {others} of {partitions} moved between the others"
+                );
             }
         }
     }

@@ -356,6 +356,10 @@ struct Controller {
     local: Vec<Local>,
     /// When each partition's lease was last tried.
     tried: Vec<Option<tokio::time::Instant>>,
+    /// The desired map and the live nodes it was computed from: the controller steers after
+    /// every lease renewal it sees (several a second per partition), while the live nodes
+    /// rarely change, and the map costs a ranking of every node per partition.
+    desired: (Vec<String>, Vec<Placement>),
 }
 
 impl Controller {
@@ -364,6 +368,7 @@ impl Controller {
         Self {
             local: (0..partitions).map(|_| Local::Idle).collect(),
             tried: vec![None; partitions],
+            desired: (Vec::new(), Vec::new()),
             context,
         }
     }
@@ -436,9 +441,12 @@ impl Controller {
         if !live.iter().any(|id| id == me) {
             live.push(me.to_owned());
         }
-        let desired = assignment(context.partition_count(), &live);
+        if self.desired.0 != live {
+            self.desired.1 = assignment(context.partition_count(), &live);
+            self.desired.0 = live;
+        }
         let now = tokio::time::Instant::now();
-        for (partition, Placement { owner, standby }) in desired.iter().enumerate() {
+        for (partition, Placement { owner, standby }) in self.desired.1.iter().enumerate() {
             let index = partition;
             let partition = partition as u32;
             let owner_here = owner == me;
