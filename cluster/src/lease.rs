@@ -27,7 +27,7 @@ use async_nats::jetstream::kv;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::store::ClusterStore;
+use crate::store::{ClusterStore, ephemeral_consumer, ephemeral_consumer_timed_out};
 
 /// A node as other nodes see it: in leases and announcements.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -331,10 +331,12 @@ impl ClusterStore {
 
     /// Watches every lease and announcement: their current values, then every write.
     pub async fn watch_leases(&self) -> Result<LeaseWatch, LeaseError> {
-        let entries = self
-            .leases
-            .watch_with_history(">")
+        let entries = ephemeral_consumer(|| self.leases.watch_with_history(">"))
             .await
+            .ok_or_else(|| LeaseError::Request {
+                key: "lease bucket watch".to_owned(),
+                reason: ephemeral_consumer_timed_out(),
+            })?
             .map_err(|error| request_error("lease bucket watch", error))?;
         Ok(LeaseWatch { entries })
     }

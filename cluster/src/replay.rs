@@ -14,7 +14,7 @@ use futures::StreamExt;
 use matchwell_actors::persist::Change;
 
 use crate::batch::{self, BatchError};
-use crate::store::ClusterStore;
+use crate::store::{ClusterStore, ephemeral_consumer, ephemeral_consumer_timed_out};
 
 /// A partition's journal from a point to its end.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -99,15 +99,15 @@ impl JournalReader {
                 start_sequence: after_seq + 1,
             },
         };
-        let consumer = store
-            .journal
-            .create_consumer(push::OrderedConfig {
-                deliver_subject: store.jetstream.client().new_inbox(),
-                filter_subject: ClusterStore::journal_subject(partition),
-                deliver_policy,
-                ..Default::default()
-            })
+        let config = push::OrderedConfig {
+            deliver_subject: store.jetstream.client().new_inbox(),
+            filter_subject: ClusterStore::journal_subject(partition),
+            deliver_policy,
+            ..Default::default()
+        };
+        let consumer = ephemeral_consumer(|| store.journal.create_consumer(config.clone()))
             .await
+            .ok_or_else(|| read(ephemeral_consumer_timed_out()))?
             .map_err(|error| read(error.to_string()))?;
         let pending_at_open = consumer.cached_info().num_pending;
         let messages = consumer

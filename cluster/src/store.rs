@@ -331,6 +331,33 @@ async fn check_partitions(settings: &kv::Store, configured: u32) -> Result<(), S
     }
 }
 
+/// How long one attempt to create an ephemeral consumer (a journal reader, a lease watch) may
+/// wait for JetStream's answer (it takes milliseconds), and how many attempts are made. While
+/// one server of a NATS 2.9 cluster is down, JetStream places about one ephemeral consumer in
+/// three on that server, and such a creation is never answered (seen with another client
+/// too): short attempts, made again, get past it, where one long wait would hold a take-over
+/// or leave the lease view stale for its whole length.
+const CONSUMER_ATTEMPT: Duration = Duration::from_millis(500);
+const CONSUMER_ATTEMPTS: u32 = 10;
+
+/// What `create` (a request that creates an ephemeral consumer) answers, made again after
+/// each attempt that got no answer in time; `None` when none did.
+pub(crate) async fn ephemeral_consumer<T, F: Future<Output = T>>(
+    mut create: impl FnMut() -> F,
+) -> Option<T> {
+    for _ in 0..CONSUMER_ATTEMPTS {
+        if let Ok(answer) = tokio::time::timeout(CONSUMER_ATTEMPT, create()).await {
+            return Some(answer);
+        }
+    }
+    None
+}
+
+/// Why [`ephemeral_consumer`] gave up.
+pub(crate) fn ephemeral_consumer_timed_out() -> String {
+    format!("no consumer created in {CONSUMER_ATTEMPTS} attempts of {CONSUMER_ATTEMPT:?} each")
+}
+
 /// `error` in setting up `what`: [`StoreError::Refused`] when JetStream answered it with a
 /// refusal that stands, [`StoreError::Setup`] otherwise (a timeout, no meta leader yet, too few
 /// peers known yet while a cluster forms: waiting may mend them).

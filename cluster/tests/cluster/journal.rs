@@ -292,3 +292,41 @@ async fn acknowledged_appends_survive_killing_the_stream_leader() {
     let seq = successor.append(changes.last().unwrap()).unwrap();
     successor.wait_durable(seq).await.unwrap();
 }
+
+/// While one of three servers is down, JetStream (2.9) places about one ephemeral consumer in
+/// three on it, and such a creation is never answered: a reader is still opened, by attempts
+/// short enough to be made again. Twelve replays in a row all succeed (with one two-second
+/// wait per creation instead, each would fail with a chance of about one in three).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journals_are_read_while_a_server_is_down() {
+    let mut nats = NatsCluster::start(3).unwrap();
+    let store = connect(&nats).await;
+    let mut rng = seeded_rng("read with a server down");
+    let partition = 3;
+    let log = JetStreamLog::open(&store, partition, 0, &Handle::current());
+    let changes: Vec<Change> = (0..10).map(|id| record(id, &mut rng)).collect();
+    for change in &changes {
+        let seq = log.append(change).unwrap();
+        log.wait_durable(seq).await.unwrap();
+    }
+    tokio::task::block_in_place(|| nats.kill(2)).unwrap();
+
+    // The stream may have lost its leader with the server: wait out the election.
+    eventually("a replay after the kill", Duration::from_secs(30), || {
+        let store = store.clone();
+        async move { store.replay(partition, 0).await.ok() }
+    })
+    .await;
+    for attempt in 0..12 {
+        let started = Instant::now();
+        let replayed = store
+            .replay(partition, 0)
+            .await
+            .unwrap_or_else(|error| panic!("replay {attempt} failed: {error}"));
+        assert_eq!(replayed.changes, changes);
+        eprintln!(
+            "replay {attempt} with a server down: {:?}",
+            started.elapsed()
+        );
+    }
+}
