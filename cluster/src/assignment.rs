@@ -15,6 +15,12 @@
 //! Which partition a tenant's state lives in is fixed here too ([`partition_of_tenant`]), for
 //! the same reason: every node must route a tenant to the same partition.
 
+/// The name of the placement scheme below. A cluster records it at its first start and a node
+/// of a build that places partitions otherwise refuses to join: nodes that disagree on the map
+/// would each leave partitions to the other. Change it whenever [`assignment`] places any
+/// partition differently (the fixed values in its tests).
+pub const PLACEMENT: &str = "rendezvous-bounded-1";
+
 /// The desired owner and standby of one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
@@ -163,7 +169,8 @@ mod tests {
         backward.reverse();
         backward.push("node-3".to_owned());
         assert_eq!(assignment(64, &forward), assignment(64, &backward));
-        // Fixed values: the map is part of the protocol between nodes of any version.
+        // Fixed values: the map is part of the protocol between nodes; changing them needs a new
+        // `PLACEMENT`.
         assert_eq!(
             owners(&assignment(6, &forward)),
             ["node-5", "node-1", "node-1", "node-4", "node-2", "node-3"]

@@ -2,7 +2,8 @@
 //!
 //! - stream [`JOURNAL_STREAM`] (subjects `matchwell.journal.<partition>`): every partition's
 //!   journal;
-//! - key-value bucket [`CLUSTER_BUCKET`]: the cluster's fixed settings (the partition count);
+//! - key-value bucket [`CLUSTER_BUCKET`]: the cluster's fixed settings (the partition count,
+//!   the placement scheme);
 //! - key-value bucket [`LEASES_BUCKET`], whose `max_age` is the lease TTL: partition leases and
 //!   node announcements, which vanish when not renewed;
 //! - object store [`SNAPSHOT_BUCKET`]: one snapshot per partition.
@@ -14,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, ErrorCode, context, kv, object_store, stream};
 
+use crate::assignment::PLACEMENT;
+
 /// The stream holding every partition's journal.
 pub const JOURNAL_STREAM: &str = "MATCHWELL_JOURNAL";
 /// The cluster's fixed settings.
@@ -24,6 +27,8 @@ pub const LEASES_BUCKET: &str = "matchwell-leases";
 pub const SNAPSHOT_BUCKET: &str = "matchwell-snapshots";
 /// The key of the partition count in [`CLUSTER_BUCKET`].
 const PARTITIONS_KEY: &str = "partitions";
+/// The key of the placement scheme ([`PLACEMENT`]) in [`CLUSTER_BUCKET`].
+const PLACEMENT_KEY: &str = "placement";
 
 /// How long a starting node waits for JetStream to answer: a fresh cluster's election takes
 /// seconds (2–9 s measured on nats-server 2.9).
@@ -114,6 +119,19 @@ pub enum StoreError {
         /// This node's.
         configured: u32,
     },
+    /// The cluster's nodes place partitions by another scheme than this build: each would
+    /// wait for the other to take partitions, and those would stay without an owner.
+    #[error(
+        "this cluster places partitions by scheme {cluster:?}, but this build places them by \
+         {this:?}: nodes of the two cannot share a cluster; stop every node and start them all \
+         with one build"
+    )]
+    PlacementMismatch {
+        /// The cluster's scheme.
+        cluster: String,
+        /// This build's.
+        this: &'static str,
+    },
 }
 
 /// A node's handle on the cluster's JetStream assets; cheap to clone (every field is a handle
@@ -174,6 +192,7 @@ impl ClusterStore {
                 let (journal, settings, leases, snapshots) =
                     open_assets(&jetstream, &config).await?;
                 check_partitions(&settings, config.partitions).await?;
+                check_placement(&settings).await?;
                 Ok((journal, leases, snapshots))
             };
             match attempt.await {
@@ -296,31 +315,16 @@ async fn open_bucket(
         .map_err(|error| setup(name, error))
 }
 
-/// Records `configured` as the cluster's partition count if none is recorded (create-only, so
-/// of two first nodes one count wins), and refuses any other count.
+/// Records `configured` as the cluster's partition count if none is recorded, and refuses any
+/// other count.
 async fn check_partitions(settings: &kv::Store, configured: u32) -> Result<(), StoreError> {
-    let created = settings
-        .create(PARTITIONS_KEY, configured.to_string().into())
-        .await;
-    match created {
-        Ok(_) => return Ok(()),
-        Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {}
-        Err(error) => return Err(setup("the partition count", error)),
-    }
-    let recorded = settings
-        .get(PARTITIONS_KEY)
-        .await
-        .map_err(|error| setup("the partition count", error))?;
-    let cluster = recorded
-        .as_deref()
-        .and_then(|value| std::str::from_utf8(value).ok())
-        .and_then(|value| value.parse::<u32>().ok())
-        .ok_or_else(|| StoreError::Refused {
-            what: "the partition count".to_owned(),
-            reason: format!(
-                "key {PARTITIONS_KEY:?} of bucket {CLUSTER_BUCKET} holds {recorded:?}, not a number"
-            ),
-        })?;
+    let recorded = fixed_setting(settings, PARTITIONS_KEY, &configured.to_string()).await?;
+    let cluster = recorded.parse::<u32>().map_err(|_| StoreError::Refused {
+        what: "the partition count".to_owned(),
+        reason: format!(
+            "key {PARTITIONS_KEY:?} of bucket {CLUSTER_BUCKET} holds {recorded:?}, not a number"
+        ),
+    })?;
     if cluster == configured {
         Ok(())
     } else {
@@ -329,6 +333,42 @@ async fn check_partitions(settings: &kv::Store, configured: u32) -> Result<(), S
             configured,
         })
     }
+}
+
+/// Records this build's [`PLACEMENT`] if the cluster has none recorded, and refuses another.
+async fn check_placement(settings: &kv::Store) -> Result<(), StoreError> {
+    let recorded = fixed_setting(settings, PLACEMENT_KEY, PLACEMENT).await?;
+    if recorded == PLACEMENT {
+        Ok(())
+    } else {
+        Err(StoreError::PlacementMismatch {
+            cluster: recorded,
+            this: PLACEMENT,
+        })
+    }
+}
+
+/// The value of `key` in the cluster's settings, recording `ours` first if there is none
+/// (create-only, so of two first nodes one value wins).
+async fn fixed_setting(settings: &kv::Store, key: &str, ours: &str) -> Result<String, StoreError> {
+    let what = format!("key {key:?} of bucket {CLUSTER_BUCKET}");
+    match settings.create(key, ours.to_owned().into()).await {
+        Ok(_) => return Ok(ours.to_owned()),
+        Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {}
+        Err(error) => return Err(setup(&what, error)),
+    }
+    let recorded = settings
+        .get(key)
+        .await
+        .map_err(|error| setup(&what, error))?;
+    recorded
+        .as_deref()
+        .and_then(|value| std::str::from_utf8(value).ok())
+        .map(str::to_owned)
+        .ok_or_else(|| StoreError::Refused {
+            what,
+            reason: format!("it holds {recorded:?}, not text"),
+        })
 }
 
 /// How long one attempt to create an ephemeral consumer (a journal reader, a lease watch) may

@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use matchwell_cluster::store::LEASES_BUCKET;
+use matchwell_cluster::assignment::PLACEMENT;
+use matchwell_cluster::store::{CLUSTER_BUCKET, LEASES_BUCKET};
 use matchwell_cluster::testkit::NatsCluster;
 use matchwell_cluster::{
     ClusterStore, Lease, LeaseError, LeaseKey, LeaseUpdate, NodeInfo, StoreError,
@@ -140,6 +141,38 @@ async fn a_node_with_another_partition_count_is_refused() {
             && message.contains("started with 16")
             && message.contains("start it with 8 partitions"),
         "{message}"
+    );
+}
+
+/// A cluster records how its nodes place partitions; a node whose build places them
+/// otherwise is refused, as nodes that disagree on the map would leave partitions ownerless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_places_partitions_otherwise_is_refused() {
+    let nats = NatsCluster::start(1).unwrap();
+    ClusterStore::connect(config(&nats, 8)).await.unwrap();
+    let settings = raw_jetstream(&nats)
+        .await
+        .get_key_value(CLUSTER_BUCKET)
+        .await
+        .unwrap();
+    let recorded = settings.get("placement").await.unwrap().unwrap();
+    assert_eq!(&recorded[..], PLACEMENT.as_bytes());
+
+    settings
+        .put("placement", "some-other-scheme".into())
+        .await
+        .unwrap();
+    let refused = ClusterStore::connect(config(&nats, 8)).await.unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::PlacementMismatch { cluster, this }
+            if cluster == "some-other-scheme" && *this == PLACEMENT),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .to_string()
+            .contains("start them all with one build"),
+        "{refused}"
     );
 }
 
