@@ -75,6 +75,17 @@ impl Context {
     fn partition_count(&self) -> u32 {
         self.settings.store.partitions
     }
+
+    /// The live nodes the desired map is computed from: those the view has seen announced,
+    /// and this node, which counts itself live before its first announcement comes back.
+    fn live_nodes(&self) -> Vec<String> {
+        let mut live = self.view.live_nodes();
+        let me = self.me.id();
+        if !live.iter().any(|id| id == me) {
+            live.push(me.to_owned());
+        }
+        live
+    }
 }
 
 /// What a node does with one partition.
@@ -206,8 +217,7 @@ impl Node {
     /// The partition map as this node sees it.
     pub(crate) fn map(&self) -> ClusterMap {
         let context = &self.context;
-        let live = context.view.live_nodes();
-        let desired = assignment(context.partition_count(), &live);
+        let desired = assignment(context.partition_count(), &context.live_nodes());
         let roles = context.roles.lock().clone();
         ClusterMap {
             node: context.me.id().to_owned(),
@@ -437,10 +447,7 @@ impl Controller {
     fn steer(&mut self) {
         let context = Arc::clone(&self.context);
         let me = context.me.id();
-        let mut live = context.view.live_nodes();
-        if !live.iter().any(|id| id == me) {
-            live.push(me.to_owned());
-        }
+        let live = context.live_nodes();
         if self.desired.0 != live {
             self.desired.1 = assignment(context.partition_count(), &live);
             self.desired.0 = live;
