@@ -495,18 +495,48 @@ fn spawn_persistence_tasks(
         let matchmaker = Arc::clone(matchmaker);
         let store = store.clone();
         handles.push(tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(period);
-            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            ticks.tick().await;
+            let mut pause = period;
             loop {
-                ticks.tick().await;
+                tokio::time::sleep(pause).await;
+                let started = Instant::now();
                 if let Err(error) = store.snapshot(&matchmaker).await {
                     tracing::error!(%error, "snapshot failed");
+                }
+                let took = started.elapsed();
+                pause = snapshot_pause(period, took);
+                if took + pause > period.max(took) {
+                    tracing::warn!(
+                        took_ms = took.as_millis() as u64,
+                        next_in_ms = pause.as_millis() as u64,
+                        "a slow snapshot pushes the next one back"
+                    );
                 }
             }
         }));
     }
     handles
+}
+
+/// A snapshot costs a core for as long as it takes, and its size grows with the settled state
+/// kept for the retention period: at thousands of players a second it can take seconds. The
+/// next one starts `period` after the previous one started, or, after a snapshot of
+/// [`SLOW_SNAPSHOT`] or more, late enough that snapshots take at most one part in
+/// [`SNAPSHOT_DUTY`] of the time; the journal between them grows meanwhile, which recovery
+/// replays.
+const SNAPSHOT_DUTY: u32 = 20;
+
+/// Below this a snapshot costs little whatever the period (small deployments, and tests that
+/// snapshot every few milliseconds, keep their period).
+const SLOW_SNAPSHOT: Duration = Duration::from_secs(1);
+
+/// How long to wait after a snapshot that took `took` before the next one.
+fn snapshot_pause(period: Duration, took: Duration) -> Duration {
+    let spacing = if took < SLOW_SNAPSHOT {
+        period
+    } else {
+        period.max(took * SNAPSHOT_DUTY)
+    };
+    spacing.saturating_sub(took)
 }
 
 /// A running engine: the matchmaker (all its operations are available through `Deref`) and
@@ -640,6 +670,24 @@ mod tests {
         assert!(engine.is_stopping());
         engine.shutdown().await;
         assert!(!engine.is_ready());
+    }
+
+    #[test]
+    fn snapshots_over_a_second_push_the_next_one_back_to_a_twentieth_of_the_time() {
+        let period = Duration::from_secs(60);
+        let ms = Duration::from_millis;
+        // Quick snapshots keep the period, counted from each one's start.
+        assert_eq!(snapshot_pause(period, ms(900)), ms(59_100));
+        assert_eq!(snapshot_pause(period, ms(3_000)), ms(57_000));
+        assert_eq!(snapshot_pause(period, ms(0)), period);
+        // Slower ones leave nineteen times their length before the next.
+        assert_eq!(snapshot_pause(period, ms(6_000)), ms(114_000));
+        assert_eq!(snapshot_pause(period, ms(54_000)), ms(1_026_000));
+        // Below a second the period holds, however short.
+        let often = ms(15);
+        assert_eq!(snapshot_pause(often, ms(5)), ms(10));
+        assert_eq!(snapshot_pause(often, ms(900)), Duration::ZERO);
+        assert_eq!(snapshot_pause(often, ms(1_000)), ms(19_000));
     }
 
     #[tokio::test]
