@@ -99,16 +99,19 @@ impl JournalReader {
                 start_sequence: after_seq + 1,
             },
         };
-        let config = push::OrderedConfig {
-            deliver_subject: store.jetstream.client().new_inbox(),
-            filter_subject: ClusterStore::journal_subject(partition),
-            deliver_policy,
-            ..Default::default()
-        };
-        let consumer = ephemeral_consumer(|| store.journal.create_consumer(config.clone()))
-            .await
-            .ok_or_else(|| read(ephemeral_consumer_timed_out()))?
-            .map_err(|error| read(error.to_string()))?;
+        // A fresh inbox per attempt: a creation given up on may still be carried out later
+        // (once a missing server is back), and must not deliver into this reader.
+        let consumer = ephemeral_consumer(|| {
+            store.journal.create_consumer(push::OrderedConfig {
+                deliver_subject: store.jetstream.client().new_inbox(),
+                filter_subject: ClusterStore::journal_subject(partition),
+                deliver_policy,
+                ..Default::default()
+            })
+        })
+        .await
+        .ok_or_else(|| read(ephemeral_consumer_timed_out()))?
+        .map_err(|error| read(error.to_string()))?;
         let pending_at_open = consumer.cached_info().num_pending;
         let messages = consumer
             .messages()
