@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs every benchmark that BENCHMARKS.md reports, in the order it reports them, and keeps
-# their output (not part of CI; about 30 minutes on 2 cores).
+# their output (not part of CI; about 35 minutes on 2 cores; the cluster part needs
+# nats-server).
 #
 #   scripts/benchmarks.sh                 # everything, output in target/benchmarks/
 #   OUT=/tmp/bench scripts/benchmarks.sh
 #   ONLY="criterion harness" scripts/benchmarks.sh
 #                                         # some parts: machine criterion memory embedded
-#                                         # players round
+#                                         # players round cluster
 #
 # Each part writes `<part>.txt` (and JSON reports) in OUT; criterion keeps its own reports in
 # target/criterion/.
@@ -14,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out=${OUT:-$PWD/target/benchmarks}
-only=${ONLY:-"machine criterion memory embedded players round"}
+only=${ONLY:-"machine criterion memory embedded players round cluster"}
 mkdir -p "$out"
 
 part() {
@@ -68,4 +69,14 @@ fi
 
 if part round; then
     RUNS=3 DURATION=20s REPORTS=$out/round scripts/harness-compare.sh | tee "$out/round.txt"
+fi
+
+if part cluster; then
+    # Five load runs beside the JetStream probe, then ten kills of a node.
+    cargo build --release --quiet -p matchwell-cluster --example jetstream_probe
+    for run in 1 2 3 4 5; do
+        echo "== cluster load, run $run"
+        scripts/cluster-loadtest.sh 220 30s
+    done 2>&1 | tee "$out/cluster-load.txt"
+    scripts/cluster-failover.sh 10 2>&1 | tee "$out/cluster-failover.txt"
 fi
