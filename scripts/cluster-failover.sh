@@ -86,5 +86,5 @@ for run in $(seq 1 "$RUNS"); do
   echo "run $run: kill -9 of node f$victim, every tenant's writes acknowledged through f$survivor after $took ms"
   start_node $victim
 done
-median=$(printf '%s\n' "${FIGURES[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
+median=$(printf '%s\n' "${FIGURES[@]}" | median)
 echo "failover after kill -9, median of $RUNS runs: $median ms (runs: ${FIGURES[*]})"

@@ -53,8 +53,11 @@ stop_server() {
 # matchwell node of a measured cluster reads: the servers' URLs, a JWT secret, no rate limits,
 # and a log of warnings and the start-up lines (which name the address a node listens on).
 start_nats_cluster() {
-  local dir=$1 ports=$2 n routes=""
-  for n in 1 2 3; do routes="$routes${routes:+,}nats://127.0.0.1:16$ports$n"; done
+  local dir=$1 ports=$2 n routes="" clients=""
+  for n in 1 2 3; do
+    routes="$routes${routes:+,}nats://127.0.0.1:16$ports$n"
+    clients="$clients${clients:+,}nats://127.0.0.1:15$ports$n"
+  done
   for n in 1 2 3; do
     nats-server -js -a 127.0.0.1 -n "n$ports$n" -p "15$ports$n" -sd "$dir/js$n" \
       --cluster_name "mw$ports" --cluster "nats://127.0.0.1:16$ports$n" --routes "$routes" \
@@ -64,8 +67,13 @@ start_nats_cluster() {
   for n in 1 2 3; do
     until grep -q "Server is ready" "$dir/nats$n.log"; do sleep 0.2; done
   done
-  export MATCHWELL_CLUSTER_NATS=nats://127.0.0.1:15${ports}1,nats://127.0.0.1:15${ports}2,nats://127.0.0.1:15${ports}3
+  export MATCHWELL_CLUSTER_NATS=$clients
   export MATCHWELL_JWT_SECRET=measure-secret-of-at-least-thirty-two-bytes
   export MATCHWELL_RATE_LIMIT_PER_S=0 MATCHWELL_READ_RATE_LIMIT_PER_S=0
   export MATCHWELL_LOG=warn,matchwell::cli=info
+}
+
+# The median of the numbers on standard input, one per line.
+median() {
+    sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }

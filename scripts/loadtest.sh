@@ -80,10 +80,6 @@ to_ms() {
     awk '{ v = $1 + 0; if ($1 ~ /us$/) v /= 1000; else if ($1 ~ /ms$/) v += 0; else if ($1 ~ /s$/) v *= 1000; printf "%.3f\n", v }'
 }
 
-median() {
-    sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
-
 command=(wrk -t"$threads" -c"$connections" -d"$duration" --latency -s "$script")
 echo "server $server, fsync $fsync; ${command[*]} http://ADDRESS"
 : > "$work/rates"
