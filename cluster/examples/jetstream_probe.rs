@@ -20,6 +20,7 @@ use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use clap::Parser;
 use hdrhistogram::Histogram;
+use matchwell_cluster::store::server_addresses;
 use tokio::task::JoinSet;
 
 const STREAM: &str = "matchwell_probe";
@@ -47,12 +48,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let addresses = args
-        .nats
-        .split(',')
-        .map(|url| url.trim().parse::<async_nats::ServerAddr>())
-        .collect::<Result<Vec<_>, _>>()
-        .context("--nats")?;
+    let addresses = server_addresses(&args.nats).context("--nats")?;
     let client = async_nats::connect(addresses).await?;
     let jetstream = jetstream::new(client);
     jetstream

@@ -147,28 +147,9 @@ pub struct ClusterStore {
 
 impl ClusterStore {
     /// Connects to `config.urls`, opens (or creates) every asset, and checks or fixes the
-    /// cluster's partition count.
+    /// cluster's partition count and placement scheme.
     pub async fn connect(config: ClusterConfig) -> Result<Self, StoreError> {
-        let urls: Vec<&str> = config
-            .urls
-            .split(',')
-            .map(str::trim)
-            .filter(|url| !url.is_empty())
-            .collect();
-        if urls.is_empty() {
-            return Err(StoreError::BadUrls {
-                urls: config.urls.clone(),
-                reason: "no URL".to_owned(),
-            });
-        }
-        let addresses = urls
-            .iter()
-            .map(|url| url.parse::<async_nats::ServerAddr>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| StoreError::BadUrls {
-                urls: config.urls.clone(),
-                reason: error.to_string(),
-            })?;
+        let addresses = server_addresses(&config.urls)?;
         let client = async_nats::ConnectOptions::new()
             .name("matchwell")
             .connection_timeout(config.request_timeout)
@@ -275,6 +256,25 @@ impl std::fmt::Debug for ClusterStore {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// The NATS servers of `urls`, comma-separated (`nats://h1:4222,nats://h2:4222`).
+pub fn server_addresses(urls: &str) -> Result<Vec<async_nats::ServerAddr>, StoreError> {
+    let bad = |reason: String| StoreError::BadUrls {
+        urls: urls.to_owned(),
+        reason,
+    };
+    let addresses = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| url.parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| bad(error.to_string()))?;
+    if addresses.is_empty() {
+        return Err(bad("no URL".to_owned()));
+    }
+    Ok(addresses)
 }
 
 /// Opens key-value bucket `name`, creating it (one value per key) if it does not exist.
